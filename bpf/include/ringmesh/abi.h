@@ -1,0 +1,136 @@
+/* ringmesh BPF ABI: the only definition of every map key, value and
+ * counter shared between the BPF programs (bpf/) and userspace (C++).
+ *
+ * Rules:
+ *  - fixed-width types only, explicit padding, no bitfields: the layout is
+ *    checked field by field against the BTF in the skeleton
+ *    (tests/bpf/abi_btf_test.cc);
+ *  - addresses are 16 bytes; IPv4 is stored v4-mapped (::ffff:a.b.c.d);
+ *  - ports are network byte order everywhere in this file;
+ *  - bump RM_ABI_VERSION on any incompatible change. The agent refuses to
+ *    re-adopt pinned maps written by another ABI version.
+ */
+#ifndef RINGMESH_ABI_H_
+#define RINGMESH_ABI_H_
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+#define RM_ABI_VERSION 1
+
+/* Names of maps and programs as pinned under <pin-dir>/maps and
+ * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
+#define RM_MAP_PODS "rm_pods"
+#define RM_MAP_OPT_OUT_CIDRS "rm_opt_out_cidrs"
+#define RM_MAP_ORIG_DST "rm_orig_dst"
+#define RM_MAP_SOCKHASH "rm_sockhash"
+#define RM_MAP_CONFIG "rm_config"
+#define RM_MAP_COUNTERS "rm_counters"
+
+/* Default capacities; each is configurable in the agent (--max-*). */
+#define RM_DEFAULT_MAX_PODS 4096
+#define RM_DEFAULT_MAX_OPT_OUT_CIDRS 16384
+#define RM_DEFAULT_MAX_ORIG_DST 65536
+#define RM_DEFAULT_MAX_SOCKHASH 65536
+
+#define RM_MAX_OPT_OUT_PORTS 16
+
+/* rm_pod_info.flags */
+#define RM_POD_ENROLLED (1u << 0)
+/* Proxy absent: refuse at once (ECONNREFUSED) instead of connecting direct. */
+#define RM_POD_FAIL_CLOSED (1u << 1)
+
+/* rm_pods: key = netns cookie (__u64) of the pod's network namespace.
+ * Full: the agent cannot enroll more pods and reports it; existing pods are
+ * unaffected. */
+struct rm_pod_info {
+	__u32 pod_id;       /* agent-assigned, nonzero */
+	__u32 flags;        /* RM_POD_* */
+	__u16 proxy_port;   /* outbound listener on loopback in the pod netns */
+	__u16 n_opt_out_ports;
+	__u16 opt_out_ports[RM_MAX_OPT_OUT_PORTS]; /* destination ports, bypassed */
+	__u32 _pad;
+};
+
+/* rm_opt_out_cidrs (LPM trie): prefixlen counts the 32 bits of pod_id plus
+ * the address bits (96 + v4 prefix for IPv4). Full: the agent reports an
+ * error for that pod and keeps its previous opt-outs. */
+struct rm_cidr_key {
+	__u32 prefixlen;
+	__u32 pod_id;
+	__u8 addr[16];
+};
+
+/* Original destination of a redirected connection. Stored in socket-local
+ * storage at connect() (freed with the socket) and re-keyed into
+ * rm_orig_dst at ESTABLISHED under the app socket's local address. */
+struct rm_orig_dst {
+	__u8 addr[16];
+	__u16 port;
+	__u16 family;       /* AF_INET or AF_INET6 */
+	__u32 pod_id;
+	__u64 netns_cookie;
+};
+
+/* rm_orig_dst (LRU hash): the proxy looks this up from an accepted socket
+ * (netns cookie of the socket, peer address and port) and deletes it; the
+ * sockops program deletes it when the app socket closes first. Full: LRU
+ * evicts the oldest entry; the proxy then cannot find that connection's
+ * destination and resets it (counted as orig_dst_miss in the proxy). */
+struct rm_tuple_key {
+	__u64 netns_cookie;
+	__u8 addr[16];
+	__u16 port;
+	__u16 _pad[3];
+};
+
+/* rm_sockhash: both ends of an app<->proxy connection, keyed by the
+ * socket's own view (local, remote). Full: the socket stays on the normal
+ * TCP path (sockhash_full counter); sk_msg passes on every miss. */
+struct rm_sock_key {
+	__u64 netns_cookie;
+	__u8 local_addr[16];
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 _pad;
+};
+
+/* rm_config (array, one entry): runtime switches. */
+struct rm_config {
+	__u32 abi_version;      /* RM_ABI_VERSION of the agent that wrote it */
+	__u32 fastpath_enabled; /* sk_msg redirect kill switch: 0 = off */
+};
+
+/* Per-CPU counters of every decision. X(enum suffix, metric name). */
+#define RM_COUNTERS(X)                                            \
+	X(CONNECT_SEEN, "connect_seen")                               \
+	X(REDIRECTED, "redirected")                                   \
+	X(BYPASS_NOT_ENROLLED, "bypass_not_enrolled")                 \
+	X(BYPASS_PROXY_SOCKET, "bypass_proxy_socket")                 \
+	X(BYPASS_NOT_TCP, "bypass_not_tcp")                           \
+	X(BYPASS_LOOPBACK, "bypass_loopback")                         \
+	X(OPTED_OUT_PORT, "opted_out_port")                           \
+	X(OPTED_OUT_CIDR, "opted_out_cidr")                           \
+	X(FAIL_OPEN, "fail_open")                                     \
+	X(FAIL_CLOSED, "fail_closed")                                 \
+	X(ORIG_DST_STORAGE_FULL, "orig_dst_storage_full")             \
+	X(ESTABLISHED_REKEYED, "established_rekeyed")                 \
+	X(ORIG_DST_MAP_FULL, "orig_dst_map_full")                     \
+	X(ORIG_DST_CLOSED, "orig_dst_closed_before_accept")           \
+	X(SOCKHASH_ADDED, "sockhash_added")                           \
+	X(SOCKHASH_FULL, "sockhash_full")                             \
+	X(SOCKHASH_SKIPPED_FASTPATH_OFF, "sockhash_skipped_fastpath_off") \
+	X(MSG_REDIRECTED, "msg_redirected")                           \
+	X(MSG_PASS_MISS, "msg_pass_miss")                             \
+	X(MSG_PASS_FASTPATH_OFF, "msg_pass_fastpath_off")
+
+#define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
+enum rm_counter {
+	RM_COUNTERS(RM_COUNTER_ENUM)
+	RM_CTR_MAX
+};
+#undef RM_COUNTER_ENUM
+
+#endif /* RINGMESH_ABI_H_ */

@@ -1,0 +1,53 @@
+// Access to the agent's pinned BPF maps from other processes (the proxy,
+// ringmeshctl). Opens maps by pin path with bpf_obj_get; never loads or
+// attaches anything. This directory is the only userspace code that
+// includes libbpf.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "bpf/include/ringmesh/abi.h"
+#include "userspace/common/ip.h"
+#include "userspace/common/unique_fd.h"
+
+namespace ringmesh::bpf {
+
+// Summed per-CPU counters, indexed by enum rm_counter.
+using Counters = std::array<uint64_t, RM_CTR_MAX>;
+const char* CounterName(int index);
+
+class PinnedMaps {
+ public:
+  // pin_dir is the instance directory (e.g. /sys/fs/bpf/ringmesh/<node>);
+  // maps live under <pin_dir>/maps/<name>.
+  static absl::StatusOr<PinnedMaps> Open(const std::string& pin_dir);
+
+  // Original destination of an accepted proxy socket: looked up by the
+  // socket's netns cookie and its peer address, then deleted.
+  std::optional<rm_orig_dst> TakeOrigDst(uint64_t netns_cookie, const SocketAddress& peer) const;
+  // Inserts a proxy-side socket into the sockhash under its own view
+  // (local, remote). Returns false when the map is full or the fast path
+  // is off (then the connection simply stays on the normal path).
+  bool AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
+                     const SocketAddress& remote) const;
+  bool FastpathEnabled() const;
+  absl::Status SetFastpath(bool enabled) const;
+  absl::StatusOr<Counters> ReadCounters() const;
+  // Number of entries currently in a map (iterates keys; for tests/ctl).
+  absl::StatusOr<size_t> CountEntries(const char* map_name) const;
+  int map_fd(const char* map_name) const;
+
+ private:
+  struct Map {
+    std::string name;
+    UniqueFd fd;
+  };
+  std::vector<Map> maps_;
+};
+
+}  // namespace ringmesh::bpf
