@@ -1,0 +1,99 @@
+/* Decision logic of the connect hooks.
+ *
+ * Pure functions over facts the entry point gathered (no helpers, no
+ * maps), so tests/bpf/decide_test.cc compiles this header in userspace and
+ * checks every branch; sock_addr programs cannot run under
+ * BPF_PROG_TEST_RUN. The hooks themselves are proven by namespace tests.
+ */
+#ifndef RINGMESH_BPF_LIB_DECIDE_H_
+#define RINGMESH_BPF_LIB_DECIDE_H_
+
+#include "ringmesh/abi.h"
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define RM_SOCK_STREAM 1
+#define RM_IPPROTO_TCP 6
+
+/* What the connect hook knows when it decides. */
+struct rm_connect_facts {
+	const struct rm_pod_info *pod; /* NULL: netns not enrolled */
+	__u32 sock_type;
+	__u32 protocol;
+	__u32 sock_mark;
+	__u32 proxy_mark;
+	__u16 dst_port;        /* network byte order */
+	__u8 dst_is_loopback;
+	__u8 dst_cidr_opted_out;
+};
+
+/* Returns RM_CTR_REDIRECTED when the connection is a redirect candidate,
+ * else the counter naming why it is left alone. */
+static __always_inline enum rm_counter rm_classify_connect(const struct rm_connect_facts *f)
+{
+	if (f->sock_type != RM_SOCK_STREAM ||
+	    (f->protocol != RM_IPPROTO_TCP && f->protocol != 0))
+		return RM_CTR_BYPASS_NOT_TCP;
+	/* The proxy's own upstream sockets carry its mark; without this check a
+	 * proxy running inside an attached cgroup would loop to itself. */
+	if (f->proxy_mark && f->sock_mark == f->proxy_mark)
+		return RM_CTR_BYPASS_PROXY_SOCKET;
+	if (!f->pod || !(f->pod->flags & RM_POD_ENROLLED))
+		return RM_CTR_BYPASS_NOT_ENROLLED;
+	if (f->dst_is_loopback)
+		return RM_CTR_BYPASS_LOOPBACK;
+	__u16 n = f->pod->n_opt_out_ports;
+	if (n > RM_MAX_OPT_OUT_PORTS)
+		n = RM_MAX_OPT_OUT_PORTS;
+	for (int i = 0; i < RM_MAX_OPT_OUT_PORTS; i++) {
+		if (i >= n)
+			break;
+		if (f->pod->opt_out_ports[i] == f->dst_port)
+			return RM_CTR_OPTED_OUT_PORT;
+	}
+	if (f->dst_cidr_opted_out)
+		return RM_CTR_OPTED_OUT_CIDR;
+	return RM_CTR_REDIRECTED;
+}
+
+enum rm_action {
+	RM_ACT_PASS = 0,     /* connect goes where the app asked */
+	RM_ACT_REDIRECT = 1, /* rewrite to the proxy listener in the pod netns */
+};
+
+/* Candidate connection: proxy listening -> redirect; proxy absent ->
+ * the pod's fail mode. Fail-closed also "redirects": nothing listens on
+ * the proxy port, so the app gets ECONNREFUSED at once (never EACCES,
+ * which returning 0 from the hook would give, and never a hang). */
+static __always_inline enum rm_action rm_ready_action(const struct rm_pod_info *pod, int proxy_listening,
+						      enum rm_counter *why)
+{
+	if (proxy_listening) {
+		*why = RM_CTR_REDIRECTED;
+		return RM_ACT_REDIRECT;
+	}
+	if (pod->flags & RM_POD_FAIL_CLOSED) {
+		*why = RM_CTR_FAIL_CLOSED;
+		return RM_ACT_REDIRECT;
+	}
+	*why = RM_CTR_FAIL_OPEN;
+	return RM_ACT_PASS;
+}
+
+/* Sockhash key of the socket at the other end of an app<->proxy pair, from
+ * one end's own (local, remote) view. */
+static __always_inline void rm_peer_key(struct rm_sock_key *peer, const struct rm_sock_key *self)
+{
+	peer->netns_cookie = self->netns_cookie;
+	for (int i = 0; i < 16; i++) {
+		peer->local_addr[i] = self->remote_addr[i];
+		peer->remote_addr[i] = self->local_addr[i];
+	}
+	peer->local_port = self->remote_port;
+	peer->remote_port = self->local_port;
+	peer->_pad = 0;
+}
+
+#endif /* RINGMESH_BPF_LIB_DECIDE_H_ */

@@ -1,0 +1,78 @@
+/* Map definitions. Key and value types come from ringmesh/abi.h only.
+ * Capacities are defaults; the agent resizes them before load. */
+#ifndef RINGMESH_BPF_LIB_MAPS_H_
+#define RINGMESH_BPF_LIB_MAPS_H_
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "ringmesh/abi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct rm_pod_info);
+} rm_pods SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, RM_DEFAULT_MAX_OPT_OUT_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rm_cidr_key);
+	__type(value, __u32);
+} rm_opt_out_cidrs SEC(".maps");
+
+/* Socket-local: lives and dies with the app socket, so a connect that
+ * never establishes leaves nothing behind. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rm_orig_dst);
+} rm_sk_orig SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_ORIG_DST);
+	__type(key, struct rm_tuple_key);
+	__type(value, struct rm_orig_dst);
+} rm_orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, RM_DEFAULT_MAX_SOCKHASH);
+	__type(key, struct rm_sock_key);
+	__type(value, __u64);
+} rm_sockhash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rm_config);
+} rm_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RM_CTR_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} rm_counters SEC(".maps");
+
+static __always_inline void rm_count(enum rm_counter c)
+{
+	__u32 idx = c;
+	__u64 *v = bpf_map_lookup_elem(&rm_counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline int rm_fastpath_enabled(void)
+{
+	__u32 zero = 0;
+	struct rm_config *cfg = bpf_map_lookup_elem(&rm_config, &zero);
+	return cfg && cfg->fastpath_enabled;
+}
+
+#endif /* RINGMESH_BPF_LIB_MAPS_H_ */

@@ -1,0 +1,90 @@
+/* sockops: at ESTABLISHED re-key the original destination under the app
+ * socket's local address (what the proxy sees as the peer), put the app
+ * socket into the sockhash, and clean up if it closes before the proxy
+ * took the entry. */
+#ifndef RINGMESH_BPF_LIB_SOCKOPS_H_
+#define RINGMESH_BPF_LIB_SOCKOPS_H_
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lib/addr.h"
+#include "lib/decide.h"
+#include "lib/maps.h"
+
+static __always_inline void rm_sockops_local(const struct bpf_sock_ops *skops, __u8 addr[16])
+{
+	if (skops->family == AF_INET)
+		rm_addr_from_v4(addr, skops->local_ip4);
+	else
+		RM_ADDR_FROM_CTX_V6(addr, skops->local_ip6);
+}
+
+static __always_inline void rm_sockops_remote(const struct bpf_sock_ops *skops, __u8 addr[16])
+{
+	if (skops->family == AF_INET)
+		rm_addr_from_v4(addr, skops->remote_ip4);
+	else
+		RM_ADDR_FROM_CTX_V6(addr, skops->remote_ip6);
+}
+
+static __always_inline void rm_tuple_key_of(const struct bpf_sock_ops *skops, const struct rm_orig_dst *od,
+					    struct rm_tuple_key *k)
+{
+	k->netns_cookie = od->netns_cookie;
+	rm_sockops_local(skops, k->addr);
+	k->port = rm_local_port_be(skops->local_port);
+}
+
+static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
+{
+	struct rm_tuple_key tk = {};
+	struct rm_sock_key sk_key = {};
+	struct rm_orig_dst *od;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
+	if (!od)
+		return; /* not a redirected connection */
+	rm_tuple_key_of(skops, od, &tk);
+	if (bpf_map_update_elem(&rm_orig_dst, &tk, od, BPF_ANY))
+		rm_count(RM_CTR_ORIG_DST_MAP_FULL);
+	else
+		rm_count(RM_CTR_ESTABLISHED_REKEYED);
+	/* Ask for state changes so a close before accept removes the entry. */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+
+	if (!rm_fastpath_enabled()) {
+		rm_count(RM_CTR_SOCKHASH_SKIPPED_FASTPATH_OFF);
+		return;
+	}
+	sk_key.netns_cookie = od->netns_cookie;
+	rm_sockops_local(skops, sk_key.local_addr);
+	rm_sockops_remote(skops, sk_key.remote_addr);
+	sk_key.local_port = rm_local_port_be(skops->local_port);
+	sk_key.remote_port = rm_remote_port_be(skops->remote_port);
+	if (bpf_sock_hash_update(skops, &rm_sockhash, &sk_key, BPF_NOEXIST))
+		rm_count(RM_CTR_SOCKHASH_FULL);
+	else
+		rm_count(RM_CTR_SOCKHASH_ADDED);
+}
+
+static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
+{
+	struct rm_tuple_key tk = {};
+	struct rm_orig_dst *od;
+	struct bpf_sock *sk = skops->sk;
+
+	if (!sk)
+		return;
+	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
+	if (!od)
+		return;
+	rm_tuple_key_of(skops, od, &tk);
+	if (bpf_map_delete_elem(&rm_orig_dst, &tk) == 0)
+		rm_count(RM_CTR_ORIG_DST_CLOSED);
+}
+
+#endif /* RINGMESH_BPF_LIB_SOCKOPS_H_ */

@@ -1,0 +1,129 @@
+// Branch-by-branch test of the connect decision (bpf/lib/decide.h),
+// compiled in userspace: sock_addr programs cannot run under
+// BPF_PROG_TEST_RUN, so the logic lives in helpers free of maps and calls.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+extern "C" {
+#include "bpf/lib/decide.h"
+}
+
+namespace {
+
+rm_pod_info EnrolledPod() {
+  rm_pod_info p{};
+  p.pod_id = 7;
+  p.flags = RM_POD_ENROLLED;
+  p.proxy_port = htons(15001);
+  return p;
+}
+
+rm_connect_facts Facts(const rm_pod_info* pod) {
+  rm_connect_facts f{};
+  f.pod = pod;
+  f.sock_type = RM_SOCK_STREAM;
+  f.protocol = RM_IPPROTO_TCP;
+  f.proxy_mark = 0x539;
+  f.dst_port = htons(80);
+  return f;
+}
+
+TEST(Classify, EnrolledTcpIsCandidate) {
+  auto pod = EnrolledPod();
+  auto f = Facts(&pod);
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_REDIRECTED);
+}
+
+TEST(Classify, UdpBypasses) {
+  auto pod = EnrolledPod();
+  auto f = Facts(&pod);
+  f.sock_type = 2;  // SOCK_DGRAM
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_BYPASS_NOT_TCP);
+}
+
+TEST(Classify, ProxyMarkBypasses) {
+  auto pod = EnrolledPod();
+  auto f = Facts(&pod);
+  f.sock_mark = 0x539;
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_BYPASS_PROXY_SOCKET);
+  f.proxy_mark = 0;  // mark check disabled: a zero mark must not match
+  f.sock_mark = 0;
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_REDIRECTED);
+}
+
+TEST(Classify, NotEnrolled) {
+  auto f = Facts(nullptr);
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_BYPASS_NOT_ENROLLED);
+  auto pod = EnrolledPod();
+  pod.flags = 0;
+  f = Facts(&pod);
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_BYPASS_NOT_ENROLLED);
+}
+
+TEST(Classify, LoopbackBypasses) {
+  auto pod = EnrolledPod();
+  auto f = Facts(&pod);
+  f.dst_is_loopback = 1;
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_BYPASS_LOOPBACK);
+}
+
+TEST(Classify, OptOutPortsHonourCount) {
+  auto pod = EnrolledPod();
+  pod.opt_out_ports[0] = htons(22);
+  pod.opt_out_ports[1] = htons(80);
+  pod.n_opt_out_ports = 1;
+  auto f = Facts(&pod);
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_REDIRECTED) << "port 80 is beyond n_opt_out_ports";
+  pod.n_opt_out_ports = 2;
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_OPTED_OUT_PORT);
+  pod.n_opt_out_ports = 1000;  // corrupt count must not read past the array
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_OPTED_OUT_PORT);
+}
+
+TEST(Classify, OptOutCidr) {
+  auto pod = EnrolledPod();
+  auto f = Facts(&pod);
+  f.dst_cidr_opted_out = 1;
+  EXPECT_EQ(rm_classify_connect(&f), RM_CTR_OPTED_OUT_CIDR);
+}
+
+TEST(ReadyAction, ListeningRedirects) {
+  auto pod = EnrolledPod();
+  rm_counter why{};
+  EXPECT_EQ(rm_ready_action(&pod, 1, &why), RM_ACT_REDIRECT);
+  EXPECT_EQ(why, RM_CTR_REDIRECTED);
+}
+
+TEST(ReadyAction, AbsentProxyFollowsFailMode) {
+  auto pod = EnrolledPod();
+  rm_counter why{};
+  EXPECT_EQ(rm_ready_action(&pod, 0, &why), RM_ACT_PASS);
+  EXPECT_EQ(why, RM_CTR_FAIL_OPEN);
+  pod.flags |= RM_POD_FAIL_CLOSED;
+  EXPECT_EQ(rm_ready_action(&pod, 0, &why), RM_ACT_REDIRECT);
+  EXPECT_EQ(why, RM_CTR_FAIL_CLOSED);
+}
+
+TEST(PeerKey, SwapsEnds) {
+  rm_sock_key self{};
+  self.netns_cookie = 42;
+  self.local_addr[15] = 1;
+  self.remote_addr[15] = 2;
+  self.local_port = 1000;
+  self.remote_port = 2000;
+  rm_sock_key peer{};
+  rm_peer_key(&peer, &self);
+  EXPECT_EQ(peer.netns_cookie, 42u);
+  EXPECT_EQ(peer.local_addr[15], 2);
+  EXPECT_EQ(peer.remote_addr[15], 1);
+  EXPECT_EQ(peer.local_port, 2000);
+  EXPECT_EQ(peer.remote_port, 1000);
+  rm_sock_key back{};
+  rm_peer_key(&back, &peer);
+  EXPECT_EQ(std::memcmp(&back, &self, sizeof(self)), 0);
+}
+
+}  // namespace

@@ -1,0 +1,138 @@
+#include "userspace/bpf/pinned_maps.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace ringmesh::bpf {
+namespace {
+
+constexpr const char* kMapNames[] = {RM_MAP_PODS,     RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST,
+                                     RM_MAP_SOCKHASH, RM_MAP_CONFIG,        RM_MAP_COUNTERS};
+
+#define RM_COUNTER_NAME(name, str) str,
+constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
+#undef RM_COUNTER_NAME
+
+void FillAddr(uint8_t out[16], const IpAddress& ip) { std::memcpy(out, ip.bytes().data(), 16); }
+
+}  // namespace
+
+const char* CounterName(int index) {
+  if (index < 0 || index >= RM_CTR_MAX) return "unknown";
+  return kCounterNames[index];
+}
+
+absl::StatusOr<PinnedMaps> PinnedMaps::Open(const std::string& pin_dir) {
+  PinnedMaps m;
+  for (const char* name : kMapNames) {
+    std::string path = absl::StrCat(pin_dir, "/maps/", name);
+    int fd = bpf_obj_get(path.c_str());
+    if (fd < 0) {
+      return absl::NotFoundError(absl::StrCat("open pinned map ", path, ": ", std::strerror(errno),
+                                              " (is ringmesh-agent running with this --pin-dir?)"));
+    }
+    m.maps_.push_back(Map{name, UniqueFd(fd)});
+  }
+  return m;
+}
+
+int PinnedMaps::map_fd(const char* map_name) const {
+  for (const auto& m : maps_) {
+    if (m.name == map_name) return m.fd.get();
+  }
+  return -1;
+}
+
+std::optional<rm_orig_dst> PinnedMaps::TakeOrigDst(uint64_t netns_cookie, const SocketAddress& peer) const {
+  rm_tuple_key key{};
+  key.netns_cookie = netns_cookie;
+  FillAddr(key.addr, peer.ip);
+  key.port = htons(peer.port);
+  rm_orig_dst value{};
+  int fd = map_fd(RM_MAP_ORIG_DST);
+  if (bpf_map_lookup_and_delete_elem(fd, &key, &value) != 0) {
+    // Hash maps gained lookup_and_delete in 5.14; keep a fallback.
+    if (errno != EINVAL && errno != EOPNOTSUPP) return std::nullopt;
+    if (bpf_map_lookup_elem(fd, &key, &value) != 0) return std::nullopt;
+    bpf_map_delete_elem(fd, &key);
+  }
+  return value;
+}
+
+bool PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
+                               const SocketAddress& remote) const {
+  if (!FastpathEnabled()) return false;
+  rm_sock_key key{};
+  key.netns_cookie = netns_cookie;
+  FillAddr(key.local_addr, local.ip);
+  FillAddr(key.remote_addr, remote.ip);
+  key.local_port = htons(local.port);
+  key.remote_port = htons(remote.port);
+  uint64_t value = static_cast<uint64_t>(fd);
+  return bpf_map_update_elem(map_fd(RM_MAP_SOCKHASH), &key, &value, BPF_NOEXIST) == 0;
+}
+
+bool PinnedMaps::FastpathEnabled() const {
+  uint32_t zero = 0;
+  rm_config cfg{};
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_CONFIG), &zero, &cfg) != 0) return false;
+  return cfg.fastpath_enabled != 0;
+}
+
+absl::Status PinnedMaps::SetFastpath(bool enabled) const {
+  uint32_t zero = 0;
+  rm_config cfg{};
+  int fd = map_fd(RM_MAP_CONFIG);
+  if (bpf_map_lookup_elem(fd, &zero, &cfg) != 0) {
+    return absl::InternalError(absl::StrCat("read rm_config: ", std::strerror(errno)));
+  }
+  cfg.fastpath_enabled = enabled ? 1 : 0;
+  if (bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY) != 0) {
+    return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Counters> PinnedMaps::ReadCounters() const {
+  Counters out{};
+  long ncpu = sysconf(_SC_NPROCESSORS_CONF);
+  int possible = libbpf_num_possible_cpus();
+  if (possible > 0) ncpu = possible;
+  std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
+  int fd = map_fd(RM_MAP_COUNTERS);
+  for (uint32_t i = 0; i < RM_CTR_MAX; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) {
+      return absl::InternalError(absl::StrCat("read rm_counters[", i, "]: ", std::strerror(errno)));
+    }
+    for (uint64_t v : per_cpu) out[i] += v;
+  }
+  return out;
+}
+
+absl::StatusOr<size_t> PinnedMaps::CountEntries(const char* map_name) const {
+  int fd = map_fd(map_name);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat("no map ", map_name));
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
+    return absl::InternalError(absl::StrCat("map info: ", std::strerror(errno)));
+  }
+  std::vector<uint8_t> key(info.key_size), next(info.key_size);
+  size_t n = 0;
+  void* prev = nullptr;
+  // Bounded by max_entries (+1 to notice a concurrent refill, not loop forever).
+  while (n <= info.max_entries && bpf_map_get_next_key(fd, prev, next.data()) == 0) {
+    ++n;
+    key.swap(next);
+    prev = key.data();
+  }
+  return n;
+}
+
+}  // namespace ringmesh::bpf
