@@ -1,6 +1,8 @@
 /* sk_msg: move bytes between the two ends of an app<->proxy connection
  * without the TCP stack. Every miss passes: SK_DROP would surface in the
- * app as EACCES. */
+ * app as EACCES. A socket that passed once stays on TCP (rm_msg_state),
+ * which keeps each direction a redirected prefix followed by TCP data, an
+ * order the receiver's read path preserves. */
 #ifndef RINGMESH_BPF_LIB_MSG_H_
 #define RINGMESH_BPF_LIB_MSG_H_
 
@@ -14,8 +16,25 @@
 static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 {
 	struct rm_sock_key self = {}, peer = {};
+	struct rm_msg_state *st;
+	struct bpf_sock *sk = msg->sk;
 
+	if (!sk)
+		return SK_PASS;
+	st = bpf_sk_storage_get(&rm_msg_state, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st) {
+		/* No state, no ordering guarantee: stay on TCP. This is safe
+		 * only because nothing was redirected for this socket before
+		 * (the state is created on its first message). */
+		rm_count(RM_CTR_MSG_STATE_FULL);
+		return SK_PASS;
+	}
+	if (st->tcp_committed) {
+		rm_count(RM_CTR_MSG_PASS_TCP_COMMITTED);
+		return SK_PASS;
+	}
 	if (!rm_fastpath_enabled()) {
+		st->tcp_committed = 1;
 		rm_count(RM_CTR_MSG_PASS_FASTPATH_OFF);
 		return SK_PASS;
 	}
@@ -34,6 +53,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		rm_count(RM_CTR_MSG_REDIRECTED);
 		return SK_PASS;
 	}
+	st->tcp_committed = 1;
 	rm_count(RM_CTR_MSG_PASS_MISS);
 	return SK_PASS;
 }

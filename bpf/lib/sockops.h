@@ -71,6 +71,40 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 		rm_count(RM_CTR_SOCKHASH_ADDED);
 }
 
+/* The proxy's end of an app<->proxy connection: a passively established
+ * socket on the pod's proxy port on loopback, in an enrolled netns. It is
+ * inserted here, before the app can send its first byte, rather than by the
+ * proxy after accept(): a first write that found no peer would commit the
+ * app's socket to the TCP path for good (see msg.h). Runs when sockops is
+ * attached to a cgroup holding the proxy (the node cgroup in tests,
+ * kubepods in a cluster). */
+static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops)
+{
+	struct rm_sock_key k = {};
+	struct rm_pod_info *pod;
+	__u64 cookie;
+
+	if (!rm_fastpath_enabled())
+		return;
+	cookie = bpf_get_netns_cookie(skops);
+	pod = bpf_map_lookup_elem(&rm_pods, &cookie);
+	if (!pod || !(pod->flags & RM_POD_ENROLLED))
+		return;
+	if (rm_local_port_be(skops->local_port) != pod->proxy_port)
+		return;
+	rm_sockops_local(skops, k.local_addr);
+	if (!rm_addr_is_loopback(k.local_addr))
+		return;
+	k.netns_cookie = cookie;
+	rm_sockops_remote(skops, k.remote_addr);
+	k.local_port = pod->proxy_port;
+	k.remote_port = rm_remote_port_be(skops->remote_port);
+	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST))
+		rm_count(RM_CTR_SOCKHASH_FULL);
+	else
+		rm_count(RM_CTR_PROXY_SOCKHASH_ADDED);
+}
+
 static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
 {
 	struct rm_tuple_key tk = {};

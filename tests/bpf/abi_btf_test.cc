@@ -118,6 +118,14 @@ TEST_F(AbiBtf, Config) {
   EXPECT_FIELD(rm_config, fastpath_enabled);
 }
 
+TEST_F(AbiBtf, MsgState) {
+  const btf_type* t = Struct("rm_msg_state");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_msg_state));
+  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_FIELD(rm_msg_state, tcp_committed);
+}
+
 // Every map's key and value sizes in the object equal the ABI types'.
 TEST_F(AbiBtf, MapKeyValueSizes) {
   struct Want {
@@ -132,6 +140,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},
+      {"rm_msg_state", sizeof(int), sizeof(rm_msg_state)},
   };
   for (const auto& w : wants) {
     bpf_map* m = bpf_object__find_map_by_name(obj_, w.map);

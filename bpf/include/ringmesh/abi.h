@@ -97,6 +97,15 @@ struct rm_sock_key {
 	__u32 _pad;
 };
 
+/* rm_msg_state (socket-local storage of every socket in the sockhash).
+ * Once a socket has sent one message over the normal TCP path (peer not in
+ * the sockhash yet, fast path switched off, ...) it never redirects again:
+ * the receiver reads redirected data before its TCP receive queue, so
+ * mixing the two in one direction could reorder bytes. */
+struct rm_msg_state {
+	__u32 tcp_committed;
+};
+
 /* rm_config (array, one entry): runtime switches. */
 struct rm_config {
 	__u32 abi_version;      /* RM_ABI_VERSION of the agent that wrote it */
@@ -124,7 +133,10 @@ struct rm_config {
 	X(SOCKHASH_SKIPPED_FASTPATH_OFF, "sockhash_skipped_fastpath_off") \
 	X(MSG_REDIRECTED, "msg_redirected")                           \
 	X(MSG_PASS_MISS, "msg_pass_miss")                             \
-	X(MSG_PASS_FASTPATH_OFF, "msg_pass_fastpath_off")
+	X(MSG_PASS_FASTPATH_OFF, "msg_pass_fastpath_off")                 \
+	X(MSG_PASS_TCP_COMMITTED, "msg_pass_tcp_committed")               \
+	X(MSG_STATE_FULL, "msg_state_full")                               \
+	X(PROXY_SOCKHASH_ADDED, "proxy_sockhash_added")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {

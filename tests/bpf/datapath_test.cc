@@ -1,0 +1,385 @@
+// Kernel test of the BPF datapath without the proxy: a real cgroup, a real
+// network namespace, the real hooks. The test plays both the app (a child
+// process in the pod's cgroup and netns) and the proxy (a listener in the
+// pod netns, created from this process, which is outside the pod cgroup).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/bpf/root_guard.h"
+#include "userspace/bpf/datapath.h"
+#include "userspace/bpf/inspect.h"
+#include "userspace/common/netns.h"
+#include "userspace/common/unique_fd.h"
+
+namespace ringmesh::bpf {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string CgroupRoot() {
+  for (const char* p : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+    if (fs::exists(fs::path(p) / "cgroup.procs") && fs::exists(fs::path(p) / "cgroup.subtree_control")) return p;
+  }
+  return "";
+}
+
+// Result of one connect made by the "app" child.
+struct AppResult {
+  int connect_errno = -1;  // 0 = connected
+  char reply[32] = {};
+};
+
+class DatapathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    RINGMESH_REQUIRE_ROOT();
+    std::string cg_root = CgroupRoot();
+    ASSERT_FALSE(cg_root.empty()) << "no cgroup v2 hierarchy";
+    std::string id = std::to_string(getpid());
+    cg_root_ = cg_root;
+    run_cg_ = cg_root + "/ringmesh-test-dp-" + id;
+    pods_cg_ = run_cg_ + "/pods";
+    pod_cg_ = pods_cg_ + "/pod";
+    system_cg_ = run_cg_ + "/system";
+    ASSERT_TRUE(fs::create_directories(pod_cg_));
+    ASSERT_TRUE(fs::create_directories(system_cg_));
+    // This process plays the proxy: it lives in the node's system cgroup,
+    // as ringmesh-proxy does, so sockops sees its accepted sockets.
+    std::ifstream self_cg("/proc/self/cgroup");
+    for (std::string line; std::getline(self_cg, line);) {
+      if (line.rfind("0::", 0) == 0) orig_cg_ = cg_root + line.substr(3);
+    }
+    std::ofstream(system_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    pin_dir_ = "/sys/fs/bpf/ringmesh-test-dp-" + id;
+    // The pod's netns: a thread unshares and hands back its namespace fd.
+    std::thread t([&] {
+      if (unshare(CLONE_NEWNET) == 0) {
+        netns_ = UniqueFd(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+        // lo up, so 127.0.0.1 works (the proxy listener lives there).
+        system("ip link set lo up");
+      }
+    });
+    t.join();
+    ASSERT_TRUE(netns_.valid());
+    auto cookie = NetnsCookie(netns_.get());
+    ASSERT_TRUE(cookie.ok()) << cookie.status();
+    cookie_ = *cookie;
+
+    DatapathOptions o;
+    o.pin_dir = pin_dir_;
+    o.cgroup_path = run_cg_;
+    auto dp = Datapath::LoadOrAdopt(o);
+    ASSERT_TRUE(dp.ok()) << dp.status();
+    dp_ = std::move(*dp);
+  }
+
+  void TearDown() override {
+    dp_.reset();
+    listener_.Reset();
+    if (!pin_dir_.empty()) {
+      EXPECT_TRUE(Datapath::Uninstall(pin_dir_).ok());
+      EXPECT_FALSE(fs::exists(pin_dir_));
+    }
+    if (!orig_cg_.empty()) std::ofstream(orig_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    for (const auto& d : {pod_cg_, pods_cg_, system_cg_, run_cg_}) {
+      if (!d.empty()) rmdir(d.c_str());
+    }
+    if (!run_cg_.empty()) {
+      EXPECT_FALSE(fs::exists(run_cg_));
+    }
+  }
+
+  void Enroll(uint32_t flags) {
+    PodEntry e;
+    e.netns_cookie = cookie_;
+    e.info.pod_id = 1;
+    e.info.flags = flags;
+    e.info.proxy_port = htons(15001);
+    e.info.opt_out_ports[0] = htons(22);
+    e.info.n_opt_out_ports = 1;
+    e.opt_out_cidrs.push_back(*Cidr::Parse("198.18.99.0/24"));
+    auto r = dp_->SyncPods({e});
+    ASSERT_TRUE(r.errors.empty()) << r.errors.front();
+  }
+
+  void Listen() {
+    auto st = RunInNetns(netns_.get(), [&]() -> absl::Status {
+      listener_ = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      int one = 1;
+      setsockopt(listener_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(15001);
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(listener_.get(), 16) != 0) {
+        return absl::InternalError(std::strerror(errno));
+      }
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(st.ok()) << st;
+  }
+
+  // Forks the app: joins the pod cgroup and netns, connects to dst:port,
+  // sends "ping", reads a reply. Returns after the child exits.
+  AppResult RunApp(const char* dst, uint16_t port, const std::function<void()>& proxy_side = nullptr) {
+    int p[2];
+    EXPECT_EQ(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      AppResult r;
+      std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
+      if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
+      int s = socket(AF_INET, SOCK_STREAM, 0);
+      timeval tv{2, 0};
+      setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(port);
+      inet_pton(AF_INET, dst, &a.sin_addr);
+      r.connect_errno = connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 ? 0 : errno;
+      if (r.connect_errno == 0) {
+        (void)!write(s, "ping", 4);
+        ssize_t n = read(s, r.reply, sizeof(r.reply) - 1);
+        if (n < 0) r.reply[0] = 0;
+      }
+      (void)!write(p[1], &r, sizeof(r));
+      _exit(0);
+    }
+    close(p[1]);
+    if (proxy_side) proxy_side();
+    AppResult r;
+    EXPECT_EQ(read(p[0], &r, sizeof(r)), static_cast<ssize_t>(sizeof(r)));
+    close(p[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    return r;
+  }
+
+  uint64_t Counter(rm_counter c) {
+    auto v = dp_->maps().ReadCounters();
+    EXPECT_TRUE(v.ok());
+    return v.ok() ? (*v)[c] : 0;
+  }
+
+  std::string cg_root_, orig_cg_, run_cg_, pods_cg_, pod_cg_, system_cg_, pin_dir_;
+  UniqueFd netns_, listener_;
+  uint64_t cookie_ = 0;
+  std::unique_ptr<Datapath> dp_;
+};
+
+TEST_F(DatapathTest, RedirectsRecordsOrigDstAndFastPathCarriesBytes) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  std::optional<rm_orig_dst> od;
+  bool in_sockhash = false;
+  auto r = RunApp("198.18.0.10", 80, [&] {
+    UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(c.valid());
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    getsockname(c.get(), reinterpret_cast<sockaddr*>(&local), &ll);
+    getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &pl);
+    auto cookie = SocketNetnsCookie(c.get());
+    ASSERT_TRUE(cookie.ok());
+    EXPECT_EQ(*cookie, cookie_);
+    od = dp_->maps().TakeOrigDst(*cookie, SocketAddress::FromSockaddr(peer));
+    // sockops already inserted the accepted socket at PASSIVE_ESTABLISHED,
+    // so the proxy's own insertion finds it there.
+    in_sockhash = dp_->maps().AddToSockhash(c.get(), *cookie, SocketAddress::FromSockaddr(local),
+                                            SocketAddress::FromSockaddr(peer));
+    char buf[8] = {};
+    ASSERT_EQ(read(c.get(), buf, 4), 4);
+    EXPECT_STREQ(buf, "ping");
+    ASSERT_EQ(write(c.get(), "pong", 4), 4);
+  });
+  EXPECT_EQ(r.connect_errno, 0) << std::strerror(r.connect_errno);
+  EXPECT_STREQ(r.reply, "pong");
+  ASSERT_TRUE(od.has_value()) << "sockops did not re-key the original destination";
+  EXPECT_EQ(SocketAddress::FromSockaddr([&] {
+              sockaddr_storage ss{};
+              auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+              sin->sin_family = AF_INET;
+              std::memcpy(&sin->sin_addr, od->addr + 12, 4);
+              sin->sin_port = od->port;
+              return ss;
+            }())
+                .ToString(),
+            "198.18.0.10:80");
+  EXPECT_EQ(od->pod_id, 1u);
+  EXPECT_EQ(od->netns_cookie, cookie_);
+  EXPECT_FALSE(in_sockhash);
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_ESTABLISHED_REKEYED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_ADDED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_PROXY_SOCKHASH_ADDED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 2u) << "ping and pong both through sk_msg";
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_MISS), 0u);
+  // Taken by the proxy: nothing left in the orig-dst map; sockets closed:
+  // nothing left in the sockhash.
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u);
+  for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_SOCKHASH) != 0; ++i) usleep(10000);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SOCKHASH), 0u);
+}
+
+TEST_F(DatapathTest, FastPathOffStillRedirectsOverTcp) {
+  Enroll(RM_POD_ENROLLED);
+  ASSERT_TRUE(dp_->maps().SetFastpath(false).ok());
+  Listen();
+  auto r = RunApp("198.18.0.10", 80, [&] {
+    UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char buf[8] = {};
+    ASSERT_EQ(read(c.get(), buf, 4), 4);
+    ASSERT_EQ(write(c.get(), "pong", 4), 4);
+  });
+  EXPECT_STREQ(r.reply, "pong");
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_ADDED), 0u);
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_SKIPPED_FASTPATH_OFF), 1u);
+  EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 0u);
+}
+
+// Switching the fast path off and on again mid-connection must not reorder
+// bytes: a socket that passed once stays on TCP.
+TEST_F(DatapathTest, KillSwitchTogglePreservesOrder) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  std::string got;
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(80);
+    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    char go;
+    for (char c = 'a'; c <= 'f'; ++c) {
+      if (read(p[0], &go, 1) != 1) _exit(4);  // parent toggles between writes
+      if (write(s, &c, 1) != 1) _exit(5);
+    }
+    close(s);
+    _exit(0);
+  }
+  close(p[0]);
+  UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(c.valid());
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(dp_->maps().SetFastpath(i % 2 == 0).ok());
+    ASSERT_EQ(write(p[1], "g", 1), 1);
+    usleep(5000);  // let the byte land; the proxy does not read until the end
+  }
+  close(p[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  char buf[16];
+  for (ssize_t n; (n = read(c.get(), buf, sizeof(buf))) > 0;) got.append(buf, static_cast<size_t>(n));
+  EXPECT_EQ(got, "abcdef");
+  EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 1u) << "only 'a' went through sk_msg";
+  EXPECT_GE(Counter(RM_CTR_MSG_PASS_TCP_COMMITTED), 4u);
+}
+
+TEST_F(DatapathTest, EntryRemovedWhenAppClosesBeforeAccept) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  auto r = RunApp("198.18.0.10", 80);  // nobody accepts; the child times out reading and exits
+  EXPECT_EQ(r.connect_errno, 0);
+  for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_ORIG_DST) != 0; ++i) usleep(10000);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u);
+  EXPECT_EQ(Counter(RM_CTR_ORIG_DST_CLOSED), 1u);
+}
+
+TEST_F(DatapathTest, ProxyAbsentFailOpenGoesDirect) {
+  Enroll(RM_POD_ENROLLED);
+  // No listener. The pod netns has only lo: a direct connect to a
+  // non-local address fails with ENETUNREACH, proving it was not redirected.
+  auto r = RunApp("198.18.0.10", 80);
+  EXPECT_EQ(r.connect_errno, ENETUNREACH) << std::strerror(r.connect_errno);
+  EXPECT_EQ(Counter(RM_CTR_FAIL_OPEN), 1u);
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 0u);
+}
+
+TEST_F(DatapathTest, ProxyAbsentFailClosedRefuses) {
+  Enroll(RM_POD_ENROLLED | RM_POD_FAIL_CLOSED);
+  auto r = RunApp("198.18.0.10", 80);
+  EXPECT_EQ(r.connect_errno, ECONNREFUSED) << std::strerror(r.connect_errno);
+  EXPECT_EQ(Counter(RM_CTR_FAIL_CLOSED), 1u);
+}
+
+TEST_F(DatapathTest, OptOutsAndUnenrolledPass) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  EXPECT_EQ(RunApp("198.18.0.10", 22).connect_errno, ENETUNREACH);
+  EXPECT_EQ(Counter(RM_CTR_OPTED_OUT_PORT), 1u);
+  EXPECT_EQ(RunApp("198.18.99.7", 80).connect_errno, ENETUNREACH);
+  EXPECT_EQ(Counter(RM_CTR_OPTED_OUT_CIDR), 1u);
+  auto none = dp_->SyncPods({});
+  EXPECT_EQ(none.removed, 1);
+  EXPECT_EQ(RunApp("198.18.0.10", 80).connect_errno, ENETUNREACH);
+  EXPECT_EQ(Counter(RM_CTR_BYPASS_NOT_ENROLLED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 0u);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_OPT_OUT_CIDRS), 0u) << "stale CIDR entries removed";
+}
+
+TEST_F(DatapathTest, AdoptionKeepsMapsAndSwapsPrograms) {
+  Enroll(RM_POD_ENROLLED);
+  auto links_before = DescribeLinks(pin_dir_);
+  ASSERT_TRUE(links_before.ok());
+  ASSERT_EQ(links_before->size(), 4u);
+  dp_.reset();  // agent exits; pins keep everything attached
+  DatapathOptions o;
+  o.pin_dir = pin_dir_;
+  o.cgroup_path = run_cg_;
+  auto dp = Datapath::LoadOrAdopt(o);
+  ASSERT_TRUE(dp.ok()) << dp.status();
+  dp_ = std::move(*dp);
+  EXPECT_TRUE(dp_->adopted());
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_PODS), 1u) << "pods map survived the restart";
+  auto links_after = DescribeLinks(pin_dir_);
+  ASSERT_TRUE(links_after.ok());
+  ASSERT_EQ(links_after->size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ((*links_before)[i].link_id, (*links_after)[i].link_id) << "same link, updated in place";
+  }
+  Listen();
+  auto r = RunApp("198.18.0.10", 80, [&] {
+    UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    char buf[8] = {};
+    ASSERT_EQ(read(c.get(), buf, 4), 4);
+    ASSERT_EQ(write(c.get(), "pong", 4), 4);
+  });
+  EXPECT_STREQ(r.reply, "pong");
+}
+
+TEST_F(DatapathTest, RefusesHierarchyRoot) {
+  DatapathOptions o;
+  o.pin_dir = pin_dir_ + "-root";
+  o.cgroup_path = CgroupRoot();
+  auto dp = Datapath::LoadOrAdopt(o);
+  EXPECT_FALSE(dp.ok());
+  EXPECT_NE(std::string(dp.status().message()).find("root of a cgroup hierarchy"), std::string::npos);
+  EXPECT_TRUE(Datapath::Uninstall(o.pin_dir).ok());
+}
+
+}  // namespace
+}  // namespace ringmesh::bpf
