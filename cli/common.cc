@@ -107,7 +107,7 @@ std::string Table::Render() const {
 
 int Emit(const Globals& g, const nlohmann::json& data, const std::string& table) {
   if (g.output == "json") {
-    std::cout << data.dump(2) << "\n";
+    std::cout << data.dump() << "\n";  // one line: easy to pipe into jq or a test
   } else {
     std::cout << table;
   }

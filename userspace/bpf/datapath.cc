@@ -14,7 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "rm_datapath.skel.h"
-#include "spdlog/spdlog.h"
+#include "userspace/common/logging.h"
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
