@@ -1,0 +1,387 @@
+#include "userspace/common/snapshot_json.h"
+
+#include <initializer_list>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace ringmesh {
+namespace {
+
+using Json = nlohmann::json;
+
+// --- encoding -------------------------------------------------------------
+
+Json IpsToJson(const std::vector<IpAddress>& ips) {
+  Json out = Json::array();
+  for (const auto& ip : ips) out.push_back(ip.ToString());
+  return out;
+}
+
+Json PodToJson(const Pod& pod) {
+  Json labels = Json::object();
+  for (const auto& [k, v] : pod.labels) labels[k] = v;
+  Json cidrs = Json::array();
+  for (const auto& c : pod.opt_out_cidrs) cidrs.push_back(c.ToString());
+  return Json{
+      {"namespace", pod.ns},
+      {"name", pod.name},
+      {"uid", pod.uid},
+      {"serviceAccount", pod.service_account},
+      {"netns", pod.netns_path},
+      {"cgroup", pod.cgroup_path},
+      {"ips", IpsToJson(pod.ips)},
+      {"labels", std::move(labels)},
+      {"mode", pod.enrolled ? "enabled" : "disabled"},
+      {"failMode", ToString(pod.fail_mode)},
+      {"optOutPorts", pod.opt_out_ports},
+      {"optOutCidrs", std::move(cidrs)},
+      {"podId", pod.pod_id},
+  };
+}
+
+Json ServiceToJson(const Service& svc) {
+  Json ports = Json::array();
+  for (const auto& p : svc.ports) {
+    ports.push_back(Json{{"name", p.name},
+                         {"port", p.port},
+                         {"targetPort", p.target_port},
+                         {"protocol", ToString(p.protocol)}});
+  }
+  Json endpoints = Json::array();
+  for (const auto& e : svc.endpoints) {
+    endpoints.push_back(Json{{"ip", e.ip.ToString()}, {"ready", e.ready}, {"pod", e.pod}});
+  }
+  return Json{
+      {"namespace", svc.ns},       {"name", svc.name},       {"vips", IpsToJson(svc.vips)},
+      {"ports", std::move(ports)}, {"lb", ToString(svc.lb)}, {"endpoints", std::move(endpoints)},
+  };
+}
+
+// --- decoding -------------------------------------------------------------
+
+absl::Status Error(const std::string& path, absl::string_view message) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
+}
+
+const char* TypeName(const Json& j) {
+  if (j.is_number_unsigned() || j.is_number_integer()) return "an integer";
+  if (j.is_number_float()) return "a fractional number";
+  if (j.is_string()) return "a string";
+  if (j.is_boolean()) return "a boolean";
+  if (j.is_array()) return "an array";
+  if (j.is_object()) return "an object";
+  if (j.is_null()) return "null";
+  return "something else";
+}
+
+absl::Status WrongType(const std::string& path, absl::string_view expected, const Json& got) {
+  return Error(path, absl::StrCat("expected ", expected, ", got ", TypeName(got)));
+}
+
+std::string Quote(absl::string_view s) {
+  constexpr size_t kMax = 80;
+  std::string out = absl::CHexEscape(s.substr(0, kMax));
+  return absl::StrCat("\"", out, s.size() > kMax ? "...\"" : "\"");
+}
+
+std::string Child(const std::string& path, absl::string_view field) { return absl::StrCat(path, ".", field); }
+std::string Index(const std::string& path, size_t i) { return absl::StrCat(path, "[", i, "]"); }
+
+// Rejects unknown fields, so a schema change cannot be silently ignored by
+// an old reader.
+absl::Status CheckObject(const Json& j, const std::string& path,
+                         std::initializer_list<absl::string_view> known) {
+  if (!j.is_object()) return WrongType(path, "an object", j);
+  for (const auto& [key, value] : j.items()) {
+    bool found = false;
+    for (auto k : known) found = found || k == key;
+    if (!found) return Error(path, absl::StrCat("unknown field ", Quote(key)));
+  }
+  return absl::OkStatus();
+}
+
+// Required fields fail when absent; optional ones leave *out untouched.
+const Json* Field(const Json& obj, const char* key) {
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+absl::Status Required(const Json& obj, const std::string& path, const char* key) {
+  if (!obj.contains(key)) return Error(Child(path, key), "required field missing");
+  return absl::OkStatus();
+}
+
+absl::Status GetString(const Json& j, const std::string& path, std::string* out) {
+  if (!j.is_string()) return WrongType(path, "a string", j);
+  *out = j.get<std::string>();
+  return absl::OkStatus();
+}
+
+absl::Status GetBool(const Json& j, const std::string& path, bool* out) {
+  if (!j.is_boolean()) return WrongType(path, "a boolean", j);
+  *out = j.get<bool>();
+  return absl::OkStatus();
+}
+
+absl::Status GetUint(const Json& j, const std::string& path, uint64_t max, uint64_t* out) {
+  if (!j.is_number_unsigned()) {
+    if (j.is_number_integer()) return Error(path, absl::StrCat(j.get<int64_t>(), " is negative"));
+    return WrongType(path, "an unsigned integer", j);
+  }
+  uint64_t v = j.get<uint64_t>();
+  if (v > max) return Error(path, absl::StrCat(v, " is out of range (at most ", max, ")"));
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status GetPort(const Json& j, const std::string& path, uint16_t* out) {
+  if (!j.is_number_unsigned() && !j.is_number_integer()) return WrongType(path, "a port number", j);
+  bool in_range = j.is_number_unsigned() && j.get<uint64_t>() >= 1 && j.get<uint64_t>() <= 65535;
+  if (!in_range) return Error(path, absl::StrCat(j.dump(), " is not a port (1-65535)"));
+  *out = static_cast<uint16_t>(j.get<uint64_t>());
+  return absl::OkStatus();
+}
+
+absl::Status GetIp(const Json& j, const std::string& path, IpAddress* out) {
+  if (!j.is_string()) return WrongType(path, "an IP address string", j);
+  const auto& s = j.get_ref<const std::string&>();
+  auto ip = IpAddress::Parse(s);
+  if (!ip) return Error(path, absl::StrCat(Quote(s), " is not an IP address"));
+  *out = *ip;
+  return absl::OkStatus();
+}
+
+absl::Status GetCidr(const Json& j, const std::string& path, Cidr* out) {
+  if (!j.is_string()) return WrongType(path, "a CIDR string", j);
+  const auto& s = j.get_ref<const std::string&>();
+  auto cidr = Cidr::Parse(s);
+  if (!cidr) return Error(path, absl::StrCat(Quote(s), " is not a CIDR"));
+  *out = *cidr;
+  return absl::OkStatus();
+}
+
+template <typename T, typename Fn>
+absl::Status GetArray(const Json& j, const std::string& path, std::vector<T>* out, Fn&& element) {
+  if (!j.is_array()) return WrongType(path, "an array", j);
+  out->clear();
+  out->reserve(j.size());
+  for (size_t i = 0; i < j.size(); ++i) {
+    T value{};
+    if (auto st = element(j[i], Index(path, i), &value); !st.ok()) return st;
+    out->push_back(std::move(value));
+  }
+  return absl::OkStatus();
+}
+
+template <typename E>
+absl::Status GetEnum(const Json& j, const std::string& path, std::optional<E> (*parse)(std::string_view),
+                     std::initializer_list<absl::string_view> allowed, E* out) {
+  if (!j.is_string()) return WrongType(path, "a string", j);
+  const auto& s = j.get_ref<const std::string&>();
+  auto v = parse(s);
+  // ParseLbPolicy also accepts aliases; the wire only carries canonical names.
+  bool canonical = false;
+  for (auto a : allowed) canonical = canonical || a == s;
+  if (!v || !canonical) {
+    return Error(path, absl::StrCat("unknown value ", Quote(s), " (expected one of ",
+                                    absl::StrJoin(allowed, ", "), ")"));
+  }
+  *out = *v;
+  return absl::OkStatus();
+}
+
+#define RM_RETURN_IF_ERROR(expr)        \
+  do {                                  \
+    if (auto _st = (expr); !_st.ok()) { \
+      return _st;                       \
+    }                                   \
+  } while (0)
+
+absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path,
+                                 {"namespace", "name", "uid", "serviceAccount", "netns", "cgroup", "ips",
+                                  "labels", "mode", "failMode", "optOutPorts", "optOutCidrs", "podId"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
+  RM_RETURN_IF_ERROR(Required(j, path, "name"));
+  for (const auto& [key, v] : j.items()) {
+    std::string p = Child(path, key);
+    if (key == "namespace") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->ns));
+    } else if (key == "name") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->name));
+    } else if (key == "uid") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->uid));
+    } else if (key == "serviceAccount") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->service_account));
+    } else if (key == "netns") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->netns_path));
+    } else if (key == "cgroup") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->cgroup_path));
+    } else if (key == "ips") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &pod->ips, GetIp));
+    } else if (key == "labels") {
+      if (!v.is_object()) return WrongType(p, "an object", v);
+      pod->labels.clear();
+      for (const auto& [lk, lv] : v.items()) {
+        RM_RETURN_IF_ERROR(GetString(lv, Child(p, lk), &pod->labels[lk]));
+      }
+    } else if (key == "mode") {
+      if (!v.is_string()) return WrongType(p, "a string", v);
+      const auto& s = v.get_ref<const std::string&>();
+      if (s != "enabled" && s != "disabled") {
+        return Error(p, absl::StrCat("unknown value ", Quote(s), " (expected one of enabled, disabled)"));
+      }
+      pod->enrolled = s == "enabled";
+    } else if (key == "failMode") {
+      RM_RETURN_IF_ERROR(GetEnum(v, p, ParseFailMode, {"open", "closed"}, &pod->fail_mode));
+    } else if (key == "optOutPorts") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &pod->opt_out_ports, GetPort));
+    } else if (key == "optOutCidrs") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &pod->opt_out_cidrs, GetCidr));
+    } else if (key == "podId") {
+      uint64_t id = 0;
+      RM_RETURN_IF_ERROR(GetUint(v, p, std::numeric_limits<uint32_t>::max(), &id));
+      pod->pod_id = static_cast<uint32_t>(id);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeServicePort(const Json& j, const std::string& path, ServicePort* port) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"name", "port", "targetPort", "protocol"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "port"));
+  RM_RETURN_IF_ERROR(GetPort(j["port"], Child(path, "port"), &port->port));
+  port->target_port = port->port;
+  if (const Json* v = Field(j, "name")) RM_RETURN_IF_ERROR(GetString(*v, Child(path, "name"), &port->name));
+  if (const Json* v = Field(j, "targetPort")) {
+    RM_RETURN_IF_ERROR(GetPort(*v, Child(path, "targetPort"), &port->target_port));
+  }
+  if (const Json* v = Field(j, "protocol")) {
+    RM_RETURN_IF_ERROR(GetEnum(*v, Child(path, "protocol"), ParseAppProtocol,
+                               {"tcp", "http", "http2", "grpc"}, &port->protocol));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeEndpoint(const Json& j, const std::string& path, Endpoint* ep) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"ip", "ready", "pod"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "ip"));
+  RM_RETURN_IF_ERROR(GetIp(j["ip"], Child(path, "ip"), &ep->ip));
+  if (const Json* v = Field(j, "ready")) RM_RETURN_IF_ERROR(GetBool(*v, Child(path, "ready"), &ep->ready));
+  if (const Json* v = Field(j, "pod")) RM_RETURN_IF_ERROR(GetString(*v, Child(path, "pod"), &ep->pod));
+  return absl::OkStatus();
+}
+
+absl::Status DecodeService(const Json& j, const std::string& path, Service* svc) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"namespace", "name", "vips", "ports", "lb", "endpoints"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
+  RM_RETURN_IF_ERROR(Required(j, path, "name"));
+  for (const auto& [key, v] : j.items()) {
+    std::string p = Child(path, key);
+    if (key == "namespace") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &svc->ns));
+    } else if (key == "name") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &svc->name));
+    } else if (key == "vips") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &svc->vips, GetIp));
+    } else if (key == "ports") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &svc->ports, DecodeServicePort));
+    } else if (key == "lb") {
+      RM_RETURN_IF_ERROR(
+          GetEnum(v, p, ParseLbPolicy, {"p2c", "round_robin", "random", "least_connections"}, &svc->lb));
+    } else if (key == "endpoints") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &svc->endpoints, DecodeEndpoint));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// nlohmann's parser keeps its own stack, but a 64 MiB "[[[[..." would still
+// build tens of millions of nested values. One linear pass bounds it first.
+absl::Status CheckDepth(std::string_view text) {
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxSnapshotJsonDepth) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("snapshot JSON is nested deeper than ", kMaxSnapshotJsonDepth, " levels"));
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+nlohmann::json SnapshotToJson(const Snapshot& snapshot) {
+  Json pods = Json::array();
+  for (const auto& pod : snapshot.pods) pods.push_back(PodToJson(pod));
+  Json services = Json::array();
+  for (const auto& svc : snapshot.services) services.push_back(ServiceToJson(svc));
+  return Json{{"generation", snapshot.generation},
+              {"outboundPort", snapshot.outbound_port},
+              {"pods", std::move(pods)},
+              {"services", std::move(services)}};
+}
+
+absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json) {
+  const std::string root = "$";
+  RM_RETURN_IF_ERROR(CheckObject(json, root, {"generation", "outboundPort", "pods", "services"}));
+  Snapshot s;
+  for (const auto& [key, v] : json.items()) {
+    std::string p = Child(root, key);
+    if (key == "generation") {
+      RM_RETURN_IF_ERROR(GetUint(v, p, std::numeric_limits<uint64_t>::max(), &s.generation));
+    } else if (key == "outboundPort") {
+      RM_RETURN_IF_ERROR(GetPort(v, p, &s.outbound_port));
+    } else if (key == "pods") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s.pods, DecodePod));
+    } else if (key == "services") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s.services, DecodeService));
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent) {
+  try {
+    return SnapshotToJson(snapshot).dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict);
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot cannot be encoded as JSON: ", e.what()));
+  }
+}
+
+absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text) {
+  RM_RETURN_IF_ERROR(CheckDepth(text));
+  Json json;
+  try {
+    json = Json::parse(text.begin(), text.end());
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("snapshot JSON: ", e.what()));
+  }
+  return SnapshotFromJson(json);
+}
+
+}  // namespace ringmesh

@@ -1,0 +1,58 @@
+// Snapshot <-> JSON. This is the encoding of the snapshot inside the
+// agent->proxy protocol (SNAPSHOT_END, see snapshot_protocol.h) and the body
+// of the proxy's /config_dump, so one reader understands both.
+//
+// The field names are those of the node file (docs/node-file.md) plus
+// `generation` and `podId`, which only the agent assigns:
+//
+//   {"generation": 7, "outboundPort": 15001,
+//    "pods": [{"namespace": "default", "name": "web-0", "uid": "...",
+//              "serviceAccount": "web", "netns": "/run/netns/web-0",
+//              "cgroup": "/kubepods/...", "ips": ["198.18.1.2"],
+//              "labels": {"app": "web"}, "mode": "enabled",
+//              "failMode": "open", "optOutPorts": [22],
+//              "optOutCidrs": ["198.18.9.0/24"], "podId": 3}],
+//    "services": [{"namespace": "default", "name": "web",
+//                  "vips": ["198.19.0.10"], "lb": "p2c",
+//                  "ports": [{"name": "http", "port": 80,
+//                             "targetPort": 8080, "protocol": "http"}],
+//                  "endpoints": [{"ip": "198.18.1.2", "ready": true,
+//                                 "pod": "default/web-0"}]}]}
+//
+// Round trips are lossless: DecodeSnapshotJson(EncodeSnapshotJson(s)) == s
+// for every snapshot whose CIDRs are normalised (host bits clear, which
+// Cidr::Parse guarantees) and whose ports are nonzero.
+//
+// Decoding is strict, because the two ends of the wire are versioned
+// together (the protocol version changes whenever this schema does): unknown
+// fields, wrong JSON types, unknown enum strings, bad IPs/CIDRs and ports
+// outside 1..65535 are rejected with a Status that names the JSON path, e.g.
+//   $.pods[3].ips[0]: "198.18.0.300" is not an IP address
+// Missing fields take the defaults of snapshot.h, except the identifying
+// ones (pod and service namespace/name, endpoint ip, service port number).
+#pragma once
+
+#include <cstddef>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "userspace/common/snapshot.h"
+
+namespace ringmesh {
+
+// A snapshot is at most 5 levels deep; anything much deeper is an attack on
+// the parser's memory, rejected before nlohmann builds the tree.
+inline constexpr int kMaxSnapshotJsonDepth = 16;
+
+nlohmann::json SnapshotToJson(const Snapshot& snapshot);
+[[nodiscard]] absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json);
+
+// Serialises compactly (indent < 0) or pretty-printed (indent >= 0). Fails
+// only when a string in the snapshot is not valid UTF-8, which JSON cannot
+// carry; the node file parser never produces such strings.
+[[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent = -1);
+[[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text);
+
+}  // namespace ringmesh
