@@ -66,12 +66,12 @@ mesh_start_proxy() {
   shift
   [[ -x $MESH_PROXY ]] || rm_fail "not built: $MESH_PROXY"
   local pid
-  pid=$(rm_spawn "$node:system" "$MESH_PROXY" --agent-socket "$(mesh_agent_socket "$node")" \
+  pid=$(rm_spawn "$node:system" prlimit --nofile=65536:65536 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket "$node")" \
     --admin-socket "$(mesh_admin_socket "$node")" --bpf-pin-dir "$(rm_node_pindir "$node")" "$@")
   _MESH_PROXY_PID[$node]=$pid
   local i
   for ((i = 0; i < 200; i++)); do
-    if mesh_ctl "$node" status >/dev/null 2>&1 || mesh_proxy_ready "$node"; then
+    if mesh_admin "$node" /healthz/ready >/dev/null 2>&1; then
       return 0
     fi
     [[ -e /proc/$pid ]] || break
@@ -79,11 +79,6 @@ mesh_start_proxy() {
   done
   cat "$(rm_spawn_log "$pid")" >&2
   rm_fail "proxy on $node did not become ready"
-}
-
-mesh_proxy_ready() {
-  "$MESH_CTL" --pin-dir "$(rm_node_pindir "$1")" --proxy-admin "$(mesh_admin_socket "$1")" \
-    --agent-status "$(mesh_status_file "$1")" -o json status 2>/dev/null | rm_json proxy.ready | grep -qx true
 }
 
 # mesh_ctl NODE ARGS...: ringmeshctl pointed at that node.
@@ -97,4 +92,40 @@ mesh_ctl() {
 # mesh_counter NODE NAME: one BPF counter of the node.
 mesh_counter() {
   mesh_ctl "$1" -o json bpf | rm_json "counters.$2"
+}
+
+# mesh_admin NODE PATH: GET from the proxy admin socket (body on stdout).
+mesh_admin() {
+  curl -sS --fail --max-time 5 --unix-socket "$(mesh_admin_socket "$1")" "http://ringmesh$2"
+}
+
+# mesh_metric NODE NAME [LABEL_FILTER]: sum of a Prometheus metric's samples
+# (optionally only lines containing LABEL_FILTER).
+mesh_metric() {
+  mesh_admin "$1" /metrics | awk -v n="$2" -v f="${3:-}" '
+    $1 ~ "^" n "({|$)" && (f == "" || index($0, f)) { s += $NF } END { printf "%d\n", s }'
+}
+
+# mesh_fd_count PID: open descriptors of a process.
+mesh_fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# mesh_map_entries NODE MAP: entries in one pinned map.
+mesh_map_entries() {
+  mesh_ctl "$1" -o json bpf | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print([m["entries"] for m in d["maps"] if m["name"] == sys.argv[1]][0])' "$2"
+}
+
+# mesh_wait_for DESCRIPTION TIMEOUT_S CMD...: polls CMD until it succeeds.
+mesh_wait_for() {
+  local what=$1 timeout=$2 i
+  shift 2
+  for ((i = 0; i < timeout * 20; i++)); do
+    if "$@" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  rm_fail "timed out after ${timeout}s waiting for: $what"
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Transparent L4 proxying on one node, end to end: eBPF redirect -> proxy ->
+# backends. Run once per io backend and fast-path setting:
+#   l4_test.sh --io-backend io_uring|epoll --fastpath on|off
+# Topology (node n1): client (enrolled, fail-open), strict (enrolled,
+# fail-closed), plain (not enrolled), backends b1 and b2.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+source "$here/mesh.sh"
+
+backend=io_uring fastpath=on
+while (($#)); do
+  case $1 in
+    --io-backend) backend=$2; shift 2 ;;
+    --fastpath) fastpath=$2; shift 2 ;;
+    *) echo "usage: $0 [--io-backend io_uring|epoll] [--fastpath on|off]" >&2; exit 2 ;;
+  esac
+done
+
+rm_init "l4_${backend}_fastpath_${fastpath}"
+mesh_init
+rm_node n1
+for p in client strict plain b1 b2; do rm_pod n1 "$p"; done
+
+VIP=198.18.200.10
+B1=$(rm_pod_ip b1) B2=$(rm_pod_ip b2)
+nodefile=$RM_TMP/node.yaml
+write_nodefile() {  # [extra YAML appended to the first pod]
+  cat >"$nodefile.tmp" <<YAML
+pods:
+  - {namespace: default, name: client, netns: $(rm_pod_netns_path client), ips: [$(rm_pod_ip client)], serviceAccount: client}
+  - {namespace: default, name: strict, netns: $(rm_pod_netns_path strict), ips: [$(rm_pod_ip strict)], failMode: closed}
+  - {namespace: default, name: plain, netns: $(rm_pod_netns_path plain), ips: [$(rm_pod_ip plain)], mode: disabled}
+  - {namespace: default, name: b1, ips: [$B1], mode: disabled}
+  - {namespace: default, name: b2, ips: [$B2], mode: disabled}
+services:
+  - namespace: default
+    name: web
+    vips: [$VIP]
+    ports:
+      - {name: tag, port: 80, targetPort: 8080}
+      - {name: bulk, port: 81, targetPort: 9000}
+      - {name: hold, port: 84, targetPort: 8081}
+    endpoints: [{ip: $B1, pod: default/b1}, {ip: $B2, pod: default/b2}]
+  - namespace: default
+    name: refused
+    vips: [198.18.200.12]
+    ports: [{port: 82, targetPort: 9999}]
+    endpoints: [{ip: $B1}]
+${1:-}
+YAML
+  mv "$nodefile.tmp" "$nodefile"
+}
+write_nodefile
+for b in b1 b2; do
+  ip=$(rm_pod_ip $b)
+  rm_spawn $b "$RM_TCP" serve --listen "$ip:8080" --tag $b >/dev/null
+  rm_spawn $b "$RM_TCP" serve --listen "$ip:8081" --tag $b --mode echo --max-conns 4096 >/dev/null
+  rm_spawn $b "$RM_TCP" serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
+  for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
+done
+
+mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
+mesh_start_proxy n1 --io-backend "$backend"
+log=$(rm_spawn_log "$(mesh_proxy_pid n1)")
+grep -q "io backend: $backend" "$log" || rm_fail "proxy log does not say 'io backend: $backend'"
+rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_enabled)" "$([[ $fastpath == on ]] && echo true || echo false)" "fast path state"
+
+counter() { mesh_counter n1 "$1"; }
+active_at_least() { (($(mesh_metric n1 ringmesh_proxy_connections_active) >= $1)); }
+no_connections() { [[ $(mesh_admin n1 /connections | tr -d ' \n') == '[]' ]]; }
+fds_at_most() { (($(mesh_fd_count "$1") <= $2)); }
+map_empty() { [[ $(mesh_map_entries n1 "$1") == 0 ]]; }
+status_has() { grep -qF -- "$1" "$(mesh_status_file n1)"; }
+status_clean() { [[ $(rm_json last_error <"$(mesh_status_file n1)") == "" ]]; }
+gone() { ! kill -0 "$1" 2>/dev/null; }
+
+rm_case balance_200
+red0=$(counter redirected) conn0=$(mesh_metric n1 ringmesh_proxy_connections_total)
+msg0=$(counter msg_redirected)
+out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 200 --parallel 8)
+rm_assert_eq "$(rm_json ok <<<"$out")" 200 "connections ok"
+rm_assert_between "$(rm_json --default 0 tags.b1 <<<"$out")" 60 140 "share of b1 (30%-70%)"
+rm_assert_between "$(rm_json --default 0 tags.b2 <<<"$out")" 60 140 "share of b2 (30%-70%)"
+rm_assert_eq "$(($(counter redirected) - red0))" 200 "BPF redirected delta"
+rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" 200 "proxy connections delta"
+if [[ $fastpath == on ]]; then
+  (($(counter msg_redirected) > msg0)) || rm_fail "fast path on but no sk_msg redirect"
+else
+  rm_assert_eq "$(($(counter msg_redirected) - msg0))" 0 "no sk_msg redirect with the fast path off"
+fi
+rm_pass balance_200
+
+rm_case unenrolled_not_redirected
+red0=$(counter redirected) byp0=$(counter bypass_not_enrolled)
+out=$(rm_exec plain "$RM_TCP" connect --to "$B1:8080" --count 50 --parallel 4)
+rm_assert_eq "$(rm_json ok <<<"$out")" 50 "direct connections ok"
+rm_assert_eq "$(($(counter bypass_not_enrolled) - byp0))" 50 "bypass_not_enrolled delta"
+rm_assert_eq "$(($(counter redirected) - red0))" 0 "redirected delta"
+rm_pass unenrolled_not_redirected
+
+rm_case bulk_64MiB_half_close
+# bulk sends 64 MiB, shuts down its write side, then reads the 64 MiB reply
+# and checks both SHA-256 sums (exit 1 on mismatch).
+out=$(rm_exec client "$RM_TCP" bulk --to "$VIP:81" --bytes 64MiB --idle-ms 10000)
+rm_assert_eq "$(rm_json received <<<"$out")" 67108864 "reply bytes"
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "reply sha256"
+rm_pass bulk_64MiB_half_close
+
+rm_case refused_backend_resets_fast
+out=$(rm_exec client "$RM_TCP" probe --to 198.18.200.12:82 --read-tag --timeout-ms 3000 || true)
+res=$(rm_json result <<<"$out") ms=$(rm_json ms <<<"$out")
+[[ $res == ok ]] && res=$(rm_json --default none tag_error <<<"$out")
+case $res in ECONNREFUSED|ECONNRESET|EOF) ;; *) rm_fail "refused backend: client saw $res ($out)" ;; esac
+rm_assert_between "${ms%.*}" 0 999 "ms until the client saw $res"
+rm_pass refused_backend_resets_fast
+
+rm_case thousand_concurrent_then_clean
+pp=$(mesh_proxy_pid n1)
+pp=$(pgrep -P "$pp" -x ringmesh-proxy || echo "$pp")
+fds0=$(mesh_fd_count "$pp")
+hold=$(rm_spawn client prlimit --nofile=8192:8192 -- "$RM_TCP" connect --to "$VIP:84" --count 1000 --parallel 1000 \
+  --hold-ms 3000 --connect-only --timeout-ms 10000)
+mesh_wait_for "1000 active proxied connections" 10 active_at_least 1000
+for ((i = 0; i < 200; i++)); do [[ -e /proc/$hold ]] || break; sleep 0.05; done
+wait "$hold" 2>/dev/null || true
+out=$(tail -n 1 "$(rm_spawn_log "$hold")")
+rm_assert_eq "$(rm_json ok <<<"$out")" 1000 "held connections ok"
+mesh_wait_for "no connection records" 10 no_connections
+rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_connections_active)" 0 "active connections"
+mesh_wait_for "proxy fds back to $fds0" 5 fds_at_most "$pp" "$fds0"
+rm_assert_eq "$(mesh_map_entries n1 rm_orig_dst)" 0 "rm_orig_dst entries"
+mesh_wait_for "empty sockhash" 5 map_empty rm_sockhash
+rm_pass thousand_concurrent_then_clean
+
+rm_case bad_node_files_keep_last_good
+good=$(cat "$nodefile")
+check_bad() {  # NAME EXPECTED-ERROR-SUBSTRING (file already written)
+  mesh_wait_for "agent reports $1" 5 status_has "$2"
+  out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 20 --parallel 4)
+  rm_assert_eq "$(rm_json ok <<<"$out")" 20 "traffic with a bad node file ($1)"
+}
+printf 'pods: [\n  {namespace: default, name: x\n' >"$nodefile"
+check_bad syntax "node.yaml:"
+write_nodefile
+sed -i '0,/serviceAccount: client}/s//serviceAccount: client, colour: red}/' "$nodefile"
+check_bad unknown_field 'unknown field \"colour\"'
+write_nodefile
+sed -i "0,/name: b2, ips: \[$B2\]/s//name: b2, ips: [$B1]/" "$nodefile"
+check_bad duplicate_ip "duplicate IP $B1"
+write_nodefile
+sed -i "s#$(rm_pod_netns_path strict)#/run/netns/does-not-exist-$RM_ID#" "$nodefile"
+check_bad missing_netns "does-not-exist-$RM_ID"
+write_nodefile
+mesh_wait_for "error cleared" 5 status_clean
+rm_pass bad_node_files_keep_last_good
+
+rm_case agent_restart_mid_transfer
+red0=$(counter redirected)
+bulk=$(rm_spawn client "$RM_TCP" bulk --to "$VIP:81" --bytes 1GiB --idle-ms 10000)
+sleep 0.2
+kill -KILL "$(mesh_agent_pid n1)"
+mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
+for ((i = 0; i < 600; i++)); do [[ -e /proc/$bulk ]] || break; sleep 0.05; done
+[[ ! -e /proc/$bulk ]] || rm_fail "transfer did not finish within 30s"
+out=$(tail -n 1 "$(rm_spawn_log "$bulk")")
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "1 GiB reply intact"
+rm_assert_eq "$(rm_json received <<<"$out")" 1073741824 "reply bytes"
+out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 10 --parallel 2)
+rm_assert_eq "$(rm_json ok <<<"$out")" 10 "connections after the agent restart"
+rm_assert_eq "$(($(counter redirected) - red0))" 11 "counters kept counting across the restart"
+rm_pass agent_restart_mid_transfer
+
+rm_case proxy_killed_fail_open_and_closed
+kill -KILL "$(mesh_proxy_pid n1)"
+mesh_wait_for "proxy gone" 5 gone "$(mesh_proxy_pid n1)"
+t0=$(date +%s%N)
+out=$(rm_exec client "$RM_TCP" probe --to "$B1:8080" --read-tag --timeout-ms 2000)
+rm_assert_eq "$(rm_json result <<<"$out")" ok "fail-open pod connects directly"
+out=$(rm_exec strict "$RM_TCP" probe --to "$B1:8080" --timeout-ms 2000 --expect ECONNREFUSED)
+rm_assert_eq "$(rm_json result <<<"$out")" ECONNREFUSED "fail-closed pod refused"
+elapsed=$((($(date +%s%N) - t0) / 1000000))
+rm_assert_between "$elapsed" 0 1999 "ms for both probes after the kill"
+(($(counter fail_open) >= 1 && $(counter fail_closed) >= 1)) || rm_fail "fail_open/fail_closed counters did not move"
+mesh_start_proxy n1 --io-backend "$backend"
+red0=$(counter redirected)
+out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 10 --parallel 2)
+rm_assert_eq "$(rm_json ok <<<"$out")" 10 "connections through the restarted proxy"
+rm_assert_eq "$(($(counter redirected) - red0))" 10 "redirected again"
+rm_pass proxy_killed_fail_open_and_closed
