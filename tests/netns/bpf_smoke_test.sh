@@ -35,7 +35,7 @@ rm_assert_eq "$cgid" "[$want]" "cgroup links point at the node cgroup"
 rm_pass links_pinned
 
 rm_case connect_runs_program
-rm_spawn srv "$RM_TCP" serve --listen "$(rm_pod_ip srv):8080" --tag srv >/dev/null
+rm_spawn srv "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip srv):8080" --tag srv >/dev/null
 rm_wait_port srv "$(rm_pod_ip srv)" 8080 5
 before=$(mesh_counter n1 connect_seen)
 # No proxy runs and the pod is fail-open: the connect is seen, not

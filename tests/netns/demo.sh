@@ -29,8 +29,8 @@ services:
     endpoints: [{ip: $(rm_pod_ip b1), pod: shop/web-1}, {ip: $(rm_pod_ip b2), pod: shop/web-2}]
 YAML
 for b in b1 b2; do
-  rm_spawn $b "$RM_TCP" serve --listen "$(rm_pod_ip $b):8080" --tag "web-${b#b}" >/dev/null
-  rm_spawn $b "$RM_TCP" serve --listen "$(rm_pod_ip $b):8081" --tag "web-${b#b}" --mode echo >/dev/null
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip $b):8080" --tag "web-${b#b}" >/dev/null
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip $b):8081" --tag "web-${b#b}" --mode echo >/dev/null
   rm_wait_port $b "$(rm_pod_ip $b)" 8080 5
   rm_wait_port $b "$(rm_pod_ip $b)" 8081 5
 done

@@ -55,9 +55,9 @@ YAML
 write_nodefile
 for b in b1 b2; do
   ip=$(rm_pod_ip $b)
-  rm_spawn $b "$RM_TCP" serve --listen "$ip:8080" --tag $b >/dev/null
-  rm_spawn $b "$RM_TCP" serve --listen "$ip:8081" --tag $b --mode echo --max-conns 4096 >/dev/null
-  rm_spawn $b "$RM_TCP" serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:8080" --tag $b >/dev/null
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:8081" --tag $b --mode echo --max-conns 4096 >/dev/null
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
   for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
 done
 

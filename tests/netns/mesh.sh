@@ -66,7 +66,7 @@ mesh_start_proxy() {
   shift
   [[ -x $MESH_PROXY ]] || rm_fail "not built: $MESH_PROXY"
   local pid
-  pid=$(rm_spawn "$node:system" prlimit --nofile=65536:65536 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket "$node")" \
+  pid=$(rm_spawn "$node:system" prlimit --nofile=16384:16384 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket "$node")" \
     --admin-socket "$(mesh_admin_socket "$node")" --bpf-pin-dir "$(rm_node_pindir "$node")" "$@")
   _MESH_PROXY_PID[$node]=$pid
   local i
