@@ -335,7 +335,7 @@ int ConnectWithTimeout(const Endpoint& ep, int timeout_ms, Fd* out) {
 
 // ---------------------------------------------------------------- serve ---
 
-enum class ServeMode { kTag, kEcho, kSinkSource };
+enum class ServeMode { kTag, kEcho, kSinkSource, kReset };
 
 struct ServeOptions {
   Endpoint listen;
@@ -459,6 +459,13 @@ class ServerWorker {
       while (open > peak && !stats_->peak_open.compare_exchange_weak(peak, open)) {
       }
       if (opts_.verbose) Log("accepted %s", c->peer.c_str());
+      if (opts_.mode == ServeMode::kReset) {
+        // Abortive close: the peer gets a RST instead of a FIN.
+        linger lg{1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        --stats_->open;
+        continue;  // c goes out of scope and closes the fd
+      }
       ServerConn* raw = c.get();
       conns_.emplace(fd, std::move(c));
       uint32_t ev = EPOLLIN | EPOLLRDHUP;
@@ -477,6 +484,8 @@ class ServerWorker {
           raw->state = ServerConn::State::kHeader;
           raw->sha = std::make_unique<Sha256>();
           break;
+        case ServeMode::kReset:
+          break;  // handled above
       }
       raw->events = ev;
       Add(fd, ev);
@@ -701,7 +710,7 @@ int RunServe(ServeOptions opts, const std::string& ready_file) {
   for (auto& l : listeners) workers.push_back(std::make_unique<ServerWorker>(opts, std::move(l), stop_fd.get(), &stats));
   for (auto& w : workers) threads.emplace_back([&w] { w->Run(); });
 
-  const char* mode_name[] = {"tag", "echo", "sink-source"};
+  const char* mode_name[] = {"tag", "echo", "sink-source", "reset"};
   EmitJson({{"event", "listening"}, {"listen", bound}, {"tag", opts.tag},
             {"mode", mode_name[static_cast<int>(opts.mode)]}, {"threads", opts.threads}});
   if (!ready_file.empty()) {
@@ -1175,11 +1184,11 @@ int main(int argc, char** argv) {
   std::string size_s = "64";
   bool read_tag = false;
 
-  auto* serve = app.add_subcommand("serve", "listen and answer: tag | echo | sink-source");
+  auto* serve = app.add_subcommand("serve", "listen and answer: tag | echo | sink-source | reset");
   serve->add_option("--listen", listen_s, "IP:PORT (port 0: kernel picks, see --ready-file)")->required();
   serve->add_option("--tag", sopts.tag, "name written by --mode tag and logged")->required();
-  serve->add_option("--mode", mode_s, "tag | echo | sink-source")
-      ->check(CLI::IsMember({"tag", "echo", "sink-source"}));
+  serve->add_option("--mode", mode_s, "tag | echo | sink-source | reset (RST on accept)")
+      ->check(CLI::IsMember({"tag", "echo", "sink-source", "reset"}));
   serve->add_option("--ready-file", ready_file, "written with the bound IP:PORT once listening");
   serve->add_option("--threads", sopts.threads, "worker threads (SO_REUSEPORT listeners)")->check(CLI::Range(1, 64));
   serve->add_option("--max-conns", sopts.max_conns, "open connections at most; more wait in the backlog")
@@ -1242,7 +1251,10 @@ int main(int argc, char** argv) {
     auto ep = endpoint(listen_s);
     if (!ep) return kExitUsage;
     sopts.listen = *ep;
-    sopts.mode = mode_s == "echo" ? ServeMode::kEcho : mode_s == "sink-source" ? ServeMode::kSinkSource : ServeMode::kTag;
+    sopts.mode = mode_s == "echo"          ? ServeMode::kEcho
+                 : mode_s == "sink-source" ? ServeMode::kSinkSource
+                 : mode_s == "reset"       ? ServeMode::kReset
+                                           : ServeMode::kTag;
     return RunServe(sopts, ready_file);
   }
   auto ep = endpoint(to_s);
