@@ -1,0 +1,198 @@
+// Admin API over its Unix socket and TCP port, against a live proxy, for
+// both event-loop backends; plus the request parser on its own.
+#include "userspace/proxy/admin.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "nlohmann/json.hpp"
+#include "tests/proxy/test_util.h"
+#include "userspace/proxy/proxy_core.h"
+
+namespace ringmesh::proxy {
+namespace {
+
+using namespace ::ringmesh::proxy::testing;  // NOLINT
+using std::chrono::milliseconds;
+
+struct Reply {
+  int status = 0;
+  std::string body;
+};
+
+Reply Exchange(UniqueFd fd, const std::string& raw) {
+  Reply r;
+  if (!fd) return r;
+  SetTimeouts(fd.get(), 5);
+  if (send(fd.get(), raw.data(), raw.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(raw.size())) return r;
+  std::string all;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = recv(fd.get(), buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    all.append(buf, static_cast<size_t>(n));
+  }
+  if (all.rfind("HTTP/1.1 ", 0) != 0 || all.size() < 12) return r;
+  r.status = std::stoi(all.substr(9, 3));
+  auto sep = all.find("\r\n\r\n");
+  if (sep != std::string::npos) r.body = all.substr(sep + 4);
+  return r;
+}
+
+UniqueFd ConnectUnix(const std::string& path) {
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path.c_str());
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0) return UniqueFd();
+  return fd;
+}
+
+std::string Get(const std::string& path) { return "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"; }
+
+TEST(HttpRequestParser, ParsesAcrossFragments) {
+  HttpRequestParser p;
+  std::string req = "GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+  for (size_t i = 0; i + 1 < req.size(); ++i) {
+    auto r = p.Feed(&req[i], 1);
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(*r);
+  }
+  auto r = p.Feed(&req.back(), 1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(*r);
+  EXPECT_EQ(p.request().method, "GET");
+  EXPECT_EQ(p.request().path, "/metrics");
+  EXPECT_EQ(p.request().query, "x=1");
+}
+
+TEST(HttpRequestParser, RejectsGarbage) {
+  HttpRequestParser p;
+  std::string bad = "\x01\x02 nonsense\r\n\r\n";
+  EXPECT_FALSE(p.Feed(bad.data(), bad.size()).ok());
+}
+
+class AdminTest : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == IoBackend::kIoUring && ResolveBackend(IoBackend::kAuto) != IoBackend::kIoUring) {
+      GTEST_SKIP() << "io_uring unavailable on this kernel";
+    }
+    char tmpl[] = "/tmp/ringmesh-admin-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto core = ProxyCore::Create(ProxyOptions{.workers = 2, .backend = GetParam()},
+                                  std::make_shared<StaticOrigDstResolver>(Loopback(echo_.port())));
+    ASSERT_TRUE(core.ok()) << core.status();
+    core_ = std::move(*core);
+    auto admin = AdminServer::Start({.unix_path = dir_ + "/admin.sock", .tcp_port = -1}, core_.get());
+    ASSERT_TRUE(admin.ok()) << admin.status();
+    admin_ = std::move(*admin);
+  }
+  void TearDown() override {
+    admin_.reset();
+    core_.reset();
+    if (!dir_.empty()) rmdir(dir_.c_str());
+  }
+  Reply Unix(const std::string& raw) { return Exchange(ConnectUnix(dir_ + "/admin.sock"), raw); }
+  Reply Tcp(const std::string& raw) { return Exchange(ConnectTo(Loopback(admin_->tcp_port()), 5), raw); }
+
+  EchoServer echo_;
+  std::string dir_;
+  std::unique_ptr<ProxyCore> core_;
+  std::unique_ptr<AdminServer> admin_;
+};
+
+TEST_P(AdminTest, ReadinessFollowsListeners) {
+  EXPECT_EQ(Unix(Get("/healthz/ready")).status, 503);
+  EXPECT_EQ(Tcp(Get("/healthz/ready")).status, 503);
+  ASSERT_TRUE(core_->AddListener(Loopback(0)).ok());
+  EXPECT_EQ(Unix(Get("/healthz/ready")).status, 200);
+  EXPECT_EQ(Tcp(Get("/healthz/ready")).status, 200);
+  core_->StopAccepting();
+  EXPECT_EQ(Unix(Get("/healthz/ready")).status, 503);
+}
+
+TEST_P(AdminTest, SnapshotMakesReady) {
+  Snapshot snap;
+  snap.generation = 42;
+  ASSERT_TRUE(core_->ApplySnapshot(snap, {}).ok());
+  EXPECT_EQ(Unix(Get("/healthz/ready")).status, 200);
+  Reply r = Unix(Get("/config_dump"));
+  ASSERT_EQ(r.status, 200);
+  auto j = nlohmann::json::parse(r.body);
+  EXPECT_EQ(j["generation"], 42);
+  EXPECT_TRUE(j["pods"].is_array());
+  EXPECT_TRUE(j["services"].is_array());
+  EXPECT_EQ(j["io_backend"], ToString(GetParam()));
+}
+
+TEST_P(AdminTest, EndpointsServeJsonAndMetrics) {
+  auto bound = core_->AddListener(Loopback(0), ListenerInfo{.pod_ns = "shop", .pod_name = "cart-1", .workload = "cart",
+                                                             .pod_id = 9});
+  ASSERT_TRUE(bound.ok());
+  UniqueFd c = ConnectTo(*bound, 5);
+  ASSERT_EQ(send(c.get(), "m", 1, 0), 1);
+  char b;
+  ASSERT_EQ(recv(c.get(), &b, 1, 0), 1);
+
+  Reply conns = Unix(Get("/connections"));
+  ASSERT_EQ(conns.status, 200);
+  auto arr = nlohmann::json::parse(conns.body);
+  ASSERT_TRUE(arr.is_array());
+  ASSERT_EQ(arr.size(), 1u);
+  EXPECT_EQ(arr[0]["source_pod"], "shop/cart-1");
+  EXPECT_EQ(arr[0]["pod_id"], 9);
+  EXPECT_EQ(arr[0]["original_destination"], Loopback(echo_.port()).ToString());
+  EXPECT_EQ(arr[0]["endpoint"], Loopback(echo_.port()).ToString());
+  EXPECT_EQ(arr[0]["service"], "");
+  EXPECT_EQ(arr[0]["bytes_up"], 1);
+  EXPECT_EQ(arr[0]["bytes_down"], 1);
+  EXPECT_EQ(arr[0]["state"], "established");
+  for (const char* key : {"id", "worker", "downstream_peer", "age_ms"}) EXPECT_TRUE(arr[0].contains(key)) << key;
+
+  Reply dump = Tcp(Get("/config_dump"));
+  ASSERT_EQ(dump.status, 200);
+  EXPECT_TRUE(nlohmann::json::accept(dump.body));
+
+  c.Reset();
+  ASSERT_TRUE(WaitFor([&] { return core_->active_connections() == 0; }, milliseconds(3000)));
+  Reply m = Unix(Get("/metrics"));
+  ASSERT_EQ(m.status, 200);
+  for (const char* needle : {
+           "ringmesh_proxy_connections_active 0",
+           "ringmesh_proxy_connections_total 1",
+           "ringmesh_proxy_connections_closed_total{reason=\"normal\"} 1",
+           "ringmesh_proxy_bytes_total{direction=\"upstream\"} 1",
+           "ringmesh_proxy_bytes_total{direction=\"downstream\"} 1",
+           "ringmesh_proxy_orig_dst_miss_total 0",
+           "ringmesh_proxy_upstream_connect_failures_total 0",
+           "istio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"cart\","
+           "source_workload_namespace=\"shop\",destination_service=\"127.0.0.1:",
+           "istio_tcp_connections_closed_total{",
+           "istio_tcp_sent_bytes_total{",
+           "istio_tcp_received_bytes_total{",
+           "ringmesh_proxy_rss_bytes ",
+       }) {
+    EXPECT_NE(m.body.find(needle), std::string::npos) << needle << "\n" << m.body;
+  }
+}
+
+TEST_P(AdminTest, ErrorsAreReported) {
+  EXPECT_EQ(Unix(Get("/no/such/thing")).status, 404);
+  EXPECT_EQ(Unix("GARBAGE\x01 / HTTP/1.1\r\n\r\n").status, 400);
+  EXPECT_EQ(Unix("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").status, 405);
+  std::string huge = "GET /metrics HTTP/1.1\r\nX-Pad: " + std::string(20000, 'a') + "\r\n\r\n";
+  int status = Unix(huge).status;
+  EXPECT_TRUE(status == 413 || status == 400) << status;
+  // The server is still fine afterwards.
+  EXPECT_EQ(Tcp(Get("/healthz/ready")).status, 503);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, AdminTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),
+                         [](const auto& p) { return std::string(ToString(p.param)); });
+
+}  // namespace
+}  // namespace ringmesh::proxy

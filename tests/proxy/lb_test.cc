@@ -1,0 +1,192 @@
+#include "userspace/proxy/lb.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "userspace/proxy/route_table.h"
+
+namespace ringmesh::proxy {
+namespace {
+
+std::vector<IpAddress> Ips(int n) {
+  std::vector<IpAddress> out;
+  for (int i = 1; i <= n; ++i) out.push_back(*IpAddress::Parse("198.18.0." + std::to_string(i)));
+  return out;
+}
+
+std::map<size_t, int> Histogram(LoadBalancer& lb, int picks) {
+  std::map<size_t, int> h;
+  for (int i = 0; i < picks; ++i) ++h[lb.Pick()];
+  return h;
+}
+
+TEST(LoadBalancer, EmptyHasNoPick) {
+  for (auto policy : {LbPolicy::kP2cPeakEwma, LbPolicy::kRoundRobin, LbPolicy::kRandom, LbPolicy::kLeastConnections}) {
+    LoadBalancer lb(policy, {});
+    EXPECT_EQ(lb.Pick(), LoadBalancer::kNone) << ToString(policy);
+  }
+}
+
+TEST(LoadBalancer, RoundRobinCyclesEvenly) {
+  LoadBalancer lb(LbPolicy::kRoundRobin, Ips(4));
+  auto h = Histogram(lb, 400);
+  ASSERT_EQ(h.size(), 4u);
+  for (auto& [i, n] : h) EXPECT_EQ(n, 100) << i;
+  // Consecutive picks differ.
+  size_t prev = lb.Pick();
+  for (int i = 0; i < 10; ++i) {
+    size_t next = lb.Pick();
+    EXPECT_EQ(next, (prev + 1) % 4);
+    prev = next;
+  }
+}
+
+TEST(LoadBalancer, RandomSpreadsRoughlyEvenly) {
+  LoadBalancer lb(LbPolicy::kRandom, Ips(4));
+  auto h = Histogram(lb, 8000);
+  ASSERT_EQ(h.size(), 4u);
+  for (auto& [i, n] : h) {
+    EXPECT_GT(n, 1600) << i;  // expected 2000; > 10 sigma margin
+    EXPECT_LT(n, 2400) << i;
+  }
+}
+
+TEST(LoadBalancer, ExcludeSkipsTriedEndpoints) {
+  for (auto policy : {LbPolicy::kP2cPeakEwma, LbPolicy::kRoundRobin, LbPolicy::kRandom, LbPolicy::kLeastConnections}) {
+    LoadBalancer lb(policy, Ips(3));
+    std::vector<size_t> tried = {0, 2};
+    for (int i = 0; i < 50; ++i) EXPECT_EQ(lb.Pick(tried), 1u) << ToString(policy);
+    tried.push_back(1);
+    EXPECT_EQ(lb.Pick(tried), LoadBalancer::kNone);
+  }
+}
+
+TEST(LoadBalancer, LeastConnectionsPicksIdlest) {
+  LoadBalancer lb(LbPolicy::kLeastConnections, Ips(3));
+  for (int i = 0; i < 5; ++i) lb.OnConnectStart(0);
+  for (int i = 0; i < 2; ++i) lb.OnConnectStart(1);
+  for (int i = 0; i < 4; ++i) lb.OnConnectStart(2);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(lb.Pick(), 1u);
+  // Filling it up moves the choice.
+  for (int i = 0; i < 4; ++i) lb.OnConnectStart(1);
+  EXPECT_EQ(lb.Pick(), 2u);
+  lb.OnRelease(0);
+  lb.OnRelease(0);
+  lb.OnRelease(0);
+  EXPECT_EQ(lb.Pick(), 0u);  // 2 active vs 6 and 4
+}
+
+TEST(LoadBalancer, LeastConnectionsBalancesUnderLoad) {
+  LoadBalancer lb(LbPolicy::kLeastConnections, Ips(4));
+  for (int i = 0; i < 100; ++i) lb.OnConnectStart(lb.Pick());
+  for (const auto& s : lb.Stats()) EXPECT_EQ(s.active, 25) << s.ip.ToString();
+}
+
+TEST(LoadBalancer, P2cPrefersLowerLatency) {
+  int64_t now = 1'000'000'000;
+  LoadBalancer lb(LbPolicy::kP2cPeakEwma, Ips(2));
+  lb.set_clock([&] { return now; });
+  lb.OnConnectResult(0, absl::Milliseconds(1), true);
+  lb.OnConnectResult(1, absl::Milliseconds(50), true);
+  auto h = Histogram(lb, 1000);
+  // With two endpoints both are always compared: the fast one always wins.
+  EXPECT_EQ(h[0], 1000);
+
+  // Among many, the slow one is picked only when it is not drawn against a
+  // faster one, i.e. never.
+  LoadBalancer many(LbPolicy::kP2cPeakEwma, Ips(5));
+  many.set_clock([&] { return now; });
+  for (size_t i = 0; i < 5; ++i) many.OnConnectResult(i, absl::Milliseconds(i == 4 ? 100 : 1), true);
+  auto hm = Histogram(many, 2000);
+  EXPECT_EQ(hm[4], 0);
+  for (size_t i = 0; i < 4; ++i) EXPECT_GT(hm[i], 300) << i;
+}
+
+TEST(LoadBalancer, P2cWeighsLoad) {
+  int64_t now = 1'000'000'000;
+  LoadBalancer lb(LbPolicy::kP2cPeakEwma, Ips(2));
+  lb.set_clock([&] { return now; });
+  lb.OnConnectResult(0, absl::Milliseconds(1), true);
+  lb.OnConnectResult(1, absl::Milliseconds(3), true);
+  // 1 ms * (5+1) active > 3 ms * (0+1): the busier fast endpoint loses.
+  for (int i = 0; i < 5; ++i) lb.OnConnectStart(0);
+  EXPECT_EQ(lb.Pick(), 1u);
+}
+
+TEST(LoadBalancer, PeakEwmaJumpsUpAndDecaysDown) {
+  int64_t now = 1'000'000'000;
+  LoadBalancer lb(LbPolicy::kP2cPeakEwma, Ips(1), nullptr, LbOptions{.decay = absl::Seconds(1)});
+  lb.set_clock([&] { return now; });
+  lb.OnConnectResult(0, absl::Milliseconds(10), true);
+  EXPECT_NEAR(lb.Stats()[0].ewma_ms, 10, 1e-6);
+  lb.OnConnectResult(0, absl::Milliseconds(100), true);
+  EXPECT_NEAR(lb.Stats()[0].ewma_ms, 100, 1e-6);  // peak: immediate
+  now += 1'000'000'000;                           // one time constant later
+  lb.OnConnectResult(0, absl::Milliseconds(10), true);
+  double e = lb.Stats()[0].ewma_ms;
+  EXPECT_NEAR(e, 100 * std::exp(-1.0) + 10 * (1 - std::exp(-1.0)), 1e-3);
+}
+
+TEST(LoadBalancer, FailuresSteerAwayAndEject) {
+  int64_t now = 1'000'000'000;
+  LbOptions opts{.eject_after_failures = 3, .ejection_time = absl::Seconds(30)};
+  LoadBalancer lb(LbPolicy::kRoundRobin, Ips(2), nullptr, opts);
+  lb.set_clock([&] { return now; });
+  for (int i = 0; i < 3; ++i) lb.OnConnectResult(0, absl::Milliseconds(1), false);
+  EXPECT_TRUE(lb.Stats()[0].ejected);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(lb.Pick(), 1u);
+  // Everything ejected: still pick rather than fail.
+  for (int i = 0; i < 3; ++i) lb.OnConnectResult(1, absl::Milliseconds(1), false);
+  EXPECT_NE(lb.Pick(), LoadBalancer::kNone);
+  now += 31'000'000'000;
+  EXPECT_FALSE(lb.Stats()[0].ejected);
+}
+
+TEST(LoadBalancer, StateSurvivesGenerationSwap) {
+  LoadBalancer a(LbPolicy::kLeastConnections, Ips(2));
+  a.OnConnectStart(1);
+  a.OnConnectResult(1, absl::Milliseconds(7), true);
+  auto ips = Ips(3);
+  LoadBalancer b(LbPolicy::kLeastConnections, {ips[2], ips[1]}, &a);
+  auto stats = b.Stats();
+  EXPECT_EQ(stats[1].ip, ips[1]);
+  EXPECT_EQ(stats[1].active, 1);
+  EXPECT_NEAR(stats[1].ewma_ms, 7, 1e-6);
+  // A connection that picked from the old instance releases into the same
+  // counter the new one reads.
+  a.OnRelease(1);
+  EXPECT_EQ(b.Stats()[1].active, 0);
+}
+
+TEST(RouteTable, MapsVipsToReadyEndpoints) {
+  Snapshot snap;
+  snap.generation = 7;
+  Service svc;
+  svc.ns = "default";
+  svc.name = "web";
+  svc.vips = {*IpAddress::Parse("10.96.0.10")};
+  svc.ports = {ServicePort{.name = "http", .port = 80, .target_port = 8080}};
+  svc.lb = LbPolicy::kRoundRobin;
+  svc.endpoints = {Endpoint{.ip = *IpAddress::Parse("198.18.1.1"), .ready = true},
+                   Endpoint{.ip = *IpAddress::Parse("198.18.1.2"), .ready = false}};
+  snap.services.push_back(svc);
+  auto table = RouteTable::Build(snap, nullptr);
+  EXPECT_EQ(table->generation(), 7u);
+  const ServiceRoute* r = table->Find(*SocketAddress::Parse("10.96.0.10:80"));
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->target_port, 8080);
+  EXPECT_EQ(r->Fqdn(), "web.default.svc.cluster.local");
+  ASSERT_EQ(r->lb->size(), 1u);
+  EXPECT_EQ(r->lb->endpoint(0).ToString(), "198.18.1.1");
+  EXPECT_EQ(table->Find(*SocketAddress::Parse("10.96.0.10:81")), nullptr);
+  EXPECT_EQ(table->Find(*SocketAddress::Parse("10.96.0.11:80")), nullptr);
+
+  // Next generation keeps the learned state of the endpoint that stayed.
+  r->lb->OnConnectStart(0);
+  auto next = RouteTable::Build(snap, table.get());
+  EXPECT_EQ(next->Find(*SocketAddress::Parse("10.96.0.10:80"))->lb->Stats()[0].active, 1);
+}
+
+}  // namespace
+}  // namespace ringmesh::proxy

@@ -1,0 +1,203 @@
+// Listeners inside pod network namespaces (ProxyCore::ApplySnapshot). Needs
+// root for unshare(CLONE_NEWNET)/setns; each pod is a fresh namespace with
+// only loopback, made and removed by the test.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "tests/proxy/test_util.h"
+#include "userspace/common/netns.h"
+#include "userspace/proxy/proxy_core.h"
+
+namespace ringmesh::proxy {
+namespace {
+
+using namespace ::ringmesh::proxy::testing;  // NOLINT
+using std::chrono::milliseconds;
+
+constexpr uint16_t kOutboundPort = 15001;
+
+// A new network namespace with lo up; the returned fd keeps it alive.
+UniqueFd NewNetns() {
+  UniqueFd out;
+  std::thread t([&] {
+    if (unshare(CLONE_NEWNET) != 0) return;
+    UniqueFd s(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    ifreq ifr{};
+    std::snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+    if (ioctl(s.get(), SIOCGIFFLAGS, &ifr) != 0) return;
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    if (ioctl(s.get(), SIOCSIFFLAGS, &ifr) != 0) return;
+    out.Reset(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+  });
+  t.join();
+  return out;
+}
+
+UniqueFd Dup(const UniqueFd& fd) { return UniqueFd(fcntl(fd.get(), F_DUPFD_CLOEXEC, 0)); }
+
+UniqueFd ConnectIn(const UniqueFd& netns, const SocketAddress& addr) {
+  UniqueFd c;
+  auto s = RunInNetns(netns.get(), [&] {
+    c = ConnectTo(addr, 5);
+    return absl::OkStatus();
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  return c;
+}
+
+bool Echoes(const UniqueFd& c) {
+  if (!c || send(c.get(), "e", 1, 0) != 1) return false;
+  char b = 0;
+  return recv(c.get(), &b, 1, 0) == 1 && b == 'e';
+}
+
+Pod MakePod(const std::string& name, uint32_t id) {
+  Pod p;
+  p.ns = "team";
+  p.name = name;
+  p.uid = name + "-uid";
+  p.service_account = name + "-sa";
+  p.labels = {{"app", name + "-app"}};
+  p.pod_id = id;
+  return p;
+}
+
+class PodListenersTest : public ::testing::TestWithParam<IoBackend> {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (network namespaces)";
+    if (GetParam() == IoBackend::kIoUring && ResolveBackend(IoBackend::kAuto) != IoBackend::kIoUring) {
+      GTEST_SKIP() << "io_uring unavailable on this kernel";
+    }
+    ns_a_ = NewNetns();
+    ns_b_ = NewNetns();
+    ASSERT_TRUE(ns_a_ && ns_b_) << "could not create network namespaces";
+    // An echo server on the same port inside each pod; the proxy's upstream
+    // sockets are created in the pod's namespace, so each pod reaches its own.
+    ASSERT_TRUE(RunInNetns(ns_a_.get(), [&] {
+                  echo_a_ = std::make_unique<EchoServer>();
+                  return absl::OkStatus();
+                }).ok());
+    echo_port_ = echo_a_->port();
+    ASSERT_TRUE(RunInNetns(ns_b_.get(), [&] {
+                  echo_b_ = std::make_unique<EchoServer>(echo_port_);
+                  return absl::OkStatus();
+                }).ok());
+    ASSERT_EQ(echo_b_->port(), echo_port_);
+    auto core = ProxyCore::Create(ProxyOptions{.workers = 2, .backend = GetParam()},
+                                  std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
+    ASSERT_TRUE(core.ok()) << core.status();
+    core_ = std::move(*core);
+  }
+  void TearDown() override {
+    core_.reset();
+    echo_a_.reset();
+    echo_b_.reset();
+  }
+
+  UniqueFd ns_a_, ns_b_;
+  uint16_t echo_port_ = 0;
+  std::unique_ptr<EchoServer> echo_a_, echo_b_;
+  std::unique_ptr<ProxyCore> core_;
+};
+
+TEST_P(PodListenersTest, ListenersFollowSnapshots) {
+  Snapshot snap;
+  snap.generation = 1;
+  snap.outbound_port = kOutboundPort;
+  snap.pods = {MakePod("pod-a", 11), MakePod("pod-b", 12), MakePod("not-enrolled", 13)};
+  snap.pods[2].enrolled = false;
+  std::vector<UniqueFd> fds;
+  fds.push_back(Dup(ns_a_));
+  fds.push_back(Dup(ns_b_));
+  fds.emplace_back();
+  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  EXPECT_TRUE(core_->ready());
+
+  auto dump = core_->ConfigDump();
+  ASSERT_EQ(dump["pods"].size(), 2u) << dump.dump(2);
+  uint64_t cookie_b = 0;
+  for (const auto& p : dump["pods"]) {
+    EXPECT_EQ(p["state"], "listening");
+    EXPECT_NE(p["netns_cookie"], 0);
+    EXPECT_EQ(p["listeners"][0], "127.0.0.1:15001");
+    if (p["name"] == "pod-b") cookie_b = p["netns_cookie"];
+  }
+  const size_t per_pod = dump["pods"][0]["listener_sockets"];
+  EXPECT_TRUE(per_pod == 2 || per_pod == 4) << per_pod;  // v4 (+ v6) per worker
+  ASSERT_TRUE(WaitFor([&] { return core_->listener_sockets() == 2 * per_pod; }, milliseconds(2000)));
+
+  // A connection from inside pod A is attributed to pod A.
+  UniqueFd a = ConnectIn(ns_a_, Loopback(kOutboundPort));
+  ASSERT_TRUE(Echoes(a));
+  auto conns = core_->Connections();
+  ASSERT_EQ(conns.size(), 1u);
+  EXPECT_EQ(conns[0].pod_ns, "team");
+  EXPECT_EQ(conns[0].pod_name, "pod-a");
+  EXPECT_EQ(conns[0].pod_id, 11u);
+  EXPECT_EQ(echo_a_->accepted(), 1u);
+  EXPECT_EQ(echo_b_->accepted(), 0u);  // upstream left from pod A's namespace
+
+  if (per_pod == 4) {
+    UniqueFd v6 = ConnectIn(ns_b_, *SocketAddress::Parse("[::1]:15001"));
+    EXPECT_TRUE(Echoes(v6));
+  }
+
+  // Generation 2 drops pod A: its listeners close, its open connection
+  // drains normally, pod B is untouched.
+  snap.generation = 2;
+  snap.pods = {MakePod("pod-b", 12)};
+  fds.clear();
+  fds.push_back(Dup(ns_b_));
+  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  ASSERT_TRUE(WaitFor([&] { return core_->listener_sockets() == per_pod; }, milliseconds(2000)));
+  EXPECT_FALSE(ConnectIn(ns_a_, Loopback(kOutboundPort)).valid());
+  EXPECT_TRUE(Echoes(a));
+  dump = core_->ConfigDump();
+  ASSERT_EQ(dump["pods"].size(), 1u);
+  EXPECT_EQ(dump["pods"][0]["netns_cookie"], cookie_b);
+  UniqueFd b = ConnectIn(ns_b_, Loopback(kOutboundPort));
+  EXPECT_TRUE(Echoes(b));
+  EXPECT_EQ(echo_b_->accepted(), per_pod == 4 ? 2u : 1u);
+}
+
+TEST_P(PodListenersTest, PodWhosePortIsTakenIsReportedNotReady) {
+  // Something in the pod already holds the outbound port (without
+  // SO_REUSEPORT), so the proxy cannot bind it there.
+  UniqueFd bare = NewNetns();
+  ASSERT_TRUE(bare);
+  UniqueFd squatter;
+  ASSERT_TRUE(RunInNetns(bare.get(), [&] {
+                uint16_t port = kOutboundPort;
+                squatter = ListenLoopback(&port);
+                return absl::OkStatus();
+              }).ok());
+  ASSERT_TRUE(squatter);
+  Snapshot snap;
+  snap.generation = 1;
+  snap.outbound_port = kOutboundPort;
+  snap.pods = {MakePod("broken", 21), MakePod("pod-a", 11)};
+  std::vector<UniqueFd> fds;
+  fds.push_back(Dup(bare));
+  fds.push_back(Dup(ns_a_));
+  EXPECT_FALSE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  EXPECT_FALSE(core_->ready());
+  auto dump = core_->ConfigDump();
+  ASSERT_EQ(dump["pods"].size(), 2u);
+  int errors = 0;
+  for (const auto& p : dump["pods"]) errors += p["state"] == "error";
+  EXPECT_EQ(errors, 1);
+  EXPECT_TRUE(Echoes(ConnectIn(ns_a_, Loopback(kOutboundPort))));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, PodListenersTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),
+                         [](const auto& p) { return std::string(ToString(p.param)); });
+
+}  // namespace
+}  // namespace ringmesh::proxy

@@ -1,0 +1,283 @@
+#include "userspace/proxy/admin.h"
+
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <list>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "spdlog/spdlog.h"
+#include "userspace/proxy/proxy_core.h"
+#include "userspace/proxy/stats.h"
+
+namespace ringmesh::proxy {
+
+// --- request parsing --------------------------------------------------------
+
+struct HttpRequestParser::Impl {
+  llhttp_t parser;
+  llhttp_settings_t settings;
+  HttpRequest* request = nullptr;
+  std::string url;
+  bool complete = false;
+};
+
+namespace {
+
+constexpr size_t kMaxUrlBytes = 2048;
+
+int OnUrl(llhttp_t* p, const char* at, size_t len) {
+  auto* impl = static_cast<HttpRequestParser::Impl*>(p->data);
+  if (impl->url.size() + len > kMaxUrlBytes) return -1;
+  impl->url.append(at, len);
+  return 0;
+}
+
+int OnMessageComplete(llhttp_t* p) {
+  auto* impl = static_cast<HttpRequestParser::Impl*>(p->data);
+  impl->complete = true;
+  // Pause so that pipelined bytes after the first request are not parsed:
+  // one request per connection.
+  return HPE_PAUSED;
+}
+
+}  // namespace
+
+HttpRequestParser::HttpRequestParser() : impl_(std::make_unique<Impl>()) {
+  llhttp_settings_init(&impl_->settings);
+  impl_->settings.on_url = OnUrl;
+  impl_->settings.on_message_complete = OnMessageComplete;
+  llhttp_init(&impl_->parser, HTTP_REQUEST, &impl_->settings);
+  impl_->parser.data = impl_.get();
+  impl_->request = &request_;
+}
+
+HttpRequestParser::~HttpRequestParser() = default;
+
+absl::StatusOr<bool> HttpRequestParser::Feed(const char* data, size_t len) {
+  if (impl_->complete) return true;
+  llhttp_errno_t err = llhttp_execute(&impl_->parser, data, len);
+  if (err != HPE_OK && err != HPE_PAUSED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(llhttp_errno_name(err), ": ", llhttp_get_error_reason(&impl_->parser)));
+  }
+  if (!impl_->complete) return false;
+  request_.method = llhttp_method_name(static_cast<llhttp_method_t>(impl_->parser.method));
+  const std::string& url = impl_->url;
+  auto q = url.find('?');
+  request_.path = url.substr(0, q);
+  request_.query = q == std::string::npos ? "" : url.substr(q + 1);
+  return true;
+}
+
+// --- routing ----------------------------------------------------------------
+
+namespace {
+
+HttpResponse Json(const nlohmann::json& j) {
+  return {.status = 200, .content_type = "application/json", .body = j.dump(2) + "\n"};
+}
+
+nlohmann::json ConnectionsJson(const std::vector<ConnectionInfo>& conns) {
+  nlohmann::json arr = nlohmann::json::array();
+  for (const auto& c : conns) {
+    arr.push_back({{"id", c.id},
+                   {"worker", c.worker},
+                   {"source_pod", c.pod_ns.empty() ? c.pod_name : c.pod_ns + "/" + c.pod_name},
+                   {"pod_id", c.pod_id},
+                   {"downstream_peer", c.downstream_peer},
+                   {"original_destination", c.original_destination},
+                   {"service", c.service},
+                   {"endpoint", c.endpoint},
+                   {"bytes_up", c.bytes_up},
+                   {"bytes_down", c.bytes_down},
+                   {"age_ms", c.age_ms},
+                   {"state", c.state},
+                   {"buffered_up", c.buffered_up},
+                   {"buffered_down", c.buffered_down},
+                   {"peak_buffered", c.peak_buffered},
+                   {"buffer_cap", c.buffer_cap}});
+  }
+  return arr;
+}
+
+const char* ReasonPhrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+std::string Serialize(const HttpResponse& r, bool head) {
+  return absl::StrCat("HTTP/1.1 ", r.status, " ", ReasonPhrase(r.status), "\r\nContent-Type: ", r.content_type,
+                      "\r\nContent-Length: ", r.body.size(), "\r\nConnection: close\r\n\r\n", head ? "" : r.body);
+}
+
+}  // namespace
+
+HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
+  if (req.method != "GET" && req.method != "HEAD") return {.status = 405, .body = "method not allowed\n"};
+  if (req.path == "/healthz/ready") {
+    if (core.ready()) return {.status = 200, .body = "ready\n"};
+    return {.status = 503, .body = "not ready\n"};
+  }
+  if (req.path == "/config_dump") return Json(core.ConfigDump());
+  if (req.path == "/connections") return Json(ConnectionsJson(core.Connections()));
+  if (req.path == "/metrics") {
+    return {.status = 200, .content_type = "text/plain; version=0.0.4", .body = RenderMetrics(core.stats())};
+  }
+  return {.status = 404, .body = "not found\n"};
+}
+
+// --- server -----------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminOptions& options, ProxyCore* core) {
+  std::unique_ptr<AdminServer> s(new AdminServer(options, core));
+  if (!options.unix_path.empty()) {
+    sockaddr_un sun{};
+    sun.sun_family = AF_UNIX;
+    if (options.unix_path.size() >= sizeof(sun.sun_path)) return absl::InvalidArgumentError("admin socket path too long");
+    std::memcpy(sun.sun_path, options.unix_path.c_str(), options.unix_path.size() + 1);
+    s->unix_fd_.Reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s->unix_fd_) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
+    ::unlink(options.unix_path.c_str());  // a stale socket from a previous run
+    if (bind(s->unix_fd_.get(), reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("bind ", options.unix_path));
+    }
+    if (listen(s->unix_fd_.get(), 64) != 0) return absl::ErrnoToStatus(errno, "listen(admin unix)");
+  }
+  if (options.tcp_port != 0) {
+    s->tcp_fd_.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s->tcp_fd_) return absl::ErrnoToStatus(errno, "socket(admin tcp)");
+    int one = 1;
+    setsockopt(s->tcp_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in sin{};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons(options.tcp_port < 0 ? 0 : static_cast<uint16_t>(options.tcp_port));
+    if (bind(s->tcp_fd_.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) != 0) {
+      return absl::ErrnoToStatus(errno, "bind admin port");
+    }
+    if (listen(s->tcp_fd_.get(), 64) != 0) return absl::ErrnoToStatus(errno, "listen(admin tcp)");
+    socklen_t len = sizeof(sin);
+    getsockname(s->tcp_fd_.get(), reinterpret_cast<sockaddr*>(&sin), &len);
+    s->tcp_port_ = ntohs(sin.sin_port);
+  }
+  s->stop_fd_.Reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!s->stop_fd_) return absl::ErrnoToStatus(errno, "eventfd");
+  s->thread_ = std::thread([p = s.get()] { p->Run(); });
+  return s;
+}
+
+AdminServer::~AdminServer() { Stop(); }
+
+void AdminServer::Stop() {
+  if (!thread_.joinable()) return;
+  uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof(one));
+  thread_.join();
+  if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
+}
+
+namespace {
+
+struct Client {
+  UniqueFd fd;
+  HttpRequestParser parser;
+  size_t received = 0;
+  std::string out;
+  size_t out_off = 0;
+  bool responding = false;
+  absl::Time deadline;
+};
+
+}  // namespace
+
+void AdminServer::Run() {
+  std::list<Client> clients;
+  auto respond = [](Client& c, const HttpResponse& r, bool head) {
+    c.out = Serialize(r, head);
+    c.out_off = 0;
+    c.responding = true;
+    shutdown(c.fd.get(), SHUT_RD);
+  };
+  for (;;) {
+    std::vector<pollfd> pfds;
+    pfds.push_back({stop_fd_.get(), POLLIN, 0});
+    const bool room = clients.size() < static_cast<size_t>(options_.max_clients);
+    pfds.push_back({room ? unix_fd_.get() : -1, POLLIN, 0});
+    pfds.push_back({room ? tcp_fd_.get() : -1, POLLIN, 0});
+    for (auto& c : clients) pfds.push_back({c.fd.get(), static_cast<short>(c.responding ? POLLOUT : POLLIN), 0});
+    int timeout_ms = 1000;
+    if (poll(pfds.data(), pfds.size(), timeout_ms) < 0 && errno != EINTR) {
+      spdlog::error("admin poll: {}", std::strerror(errno));
+      return;
+    }
+    if (pfds[0].revents & POLLIN) return;
+    for (int i = 1; i <= 2; ++i) {
+      if (!(pfds[static_cast<size_t>(i)].revents & POLLIN)) continue;
+      for (int k = 0; k < 16; ++k) {
+        int fd = accept4(pfds[static_cast<size_t>(i)].fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd < 0) break;
+        clients.emplace_back();
+        clients.back().fd.Reset(fd);
+        clients.back().deadline = absl::Now() + options_.client_timeout;
+      }
+    }
+    size_t idx = 3;
+    const absl::Time now = absl::Now();
+    for (auto it = clients.begin(); it != clients.end();) {
+      Client& c = *it;
+      short rev = idx < pfds.size() && pfds[idx].fd == c.fd.get() ? pfds[idx].revents : 0;
+      ++idx;
+      bool done = false;
+      if (!c.responding && (rev & (POLLIN | POLLHUP | POLLERR))) {
+        char buf[4096];
+        ssize_t n = recv(c.fd.get(), buf, sizeof(buf), 0);
+        if (n <= 0) {
+          done = n == 0 || (errno != EAGAIN && errno != EINTR);
+        } else {
+          c.received += static_cast<size_t>(n);
+          auto complete = c.parser.Feed(buf, static_cast<size_t>(n));
+          if (c.received > options_.max_request_bytes) {
+            respond(c, {.status = 413, .body = "request too large\n"}, false);
+          } else if (!complete.ok()) {
+            respond(c, {.status = 400, .body = "bad request: " + std::string(complete.status().message()) + "\n"},
+                    false);
+          } else if (*complete) {
+            respond(c, HandleAdminRequest(*core_, c.parser.request()), c.parser.request().method == "HEAD");
+          }
+        }
+      } else if (c.responding && (rev & (POLLOUT | POLLHUP | POLLERR))) {
+        ssize_t n = send(c.fd.get(), c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+        if (n > 0) c.out_off += static_cast<size_t>(n);
+        done = (n < 0 && errno != EAGAIN && errno != EINTR) || c.out_off == c.out.size();
+      }
+      if (!done && now > c.deadline) {
+        if (!c.responding && c.received > 0) {
+          respond(c, {.status = 408, .body = "request timeout\n"}, false);
+          c.deadline = now + absl::Seconds(1);
+        } else {
+          done = true;
+        }
+      }
+      it = done ? clients.erase(it) : std::next(it);
+    }
+  }
+}
+
+}  // namespace ringmesh::proxy

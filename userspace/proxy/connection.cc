@@ -1,0 +1,370 @@
+#include "userspace/proxy/connection.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "spdlog/spdlog.h"
+#include "userspace/proxy/worker.h"
+
+namespace ringmesh::proxy {
+
+int64_t MonotonicNowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+namespace {
+
+const char* SideName(Connection::Side s) { return s == Connection::kDown ? "downstream" : "upstream"; }
+
+}  // namespace
+
+Connection::Connection(Worker* worker, uint64_t id, int downstream_fd, std::shared_ptr<const ListenerInfo> listener)
+    : w_(worker),
+      id_(id),
+      listener_(std::move(listener)),
+      q_{ByteQueue(worker->options().buffer_bytes, worker->pool()), ByteQueue(worker->options().buffer_bytes, worker->pool())},
+      recv_op_{IoOp(this, OpType::kRecv, kDown), IoOp(this, OpType::kRecv, kUp)},
+      send_op_{IoOp(this, OpType::kSend, kDown), IoOp(this, OpType::kSend, kUp)},
+      shutdown_op_{IoOp(this, OpType::kShutdown, kDown), IoOp(this, OpType::kShutdown, kUp)},
+      delay_op_{IoOp(this, OpType::kTimer, kDown), IoOp(this, OpType::kTimer, kUp)},
+      connect_op_(this, OpType::kConnect),
+      timer_op_(this, OpType::kTimer, 2) {
+  fd_[kDown] = downstream_fd;
+  start_ns_ = last_activity_ns_ = MonotonicNowNs();
+}
+
+Connection::~Connection() {
+  if (AnyInFlight()) {
+    spdlog::critical("connection {} freed with ops in flight", id_);
+    std::abort();
+  }
+}
+
+void Connection::Start() {
+  ProxyStats& stats = w_->stats();
+  if (auto peer = PeerAddress(fd_[kDown])) peer_ = *peer;
+  int one = 1;
+  setsockopt(fd_[kDown], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+  auto od = w_->resolver().Resolve(fd_[kDown], *listener_);
+  if (!od) {
+    stats.Add(stats.orig_dst_miss);
+    Close(CloseReason::kOrigDstMiss, /*reset_down=*/true, false);
+    return;
+  }
+  orig_dst_ = *od;
+  if (!w_->resolver().OnAccepted(fd_[kDown], *listener_)) stats.Add(stats.sockhash_add_failures);
+
+  routes_ = w_->routes();
+  route_ = routes_ ? routes_->Find(orig_dst_) : nullptr;
+  cell_ = stats.Cell(listener_->workload, listener_->pod_ns, route_ ? route_->Fqdn() : orig_dst_.ToString());
+  stats.Add(cell_->opened);
+
+  connect_deadline_ns_ = start_ns_ + absl::ToInt64Nanoseconds(w_->options().connect_timeout);
+  // Read what the client sends first while the upstream connect is under
+  // way; the queue bound applies as usual.
+  StartRecv(kDown);
+  ArmTimer();
+  ConnectNext();
+}
+
+void Connection::ReleaseEndpoint() {
+  if (route_ != nullptr && endpoint_ != LoadBalancer::kNone) route_->lb->OnRelease(endpoint_);
+  endpoint_ = LoadBalancer::kNone;
+}
+
+void Connection::ConnectNext() {
+  SocketAddress target = orig_dst_;
+  if (route_ != nullptr) {
+    size_t i = route_->lb->Pick(tried_);
+    if (i == LoadBalancer::kNone) {
+      Close(tried_.empty() ? CloseReason::kNoEndpoint : CloseReason::kConnectFailed, /*reset_down=*/true, false);
+      return;
+    }
+    tried_.push_back(i);
+    endpoint_ = i;
+    route_->lb->OnConnectStart(i);
+    target = SocketAddress{route_->lb->endpoint(i), route_->target_port};
+  }
+  ++attempts_;
+  upstream_ = target;
+  have_upstream_ = true;
+  int fd = w_->CreateUpstreamSocket(*listener_, target.ip.family());
+  if (fd < 0) {
+    spdlog::warn("connection {}: upstream socket: {}", id_, std::strerror(-fd));
+    Close(CloseReason::kSocketError, /*reset_down=*/true, false);
+    return;
+  }
+  fd_[kUp] = fd;
+  up_len_ = target.ToSockaddr(&up_addr_);
+  connect_start_ns_ = MonotonicNowNs();
+  w_->loop()->Connect(&connect_op_, fd, reinterpret_cast<const sockaddr*>(&up_addr_), up_len_);
+}
+
+void Connection::OnConnect(int res) {
+  const absl::Duration latency = absl::Nanoseconds(MonotonicNowNs() - connect_start_ns_);
+  if (res == 0) {
+    if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, latency, true);
+    state_ = State::kEstablished;
+    last_activity_ns_ = MonotonicNowNs();
+    StartRecv(kUp);
+    Pump(kUp);
+    return;
+  }
+  ProxyStats& stats = w_->stats();
+  stats.Add(stats.upstream_connect_failures);
+  if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, latency, false);
+  ReleaseEndpoint();
+  spdlog::debug("connection {}: connect to {} failed: {}", id_, upstream_.ToString(), std::strerror(-res));
+  w_->loop()->Close(fd_[kUp]);
+  fd_[kUp] = -1;
+  if (route_ != nullptr && attempts_ < w_->options().connect_attempts) {
+    ConnectNext();
+    return;
+  }
+  // Refused or unreachable: reset the client at once so it fails as fast
+  // as a direct connect would have.
+  Close(CloseReason::kConnectFailed, /*reset_down=*/true, false);
+}
+
+void Connection::StartRecv(Side s) {
+  if (state_ == State::kClosing || eof_[s] || recv_op_[s].in_flight()) return;
+  if (s == kUp && state_ != State::kEstablished) return;
+  const size_t room = q_[s].free_space();
+  if (room == 0) return;  // backpressure: resumes when the other side drains
+  w_->loop()->Recv(&recv_op_[s], fd_[s], room);
+}
+
+void Connection::OnRecv(Side s, const Completion& c) {
+  if (c.res > 0) {
+    const size_t n = static_cast<size_t>(c.res);
+    if (n > q_[s].free_space()) {
+      // The loop promised at most the room we asked for.
+      spdlog::critical("connection {}: recv overran its queue ({} > {})", id_, n, q_[s].free_space());
+      std::abort();
+    }
+    q_[s].Append(c.data, n);
+    peak_buffered_ = std::max(peak_buffered_, q_[s].size());
+    last_activity_ns_ = MonotonicNowNs();
+    Pump(Other(s));
+    if (!c.more) StartRecv(s);
+    return;
+  }
+  if (c.res == 0) {
+    eof_[s] = true;
+    MaybeShutdown(Other(s));
+    return;
+  }
+  if (c.res == -ECANCELED) return;
+  // ECONNRESET and friends: the peer is gone; make the other side see a
+  // reset as well instead of a clean end of stream.
+  spdlog::debug("connection {}: recv from {}: {}", id_, SideName(s), std::strerror(-c.res));
+  Close(s == kDown ? CloseReason::kDownstreamReset : CloseReason::kUpstreamReset, s == kUp, s == kDown);
+}
+
+void Connection::Pump(Side to) {
+  if (state_ == State::kClosing || send_op_[to].in_flight() || shut_[to]) return;
+  if (to == kUp && state_ != State::kEstablished) return;
+  ByteQueue& q = q_[Other(to)];
+  if (q.empty()) {
+    MaybeShutdown(to);
+    return;
+  }
+  const absl::Duration delay = w_->options().forward_delay;
+  if (delay > absl::ZeroDuration() && !delayed_[to]) {
+    if (!delay_op_[to].in_flight()) w_->loop()->StartTimer(&delay_op_[to], delay);
+    return;
+  }
+  delayed_[to] = false;
+  auto front = q.Front();
+  w_->loop()->Send(&send_op_[to], fd_[to], front.data(), front.size());
+}
+
+void Connection::OnSend(Side to, int res) {
+  if (res == -ECANCELED) return;
+  if (res <= 0) {
+    spdlog::debug("connection {}: send to {}: {}", id_, SideName(to), std::strerror(res == 0 ? EPIPE : -res));
+    Close(to == kDown ? CloseReason::kDownstreamReset : CloseReason::kUpstreamReset, to == kUp, to == kDown);
+    return;
+  }
+  const Side from = Other(to);
+  const auto n = static_cast<uint64_t>(res);
+  q_[from].Consume(n);
+  bytes_[from] += n;
+  last_activity_ns_ = MonotonicNowNs();
+  ProxyStats& stats = w_->stats();
+  if (from == kDown) {
+    stats.Add(stats.bytes_upstream, n);
+    stats.Add(cell_->sent_bytes, n);
+  } else {
+    stats.Add(stats.bytes_downstream, n);
+    stats.Add(cell_->received_bytes, n);
+  }
+  StartRecv(from);  // room again: lift backpressure
+  Pump(to);
+}
+
+void Connection::MaybeShutdown(Side to) {
+  const Side from = Other(to);
+  if (!eof_[from] || !q_[from].empty() || shut_[to] || send_op_[to].in_flight()) return;
+  if (state_ != State::kEstablished) return;  // re-checked after connect
+  shut_[to] = true;
+  w_->loop()->ShutdownWrite(&shutdown_op_[to], fd_[to]);
+}
+
+void Connection::ArmTimer() {
+  if (timer_op_.in_flight() || state_ == State::kClosing) return;
+  int64_t deadline = last_activity_ns_ + absl::ToInt64Nanoseconds(w_->options().idle_timeout);
+  if (state_ == State::kConnecting) deadline = std::min(deadline, connect_deadline_ns_);
+  w_->loop()->StartTimer(&timer_op_, absl::Nanoseconds(deadline - MonotonicNowNs()));
+}
+
+void Connection::OnTimer(int res) {
+  if (res < 0) return;
+  const int64_t now = MonotonicNowNs();
+  if (state_ == State::kConnecting && now >= connect_deadline_ns_) {
+    w_->stats().Add(w_->stats().upstream_connect_failures);
+    if (route_ != nullptr) {
+      route_->lb->OnConnectResult(endpoint_, absl::Nanoseconds(now - connect_start_ns_), false);
+    }
+    Close(CloseReason::kConnectTimeout, /*reset_down=*/true, false);
+    return;
+  }
+  if (now - last_activity_ns_ >= absl::ToInt64Nanoseconds(w_->options().idle_timeout)) {
+    Close(CloseReason::kIdleTimeout, false, false);
+    return;
+  }
+  ArmTimer();
+}
+
+void Connection::OnCompletion(IoOp* op, const Completion& c) {
+  const Side s = static_cast<Side>(op->tag() & 1);
+  if (state_ != State::kClosing) {
+    switch (op->type()) {
+      case OpType::kRecv:
+        OnRecv(s, c);
+        break;
+      case OpType::kSend:
+        OnSend(s, c.res);
+        break;
+      case OpType::kShutdown:
+        // ENOTCONN when the peer already went away; the recv side reports
+        // that as a reset or EOF, so nothing to add here.
+        break;
+      case OpType::kConnect:
+        OnConnect(c.res);
+        break;
+      case OpType::kTimer:
+        if (op == &timer_op_) {
+          OnTimer(c.res);
+        } else if (c.res == 0) {
+          delayed_[s] = true;
+          Pump(s);
+        }
+        break;
+      case OpType::kAccept:
+        break;
+    }
+  }
+  if (state_ != State::kClosing && shut_[kDown] && shut_[kUp] && !shutdown_op_[kDown].in_flight() &&
+      !shutdown_op_[kUp].in_flight()) {
+    // Both directions delivered their EOF: nothing left to carry.
+    Close(CloseReason::kNormal, false, false);
+  }
+  if (state_ == State::kClosing) MaybeFinish();
+}
+
+void Connection::Abort(CloseReason reason, bool reset) { Close(reason, reset, reset); }
+
+void Connection::Close(CloseReason reason, bool reset_down, bool reset_up) {
+  if (state_ == State::kClosing) return;
+  state_ = State::kClosing;
+  reason_ = reason;
+  reset_[kDown] = reset_down;
+  reset_[kUp] = reset_up;
+  EventLoop* loop = w_->loop();
+  for (int s = 0; s < 2; ++s) {
+    loop->Cancel(&recv_op_[s]);
+    loop->Cancel(&send_op_[s]);
+    loop->Cancel(&shutdown_op_[s]);
+    loop->Cancel(&delay_op_[s]);
+  }
+  loop->Cancel(&connect_op_);
+  loop->Cancel(&timer_op_);
+  MaybeFinish();
+}
+
+bool Connection::AnyInFlight() const {
+  for (int s = 0; s < 2; ++s) {
+    if (recv_op_[s].in_flight() || send_op_[s].in_flight() || shutdown_op_[s].in_flight() ||
+        delay_op_[s].in_flight()) {
+      return true;
+    }
+  }
+  return connect_op_.in_flight() || timer_op_.in_flight();
+}
+
+void Connection::MaybeFinish() {
+  if (finished_ || AnyInFlight()) return;
+  finished_ = true;
+  for (int s = 0; s < 2; ++s) {
+    if (fd_[s] < 0) continue;
+    if (reset_[s]) {
+      // Abortive close: the peer sees RST, as it would have from the real
+      // server or client.
+      linger lg{1, 0};
+      setsockopt(fd_[s], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    w_->loop()->Close(fd_[s]);
+    fd_[s] = -1;
+  }
+  q_[kDown].Clear();
+  q_[kUp].Clear();
+  ReleaseEndpoint();
+  ProxyStats& stats = w_->stats();
+  stats.Closed(reason_);
+  if (cell_ != nullptr) stats.Add(cell_->closed);
+  Worker* w = w_;
+  w->loop()->Defer([w, this] { w->Destroy(this); });
+}
+
+ConnectionInfo Connection::Info() const {
+  ConnectionInfo info;
+  info.id = id_;
+  info.worker = w_->id();
+  info.pod_ns = listener_->pod_ns;
+  info.pod_name = listener_->pod_name;
+  info.pod_id = listener_->pod_id;
+  info.downstream_peer = peer_.ToString();
+  info.original_destination = orig_dst_.ToString();
+  if (route_ != nullptr) info.service = route_->ns + "/" + route_->name;
+  if (have_upstream_) info.endpoint = upstream_.ToString();
+  info.bytes_up = bytes_[kDown];
+  info.bytes_down = bytes_[kUp];
+  info.age_ms = (MonotonicNowNs() - start_ns_) / 1'000'000;
+  switch (state_) {
+    case State::kConnecting:
+      info.state = "connecting";
+      break;
+    case State::kEstablished:
+      info.state = (eof_[kDown] || eof_[kUp]) ? "half_closed" : "established";
+      break;
+    case State::kClosing:
+      info.state = "closing";
+      break;
+  }
+  info.buffered_up = q_[kDown].size();
+  info.buffered_down = q_[kUp].size();
+  info.peak_buffered = peak_buffered_;
+  info.buffer_cap = q_[kDown].cap();
+  return info;
+}
+
+}  // namespace ringmesh::proxy

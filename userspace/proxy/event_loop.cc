@@ -1,0 +1,57 @@
+#include "userspace/proxy/event_loop.h"
+
+#include <mutex>
+
+#include "spdlog/spdlog.h"
+#include "userspace/proxy/epoll_loop.h"
+#include "userspace/proxy/io_uring_loop.h"
+
+namespace ringmesh::proxy {
+
+const char* ToString(IoBackend b) {
+  switch (b) {
+    case IoBackend::kAuto: return "auto";
+    case IoBackend::kIoUring: return "io_uring";
+    case IoBackend::kEpoll: return "epoll";
+  }
+  return "?";
+}
+
+std::optional<IoBackend> ParseIoBackend(std::string_view s) {
+  if (s == "auto") return IoBackend::kAuto;
+  if (s == "io_uring" || s == "iouring") return IoBackend::kIoUring;
+  if (s == "epoll") return IoBackend::kEpoll;
+  return std::nullopt;
+}
+
+IoBackend ResolveBackend(IoBackend requested) {
+  if (requested != IoBackend::kAuto) return requested;
+  static IoBackend resolved = [] {
+    // A throwaway ring runs the same probe the workers will: setup (which
+    // seccomp may refuse), opcodes, features, buffer ring.
+    auto probe = IoUringLoop::Create(EventLoopOptions{.buf_ring_entries = 2, .buf_size = 4096, .sq_entries = 8});
+    if (probe.ok()) return IoBackend::kIoUring;
+    spdlog::warn("io_uring unavailable ({}); falling back to epoll", probe.status().ToString());
+    return IoBackend::kEpoll;
+  }();
+  return resolved;
+}
+
+absl::StatusOr<std::unique_ptr<EventLoop>> CreateEventLoop(IoBackend backend, const EventLoopOptions& options) {
+  switch (ResolveBackend(backend)) {
+    case IoBackend::kIoUring: {
+      auto loop = IoUringLoop::Create(options);
+      if (!loop.ok()) return loop.status();
+      return std::unique_ptr<EventLoop>(std::move(*loop));
+    }
+    case IoBackend::kEpoll:
+    case IoBackend::kAuto: {
+      auto loop = EpollLoop::Create(options);
+      if (!loop.ok()) return loop.status();
+      return std::unique_ptr<EventLoop>(std::move(*loop));
+    }
+  }
+  return absl::InternalError("unreachable");
+}
+
+}  // namespace ringmesh::proxy

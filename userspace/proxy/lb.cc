@@ -1,0 +1,171 @@
+#include "userspace/proxy/lb.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <random>
+#include <thread>
+
+namespace ringmesh::proxy {
+namespace {
+
+std::mt19937_64& Rng() {
+  thread_local std::mt19937_64 rng(std::random_device{}() ^ std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  return rng;
+}
+
+size_t RandomBelow(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(Rng()); }
+
+}  // namespace
+
+LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<IpAddress> endpoints, const LoadBalancer* previous,
+                           LbOptions options)
+    : policy_(policy), options_(options) {
+  std::map<IpAddress, std::shared_ptr<State>> old;
+  if (previous != nullptr) {
+    for (const auto& s : previous->states_) old[s->ip] = s;
+  }
+  states_.reserve(endpoints.size());
+  for (const IpAddress& ip : endpoints) {
+    auto it = old.find(ip);
+    if (it != old.end()) {
+      states_.push_back(it->second);
+    } else {
+      auto s = std::make_shared<State>();
+      s->ip = ip;
+      states_.push_back(std::move(s));
+    }
+  }
+  rr_.store(endpoints.empty() ? 0 : RandomBelow(endpoints.size()));
+}
+
+int64_t LoadBalancer::Now() const {
+  if (clock_) return clock_();
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+bool LoadBalancer::Eligible(size_t i, std::span<const size_t> exclude, int64_t now, bool ignore_ejection) const {
+  if (std::find(exclude.begin(), exclude.end(), i) != exclude.end()) return false;
+  return ignore_ejection || states_[i]->ejected_until_ns.load(std::memory_order_relaxed) <= now;
+}
+
+double LoadBalancer::Cost(size_t i) const {
+  const State& s = *states_[i];
+  // Peak EWMA (Finagle's "peak EWMA"): latency estimate scaled by load, so
+  // a fast endpoint that is already busy loses to an idle, slightly slower
+  // one.
+  return s.ewma_ns.load(std::memory_order_relaxed) *
+         static_cast<double>(s.active.load(std::memory_order_relaxed) + 1);
+}
+
+size_t LoadBalancer::PickFrom(const std::vector<size_t>& c) {
+  switch (policy_) {
+    case LbPolicy::kRandom:
+      return c[RandomBelow(c.size())];
+    case LbPolicy::kRoundRobin: {
+      // Walk from the shared cursor to the next candidate in index order so
+      // exclusions and ejections do not skew the rotation.
+      size_t start = rr_.fetch_add(1, std::memory_order_relaxed) % states_.size();
+      auto it = std::lower_bound(c.begin(), c.end(), start);
+      return it == c.end() ? c.front() : *it;
+    }
+    case LbPolicy::kLeastConnections: {
+      size_t offset = RandomBelow(c.size());  // random tie-break
+      size_t best = c[offset];
+      for (size_t k = 1; k < c.size(); ++k) {
+        size_t i = c[(offset + k) % c.size()];
+        if (states_[i]->active.load(std::memory_order_relaxed) < states_[best]->active.load(std::memory_order_relaxed)) {
+          best = i;
+        }
+      }
+      return best;
+    }
+    case LbPolicy::kP2cPeakEwma: {
+      if (c.size() == 1) return c[0];
+      size_t a = RandomBelow(c.size());
+      size_t b = RandomBelow(c.size() - 1);
+      if (b >= a) ++b;
+      return Cost(c[a]) <= Cost(c[b]) ? c[a] : c[b];
+    }
+  }
+  return c[0];
+}
+
+size_t LoadBalancer::Pick(std::span<const size_t> exclude) {
+  if (states_.empty()) return kNone;
+  const int64_t now = Now();
+  std::vector<size_t> candidates;
+  candidates.reserve(states_.size());
+  for (size_t i = 0; i < states_.size(); ++i) {
+    if (Eligible(i, exclude, now, false)) candidates.push_back(i);
+  }
+  if (candidates.empty()) {
+    // Everything left is ejected: ejection is a hint, not a verdict, so try
+    // them anyway rather than failing the connection outright.
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (Eligible(i, exclude, now, true)) candidates.push_back(i);
+    }
+  }
+  if (candidates.empty()) return kNone;
+  size_t i = PickFrom(candidates);
+  states_[i]->picks.fetch_add(1, std::memory_order_relaxed);
+  return i;
+}
+
+void LoadBalancer::OnConnectStart(size_t i) { states_[i]->active.fetch_add(1, std::memory_order_relaxed); }
+
+void LoadBalancer::OnRelease(size_t i) { states_[i]->active.fetch_sub(1, std::memory_order_relaxed); }
+
+void LoadBalancer::OnConnectResult(size_t i, absl::Duration latency, bool ok) {
+  State& s = *states_[i];
+  const int64_t now = Now();
+  double sample = static_cast<double>(absl::ToInt64Nanoseconds(ok ? latency : options_.failure_penalty));
+  {
+    std::lock_guard<std::mutex> lock(s.update_mu);
+    double prev = s.ewma_ns.load(std::memory_order_relaxed);
+    int64_t last = s.last_sample_ns.load(std::memory_order_relaxed);
+    double next;
+    if (last == 0 || sample > prev) {
+      next = sample;  // peak: jump up at once, decay down slowly
+    } else {
+      double dt = static_cast<double>(std::max<int64_t>(0, now - last));
+      double tau = static_cast<double>(absl::ToInt64Nanoseconds(options_.decay));
+      double w = tau > 0 ? std::exp(-dt / tau) : 0.0;
+      next = prev * w + sample * (1.0 - w);
+    }
+    s.ewma_ns.store(next, std::memory_order_relaxed);
+    s.last_sample_ns.store(now, std::memory_order_relaxed);
+  }
+  if (ok) {
+    s.consecutive_failures.store(0, std::memory_order_relaxed);
+    return;
+  }
+  s.failures.fetch_add(1, std::memory_order_relaxed);
+  int n = s.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (options_.eject_after_failures > 0 && n >= options_.eject_after_failures) {
+    s.ejected_until_ns.store(now + absl::ToInt64Nanoseconds(options_.ejection_time), std::memory_order_relaxed);
+    s.consecutive_failures.store(0, std::memory_order_relaxed);
+  }
+}
+
+std::vector<LoadBalancer::EndpointStats> LoadBalancer::Stats() const {
+  const int64_t now = Now();
+  std::vector<EndpointStats> out;
+  out.reserve(states_.size());
+  for (const auto& s : states_) {
+    out.push_back({.ip = s->ip,
+                   .active = s->active.load(std::memory_order_relaxed),
+                   .picks = s->picks.load(std::memory_order_relaxed),
+                   .ewma_ms = s->ewma_ns.load(std::memory_order_relaxed) / 1e6,
+                   .failures = s->failures.load(std::memory_order_relaxed),
+                   .ejected = s->ejected_until_ns.load(std::memory_order_relaxed) > now});
+  }
+  return out;
+}
+
+}  // namespace ringmesh::proxy

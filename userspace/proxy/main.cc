@@ -1,0 +1,180 @@
+// ringmesh-proxy: the node's shared transparent proxy. In mesh mode it
+// takes snapshots from the agent (--agent-socket) and original destinations
+// from the pinned BPF maps (--bpf-pin-dir). With no pin dir it is a plain
+// L4 proxy from --listen to --static-destination, used by tests and
+// benchmarks.
+#include <signal.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "userspace/common/ip.h"
+#include "userspace/proxy/admin.h"
+#include "userspace/proxy/agent_client.h"
+#include "userspace/proxy/orig_dst.h"
+#include "userspace/proxy/proxy_core.h"
+
+#ifdef RINGMESH_PROXY_HAVE_BPF
+#include "userspace/bpf/pinned_maps.h"
+#endif
+
+namespace {
+
+using ringmesh::SocketAddress;
+namespace rp = ringmesh::proxy;
+
+int Main(int argc, char** argv) {
+  CLI::App app{"ringmesh node proxy"};
+  int workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::string io_backend = "auto";
+  std::string admin_socket;
+  int admin_port = 0;
+  std::string agent_socket;
+  std::string bpf_pin_dir;
+  std::string static_destination;
+  std::vector<std::string> listen;
+  std::string proxy_mark = "0x539";
+  size_t buffer_bytes = 64 * 1024;
+  int64_t connect_timeout_ms = 5000;
+  int64_t idle_timeout_ms = 3600 * 1000;
+  int64_t drain_timeout_ms = 5000;
+  size_t max_connections = 65536;
+  int connect_attempts = 2;
+  int64_t delay_us = 0;
+  std::string log_level = "info";
+
+  app.add_option("--workers", workers, "Data-plane threads (default: number of CPUs)")->check(CLI::Range(1, 1024));
+  app.add_option("--io-backend", io_backend, "auto|io_uring|epoll")
+      ->check(CLI::IsMember({"auto", "io_uring", "epoll"}));
+  app.add_option("--admin-socket", admin_socket, "Unix socket path of the admin API");
+  app.add_option("--admin-port", admin_port, "Admin API on 127.0.0.1:PORT (0 = off)")->check(CLI::Range(0, 65535));
+  app.add_option("--agent-socket", agent_socket, "Agent's snapshot socket");
+  app.add_option("--bpf-pin-dir", bpf_pin_dir, "Pinned BPF maps of this node (empty: no BPF, plain-proxy mode)");
+  app.add_option("--static-destination", static_destination, "Plain mode: forward everything to IP:PORT");
+  app.add_option("--listen", listen, "Plain mode: listen on IP:PORT (repeatable)");
+  app.add_option("--proxy-mark", proxy_mark, "SO_MARK of upstream sockets");
+  app.add_option("--buffer-bytes", buffer_bytes, "Per-direction buffer cap per connection")
+      ->check(CLI::Range(size_t{1}, size_t{64} << 20));
+  app.add_option("--connect-timeout-ms", connect_timeout_ms, "Upstream connect timeout")->check(CLI::PositiveNumber);
+  app.add_option("--idle-timeout-ms", idle_timeout_ms, "Idle connection timeout")->check(CLI::PositiveNumber);
+  app.add_option("--drain-timeout-ms", drain_timeout_ms, "Drain deadline on SIGTERM")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-connections", max_connections, "Per worker; excess is accepted and reset")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 24));
+  app.add_option("--connect-attempts", connect_attempts, "Connect attempts per connection to a service")
+      ->check(CLI::Range(1, 16));
+  app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
+  CLI11_PARSE(app, argc, argv);
+
+  // Logs go to stderr; stdout stays free for anything a caller may parse.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("ringmesh-proxy"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  rp::ProxyOptions options;
+  options.workers = workers;
+  options.backend = *rp::ParseIoBackend(io_backend);
+  options.buffer_bytes = buffer_bytes;
+  options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
+  options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
+  options.max_connections_per_worker = max_connections;
+  options.connect_attempts = connect_attempts;
+  options.forward_delay = absl::Microseconds(delay_us);
+  try {
+    options.proxy_mark = static_cast<uint32_t>(std::stoul(proxy_mark, nullptr, 0));
+  } catch (const std::exception&) {
+    spdlog::error("--proxy-mark: not a number: {}", proxy_mark);
+    return 2;
+  }
+
+  // Signals are taken synchronously by this thread; every thread started
+  // below inherits the mask, so none of them is interrupted.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::shared_ptr<rp::OrigDstResolver> resolver;
+#ifdef RINGMESH_PROXY_HAVE_BPF
+  std::unique_ptr<ringmesh::bpf::PinnedMaps> maps;
+#endif
+  if (bpf_pin_dir.empty()) {
+    auto dst = SocketAddress::Parse(static_destination);
+    if (!dst || listen.empty()) {
+      spdlog::error("without --bpf-pin-dir, --static-destination IP:PORT and --listen IP:PORT are required");
+      return 2;
+    }
+    resolver = std::make_shared<rp::StaticOrigDstResolver>(*dst);
+  } else {
+#ifdef RINGMESH_PROXY_HAVE_BPF
+    auto opened = ringmesh::bpf::PinnedMaps::Open(bpf_pin_dir);
+    if (!opened.ok()) {
+      spdlog::error("opening pinned maps in {}: {}", bpf_pin_dir, opened.status().ToString());
+      return 1;
+    }
+    maps = std::make_unique<ringmesh::bpf::PinnedMaps>(std::move(*opened));
+    resolver = std::make_shared<rp::BpfOrigDstResolver>(maps.get());
+#else
+    spdlog::error("this build has no BPF support");
+    return 2;
+#endif
+  }
+
+  auto core = rp::ProxyCore::Create(options, resolver);
+  if (!core.ok()) {
+    spdlog::error("starting proxy: {}", core.status().ToString());
+    return 1;
+  }
+  for (const std::string& l : listen) {
+    auto addr = SocketAddress::Parse(l);
+    if (!addr) {
+      spdlog::error("--listen: bad address {}", l);
+      return 2;
+    }
+    auto bound = (*core)->AddListener(*addr);
+    if (!bound.ok()) {
+      spdlog::error("listen {}: {}", l, bound.status().ToString());
+      return 1;
+    }
+    spdlog::info("listening on {}", bound->ToString());
+  }
+
+  std::unique_ptr<rp::AdminServer> admin;
+  if (!admin_socket.empty() || admin_port != 0) {
+    auto a = rp::AdminServer::Start({.unix_path = admin_socket, .tcp_port = admin_port}, core->get());
+    if (!a.ok()) {
+      spdlog::error("admin: {}", a.status().ToString());
+      return 1;
+    }
+    admin = std::move(*a);
+  }
+
+  std::unique_ptr<rp::AgentClient> agent;
+  if (!agent_socket.empty()) {
+    agent = std::make_unique<rp::AgentClient>(rp::AgentClient::Options{.socket_path = agent_socket}, core->get());
+    agent->Start();
+  }
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  spdlog::info("signal {}: draining (deadline {} ms)", sig, drain_timeout_ms);
+  if (agent) agent->Stop();
+  bool clean = (*core)->Drain(absl::Milliseconds(drain_timeout_ms));
+  if (admin) admin->Stop();
+  (*core)->Stop();
+  core->reset();
+  spdlog::info("stopped{}", clean ? "" : " (connections reset at the drain deadline)");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }

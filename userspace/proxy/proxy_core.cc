@@ -1,0 +1,397 @@
+#include "userspace/proxy/proxy_core.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "spdlog/spdlog.h"
+#include "userspace/common/netns.h"
+#include "userspace/proxy/worker.h"
+
+namespace ringmesh::proxy {
+
+int SocketFlagsFor(IoBackend backend) {
+  return backend == IoBackend::kIoUring ? SOCK_CLOEXEC : SOCK_CLOEXEC | SOCK_NONBLOCK;
+}
+
+std::string WorkloadName(const Pod& pod) {
+  for (const char* key : {"app.kubernetes.io/name", "app"}) {
+    auto it = pod.labels.find(key);
+    if (it != pod.labels.end() && !it->second.empty()) return it->second;
+  }
+  return pod.name;
+}
+
+absl::StatusOr<UniqueFd> OpenListenSocket(const SocketAddress& address, int sock_flags, int backlog) {
+  UniqueFd fd(::socket(address.ip.family(), SOCK_STREAM | sock_flags, 0));
+  if (!fd) return absl::ErrnoToStatus(errno, "socket");
+  int one = 1;
+  if (setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    return absl::ErrnoToStatus(errno, "setsockopt(SO_REUSEPORT)");
+  }
+  if (!address.ip.is_v4()) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  sockaddr_storage ss;
+  socklen_t len = address.ToSockaddr(&ss);
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("bind ", address.ToString()));
+  }
+  if (::listen(fd.get(), backlog) != 0) return absl::ErrnoToStatus(errno, "listen");
+  return fd;
+}
+
+ProxyCore::ProxyCore(const ProxyOptions& options, std::shared_ptr<OrigDstResolver> resolver)
+    : options_(options), resolver_(std::move(resolver)) {}
+
+absl::StatusOr<std::unique_ptr<ProxyCore>> ProxyCore::Create(const ProxyOptions& options,
+                                                             std::shared_ptr<OrigDstResolver> resolver) {
+  if (options.workers < 1) return absl::InvalidArgumentError("workers must be >= 1");
+  if (options.buffer_bytes < 1) return absl::InvalidArgumentError("buffer_bytes must be >= 1");
+  std::unique_ptr<ProxyCore> core(new ProxyCore(options, std::move(resolver)));
+  core->backend_ = ResolveBackend(options.backend);
+  spdlog::info("io backend: {}", ToString(core->backend_));
+  for (int i = 0; i < options.workers; ++i) {
+    auto w = std::make_unique<Worker>(i, options, &core->stats_, core->resolver_);
+    if (absl::Status s = w->Start(core->backend_); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("worker ", i, ": ", s.message()));
+    }
+    core->workers_.push_back(std::move(w));
+  }
+  core->routes_ = RouteTable::Build(Snapshot{}, nullptr, options.lb);
+  core->PublishRoutes(core->routes_);
+  return core;
+}
+
+ProxyCore::~ProxyCore() { Stop(); }
+
+void ProxyCore::PublishRoutes(std::shared_ptr<const RouteTable> routes) {
+  // Waits (bounded) until every worker swapped its pointer, so a connection
+  // accepted after ApplySnapshot returns is routed by the new generation.
+  struct Pending {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t left;
+  };
+  auto pending = std::make_shared<Pending>();
+  pending->left = workers_.size();
+  for (auto& w : workers_) {
+    Worker* wp = w.get();
+    wp->Post([wp, routes, pending] {
+      wp->SetRoutes(routes);
+      std::lock_guard<std::mutex> lock(pending->mu);
+      if (--pending->left == 0) pending->cv.notify_all();
+    });
+  }
+  std::unique_lock<std::mutex> lock(pending->mu);
+  if (!pending->cv.wait_for(lock, std::chrono::seconds(2), [&] { return pending->left == 0; })) {
+    spdlog::warn("route table generation {} not yet taken by every worker", routes->generation());
+  }
+}
+
+absl::StatusOr<std::vector<UniqueFd>> ProxyCore::OpenListenerSet(const SocketAddress& address) {
+  std::vector<UniqueFd> fds;
+  SocketAddress bind_addr = address;
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    auto fd = OpenListenSocket(bind_addr, SocketFlagsFor(backend_), options_.listen_backlog);
+    if (!fd.ok()) return fd.status();
+    if (bind_addr.port == 0) {
+      // Port 0: the first socket picks the port, the others join it.
+      auto local = LocalAddress(fd->get());
+      if (!local) return absl::ErrnoToStatus(errno, "getsockname");
+      bind_addr.port = local->port;
+    }
+    fds.push_back(std::move(*fd));
+  }
+  return fds;
+}
+
+absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& address, ListenerInfo identity) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (stopped_) return absl::FailedPreconditionError("proxy stopped");
+  auto fds = OpenListenerSet(address);
+  if (!fds.ok()) return fds.status();
+  auto local = LocalAddress((*fds)[0].get());
+  if (!local) return absl::ErrnoToStatus(errno, "getsockname");
+  identity.local = *local;
+  if (identity.netns_cookie == 0) {
+    if (auto cookie = SocketNetnsCookie((*fds)[0].get()); cookie.ok()) identity.netns_cookie = *cookie;
+  }
+  auto info = std::make_shared<const ListenerInfo>(std::move(identity));
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    Worker* w = workers_[i].get();
+    uint64_t key = next_key_++;
+    w->Post([w, key, fd = std::move((*fds)[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
+  }
+  static_listeners_.push_back(local->ToString());
+  lock.unlock();
+  UpdateReady();
+  return *local;
+}
+
+std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, const SocketAddress& local) const {
+  auto info = std::make_shared<ListenerInfo>();
+  info->pod_ns = p.pod.ns;
+  info->pod_name = p.pod.name;
+  info->service_account = p.pod.service_account;
+  info->workload = WorkloadName(p.pod);
+  info->pod_id = p.pod.pod_id;
+  info->netns_cookie = p.netns_cookie;
+  info->netns = p.netns;
+  info->local = local;
+  return info;
+}
+
+absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
+  auto sw = NetnsSwitch::ForCurrentThread();
+  if (!sw.ok()) return sw.status();
+  std::vector<std::pair<SocketAddress, std::vector<UniqueFd>>> sets;
+  absl::Status status;
+  if (status = sw->Enter(p.netns->get()); !status.ok()) return status;
+  {
+    auto v4 = OpenListenerSet(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port});
+    if (v4.ok()) {
+      sets.emplace_back(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port}, std::move(*v4));
+    } else {
+      status = v4.status();
+    }
+    // IPv6 only where the namespace has it (disabled IPv6 or no ::1 on lo
+    // is common); its absence is not an error.
+    auto v6 = OpenListenerSet(SocketAddress{*IpAddress::Parse("::1"), p.port});
+    if (v6.ok()) sets.emplace_back(SocketAddress{*IpAddress::Parse("::1"), p.port}, std::move(*v6));
+  }
+  sw->Leave();
+  if (!status.ok()) return status;
+
+  auto cookie = SocketNetnsCookie(sets[0].second[0].get());
+  if (!cookie.ok()) return cookie.status();
+  p.netns_cookie = *cookie;
+  for (auto& [addr, fds] : sets) {
+    auto info = MakeInfo(p, addr);
+    p.addresses.push_back(addr.ToString());
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      Worker* w = workers_[i].get();
+      uint64_t key = next_key_++;
+      p.keys.push_back({key, static_cast<int>(i), addr});
+      w->Post([w, key, fd = std::move(fds[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ProxyCore::ClosePodListeners(const PodListeners& p) {
+  for (const auto& k : p.keys) {
+    Worker* w = workers_[static_cast<size_t>(k.worker)].get();
+    uint64_t key = k.key;
+    w->Post([w, key] { w->RemoveListener(key); });
+  }
+}
+
+absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<UniqueFd> netns_fds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_) return absl::FailedPreconditionError("proxy stopped");
+  std::map<NetnsId, PodListeners> next;
+  int failed = 0;
+  for (size_t i = 0; i < snapshot.pods.size(); ++i) {
+    const Pod& pod = snapshot.pods[i];
+    if (!pod.enrolled || i >= netns_fds.size() || !netns_fds[i].valid()) continue;
+    auto id = GetNetnsId(netns_fds[i].get());
+    if (!id.ok()) {
+      spdlog::warn("pod {}/{}: {}", pod.ns, pod.name, id.status().ToString());
+      continue;
+    }
+    if (next.contains(*id)) {
+      spdlog::warn("pod {}/{} shares a network namespace with another pod; ignored", pod.ns, pod.name);
+      continue;
+    }
+    auto old = pods_.find(*id);
+    if (old != pods_.end() && old->second.error.empty() && old->second.port == snapshot.outbound_port) {
+      PodListeners p = std::move(old->second);
+      pods_.erase(old);
+      if (!(p.pod == pod)) {
+        p.pod = pod;
+        for (const auto& k : p.keys) {
+          Worker* w = workers_[static_cast<size_t>(k.worker)].get();
+          auto info = MakeInfo(p, k.local);
+          uint64_t key = k.key;
+          w->Post([w, key, info] { w->UpdateListenerInfo(key, info); });
+        }
+      }
+      next.emplace(*id, std::move(p));
+      continue;  // the duplicate fd in netns_fds[i] closes with the vector
+    }
+    PodListeners p;
+    p.pod = pod;
+    p.port = snapshot.outbound_port;
+    p.netns = std::make_shared<const UniqueFd>(std::move(netns_fds[i]));
+    if (absl::Status s = OpenPodListeners(p); !s.ok()) {
+      ++failed;
+      p.error = s.ToString();
+      spdlog::error("pod {}/{}: listeners not opened: {}", pod.ns, pod.name, p.error);
+      ClosePodListeners(p);
+      p.keys.clear();
+      p.addresses.clear();
+    } else {
+      spdlog::info("pod {}/{}: listening on {} (netns cookie {})", pod.ns, pod.name, p.addresses[0], p.netns_cookie);
+    }
+    next.emplace(*id, std::move(p));
+  }
+  for (auto& [id, p] : pods_) {
+    spdlog::info("pod {}/{}: removed; closing its listeners", p.pod.ns, p.pod.name);
+    ClosePodListeners(p);
+  }
+  pods_ = std::move(next);
+
+  routes_ = RouteTable::Build(snapshot, routes_.get(), options_.lb);
+  PublishRoutes(routes_);
+  generation_ = snapshot.generation;
+  snapshot_applied_ = true;
+  bool all_ok = failed == 0;
+  ready_.store(all_ok || !static_listeners_.empty());
+  if (!all_ok) return absl::UnavailableError(absl::StrCat(failed, " pod(s) without listeners"));
+  return absl::OkStatus();
+}
+
+void ProxyCore::UpdateReady() {
+  std::lock_guard<std::mutex> lock(mu_);
+  bool pods_ok = snapshot_applied_;
+  for (const auto& [id, p] : pods_) pods_ok = pods_ok && p.error.empty();
+  ready_.store(pods_ok || !static_listeners_.empty());
+}
+
+uint64_t ProxyCore::generation() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return generation_;
+}
+
+size_t ProxyCore::active_connections() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->connection_count();
+  return n;
+}
+
+size_t ProxyCore::listener_sockets() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->listener_count();
+  return n;
+}
+
+size_t ProxyCore::buffer_chunks_outstanding() const {
+  size_t n = 0;
+  for (const auto& w : workers_) n += w->chunks_outstanding();
+  return n;
+}
+
+void ProxyCore::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_.store(false);
+  if (stopped_) return;
+  for (auto& w : workers_) {
+    Worker* wp = w.get();
+    wp->Post([wp] { wp->StopAccepting(); });
+  }
+}
+
+bool ProxyCore::Drain(absl::Duration timeout) {
+  StopAccepting();
+  const absl::Time deadline = absl::Now() + timeout;
+  while (active_connections() > 0 && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  bool clean = active_connections() == 0;
+  if (!clean) spdlog::warn("drain deadline reached; {} connection(s) left to reset", active_connections());
+  return clean;
+}
+
+void ProxyCore::Stop() {
+  {
+    // Under mu_ so that no control thread posts to a worker that is exiting.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_.exchange(true)) return;
+  }
+  ready_.store(false);
+  // Worker::Shutdown resets what is left, drains every op and joins.
+  for (auto& w : workers_) w->Shutdown();
+}
+
+std::vector<ConnectionInfo> ProxyCore::Connections(absl::Duration timeout) {
+  struct Gather {
+    std::mutex mu;
+    std::condition_variable cv;
+    size_t pending = 0;
+    std::vector<ConnectionInfo> out;
+  };
+  auto g = std::make_shared<Gather>();
+  {
+    std::lock_guard<std::mutex> core_lock(mu_);
+    if (stopped_) return {};
+    g->pending = workers_.size();
+    for (auto& w : workers_) {
+      Worker* wp = w.get();
+      wp->Post([wp, g] {
+        auto infos = wp->Connections();
+        std::lock_guard<std::mutex> lock(g->mu);
+        for (auto& i : infos) g->out.push_back(std::move(i));
+        --g->pending;
+        g->cv.notify_all();
+      });
+    }
+  }
+  std::unique_lock<std::mutex> lock(g->mu);
+  g->cv.wait_for(lock, absl::ToChronoMilliseconds(timeout), [&] { return g->pending == 0; });
+  return g->out;
+}
+
+nlohmann::json ProxyCore::ConfigDump() {
+  std::lock_guard<std::mutex> lock(mu_);
+  nlohmann::json j;
+  j["generation"] = generation_;
+  j["snapshot_applied"] = snapshot_applied_;
+  j["ready"] = ready_.load();
+  j["io_backend"] = ToString(backend_);
+  j["workers"] = workers_.size();
+  j["static_listeners"] = static_listeners_;
+  nlohmann::json pods = nlohmann::json::array();
+  for (const auto& [id, p] : pods_) {
+    pods.push_back({{"namespace", p.pod.ns},
+                    {"name", p.pod.name},
+                    {"pod_id", p.pod.pod_id},
+                    {"service_account", p.pod.service_account},
+                    {"workload", WorkloadName(p.pod)},
+                    {"netns_cookie", p.netns_cookie},
+                    {"listeners", p.addresses},
+                    {"listener_sockets", p.keys.size()},
+                    {"state", p.error.empty() ? "listening" : "error"},
+                    {"error", p.error}});
+  }
+  j["pods"] = std::move(pods);
+  nlohmann::json services = nlohmann::json::array();
+  if (routes_) {
+    for (const auto& r : routes_->routes()) {
+      nlohmann::json eps = nlohmann::json::array();
+      for (const auto& e : r->lb->Stats()) {
+        eps.push_back({{"ip", e.ip.ToString()},
+                       {"active_connections", e.active},
+                       {"picks", e.picks},
+                       {"ewma_ms", e.ewma_ms},
+                       {"connect_failures", e.failures},
+                       {"ejected", e.ejected}});
+      }
+      services.push_back({{"namespace", r->ns},
+                          {"name", r->name},
+                          {"port", r->port},
+                          {"target_port", r->target_port},
+                          {"protocol", ToString(r->protocol)},
+                          {"lb", ToString(r->lb->policy())},
+                          {"endpoints", std::move(eps)}});
+    }
+  }
+  j["services"] = std::move(services);
+  return j;
+}
+
+}  // namespace ringmesh::proxy

@@ -1,0 +1,36 @@
+// Tunables of the proxy data plane (set from ringmesh-proxy's flags).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/time/time.h"
+#include "userspace/proxy/event_loop.h"
+#include "userspace/proxy/lb.h"
+
+namespace ringmesh::proxy {
+
+struct ProxyOptions {
+  int workers = 1;
+  IoBackend backend = IoBackend::kAuto;
+  // Per direction per connection: a side whose unsent bytes reach this stops
+  // being read (backpressure).
+  size_t buffer_bytes = 64 * 1024;
+  absl::Duration connect_timeout = absl::Seconds(5);
+  absl::Duration idle_timeout = absl::Hours(1);
+  // SO_MARK on upstream sockets so the BPF hooks (and policy routing) can
+  // tell the proxy's own traffic apart.
+  uint32_t proxy_mark = 0x539;
+  // Total connect attempts per connection to a service (first try plus
+  // retries on other endpoints).
+  int connect_attempts = 2;
+  // Per worker; connections beyond it are accepted and reset at once.
+  size_t max_connections_per_worker = 65536;
+  // Artificial delay before each forward (benchmark self-check); 0 = off.
+  absl::Duration forward_delay = absl::ZeroDuration();
+  int listen_backlog = 1024;
+  LbOptions lb;
+  EventLoopOptions loop;
+};
+
+}  // namespace ringmesh::proxy

@@ -1,0 +1,42 @@
+#include "userspace/proxy/route_table.h"
+
+#include <tuple>
+
+namespace ringmesh::proxy {
+
+std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, const RouteTable* previous,
+                                                    const LbOptions& lb_options) {
+  std::map<std::tuple<std::string, std::string, uint16_t>, const ServiceRoute*> old;
+  if (previous != nullptr) {
+    for (const auto& r : previous->routes_) old[{r->ns, r->name, r->port}] = r.get();
+  }
+  auto table = std::make_shared<RouteTable>();
+  table->generation_ = snapshot.generation;
+  for (const Service& svc : snapshot.services) {
+    std::vector<IpAddress> ready;
+    for (const Endpoint& ep : svc.endpoints) {
+      if (ep.ready) ready.push_back(ep.ip);
+    }
+    for (const ServicePort& port : svc.ports) {
+      auto route = std::make_unique<ServiceRoute>();
+      route->ns = svc.ns;
+      route->name = svc.name;
+      route->port = port.port;
+      route->target_port = port.target_port != 0 ? port.target_port : port.port;
+      route->protocol = port.protocol;
+      auto it = old.find({svc.ns, svc.name, port.port});
+      const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
+      route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);
+      for (const IpAddress& vip : svc.vips) table->by_vip_[{vip, port.port}] = route.get();
+      table->routes_.push_back(std::move(route));
+    }
+  }
+  return table;
+}
+
+const ServiceRoute* RouteTable::Find(const SocketAddress& dst) const {
+  auto it = by_vip_.find({dst.ip, dst.port});
+  return it == by_vip_.end() ? nullptr : it->second;
+}
+
+}  // namespace ringmesh::proxy

@@ -1,0 +1,50 @@
+// Immutable routing view of one snapshot generation: which (VIP, port)
+// pairs are services, and the load balancer over each port's ready
+// endpoints. Built off the data plane, published to workers as a
+// shared_ptr swap; a worker reads its current table without locks and a
+// connection keeps the table (and so its load balancer) alive until it ends.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "userspace/common/ip.h"
+#include "userspace/common/snapshot.h"
+#include "userspace/proxy/lb.h"
+
+namespace ringmesh::proxy {
+
+struct ServiceRoute {
+  std::string ns;
+  std::string name;
+  uint16_t port = 0;         // service port
+  uint16_t target_port = 0;  // endpoint port
+  AppProtocol protocol = AppProtocol::kTcp;
+  std::shared_ptr<LoadBalancer> lb;  // ready endpoints only
+
+  // "name.ns.svc.cluster.local", Istio's destination_service label.
+  std::string Fqdn() const { return name + "." + ns + ".svc.cluster.local"; }
+};
+
+class RouteTable {
+ public:
+  // Carries load-balancer state over from `previous` for routes and
+  // endpoints that stayed.
+  static std::shared_ptr<const RouteTable> Build(const Snapshot& snapshot, const RouteTable* previous,
+                                                 const LbOptions& lb_options = {});
+
+  const ServiceRoute* Find(const SocketAddress& dst) const;
+  uint64_t generation() const { return generation_; }
+  const std::vector<std::unique_ptr<ServiceRoute>>& routes() const { return routes_; }
+
+ private:
+  uint64_t generation_ = 0;
+  std::vector<std::unique_ptr<ServiceRoute>> routes_;
+  std::map<std::pair<IpAddress, uint16_t>, const ServiceRoute*> by_vip_;
+};
+
+}  // namespace ringmesh::proxy

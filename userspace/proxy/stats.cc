@@ -1,0 +1,118 @@
+#include "userspace/proxy/stats.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+
+namespace ringmesh::proxy {
+
+const char* ToString(CloseReason r) {
+  switch (r) {
+#define RINGMESH_CLOSE_STR(e, s) \
+  case CloseReason::e:           \
+    return s;
+    RINGMESH_CLOSE_REASONS(RINGMESH_CLOSE_STR)
+#undef RINGMESH_CLOSE_STR
+    case CloseReason::kCount:
+      break;
+  }
+  return "?";
+}
+
+TcpMetricCell* ProxyStats::Cell(const std::string& workload, const std::string& ns, const std::string& service) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = cells_[{workload, ns, service}];
+  if (!slot) {
+    slot = std::make_unique<TcpMetricCell>();
+    slot->source_workload = workload;
+    slot->source_workload_namespace = ns;
+    slot->destination_service = service;
+  }
+  return slot.get();
+}
+
+std::vector<const TcpMetricCell*> ProxyStats::Cells() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<const TcpMetricCell*> out;
+  out.reserve(cells_.size());
+  for (const auto& [key, cell] : cells_) out.push_back(cell.get());
+  return out;
+}
+
+uint64_t ProcessRssBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return 0;
+  unsigned long long size = 0, resident = 0;
+  int n = std::fscanf(f, "%llu %llu", &size, &resident);
+  std::fclose(f);
+  if (n != 2) return 0;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+namespace {
+
+std::string Escape(const std::string& v) {
+  return absl::StrReplaceAll(v, {{"\\", "\\\\"}, {"\"", "\\\""}, {"\n", "\\n"}});
+}
+
+void Metric(std::string& out, const char* name, const char* type, const char* help) {
+  absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
+}
+
+}  // namespace
+
+std::string RenderMetrics(const ProxyStats& s) {
+  auto load = [](const auto& a) { return a.load(std::memory_order_relaxed); };
+  std::string out;
+  Metric(out, "ringmesh_proxy_connections_active", "gauge", "Proxied connections currently open.");
+  absl::StrAppend(&out, "ringmesh_proxy_connections_active ", load(s.connections_active), "\n");
+  Metric(out, "ringmesh_proxy_connections_total", "counter", "Connections accepted.");
+  absl::StrAppend(&out, "ringmesh_proxy_connections_total ", load(s.connections_total), "\n");
+  Metric(out, "ringmesh_proxy_connections_closed_total", "counter", "Connections closed, by reason.");
+  for (size_t i = 0; i < kCloseReasonCount; ++i) {
+    auto r = static_cast<CloseReason>(i);
+    absl::StrAppend(&out, "ringmesh_proxy_connections_closed_total{reason=\"", ToString(r), "\"} ", s.closed(r),
+                    "\n");
+  }
+  Metric(out, "ringmesh_proxy_bytes_total", "counter", "Bytes forwarded, by direction.");
+  absl::StrAppend(&out, "ringmesh_proxy_bytes_total{direction=\"upstream\"} ", load(s.bytes_upstream), "\n");
+  absl::StrAppend(&out, "ringmesh_proxy_bytes_total{direction=\"downstream\"} ", load(s.bytes_downstream), "\n");
+  Metric(out, "ringmesh_proxy_orig_dst_miss_total", "counter", "Accepted connections without an original destination.");
+  absl::StrAppend(&out, "ringmesh_proxy_orig_dst_miss_total ", load(s.orig_dst_miss), "\n");
+  Metric(out, "ringmesh_proxy_upstream_connect_failures_total", "counter", "Failed upstream connect attempts.");
+  absl::StrAppend(&out, "ringmesh_proxy_upstream_connect_failures_total ", load(s.upstream_connect_failures), "\n");
+  Metric(out, "ringmesh_proxy_overloaded_total", "counter", "Connections reset at --max-connections.");
+  absl::StrAppend(&out, "ringmesh_proxy_overloaded_total ", load(s.overloaded), "\n");
+  Metric(out, "ringmesh_proxy_sockhash_add_failures_total", "counter",
+         "Accepted sockets that stayed off the sk_msg fast path.");
+  absl::StrAppend(&out, "ringmesh_proxy_sockhash_add_failures_total ", load(s.sockhash_add_failures), "\n");
+
+  const auto cells = s.Cells();
+  struct Family {
+    const char* name;
+    const char* help;
+    const std::atomic<uint64_t> TcpMetricCell::*field;
+  };
+  const Family families[] = {
+      {"istio_tcp_connections_opened_total", "TCP connections opened.", &TcpMetricCell::opened},
+      {"istio_tcp_connections_closed_total", "TCP connections closed.", &TcpMetricCell::closed},
+      {"istio_tcp_sent_bytes_total", "Bytes sent to the destination.", &TcpMetricCell::sent_bytes},
+      {"istio_tcp_received_bytes_total", "Bytes received from the destination.", &TcpMetricCell::received_bytes},
+  };
+  for (const Family& f : families) {
+    Metric(out, f.name, "counter", f.help);
+    for (const TcpMetricCell* c : cells) {
+      absl::StrAppend(&out, f.name, "{reporter=\"source\",source_workload=\"", Escape(c->source_workload),
+                      "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
+                      "\",destination_service=\"", Escape(c->destination_service), "\"} ", load(c->*f.field), "\n");
+    }
+  }
+  Metric(out, "ringmesh_proxy_rss_bytes", "gauge", "Resident set size of the proxy process.");
+  absl::StrAppend(&out, "ringmesh_proxy_rss_bytes ", ProcessRssBytes(), "\n");
+  return out;
+}
+
+}  // namespace ringmesh::proxy

@@ -1,0 +1,83 @@
+// Data-plane counters: why connections closed (one counter per reason, the
+// data plane's error values), byte and connection totals, and the Istio
+// TCP metrics per (source workload, destination service). Workers bump
+// relaxed atomics; the admin thread reads them.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace ringmesh::proxy {
+
+// X(enum, metric label)
+#define RINGMESH_CLOSE_REASONS(X)                                                       \
+  X(kNormal, "normal")                    /* both directions finished */              \
+  X(kDownstreamReset, "downstream_reset") /* client reset or errored */               \
+  X(kUpstreamReset, "upstream_reset")     /* server reset or errored */               \
+  X(kConnectFailed, "upstream_connect_failed")                                          \
+  X(kConnectTimeout, "upstream_connect_timeout")                                        \
+  X(kIdleTimeout, "idle_timeout")                                                       \
+  X(kOrigDstMiss, "orig_dst_miss")         /* no original destination known */        \
+  X(kNoEndpoint, "no_ready_endpoint")      /* service without ready endpoints */      \
+  X(kOverloaded, "overloaded")             /* worker at --max-connections */          \
+  X(kSocketError, "socket_error")          /* local socket() / setns failures */      \
+  X(kDrain, "drain_timeout")               /* still open at the drain deadline */
+
+enum class CloseReason : uint8_t {
+#define RINGMESH_CLOSE_ENUM(e, s) e,
+  RINGMESH_CLOSE_REASONS(RINGMESH_CLOSE_ENUM)
+#undef RINGMESH_CLOSE_ENUM
+      kCount
+};
+inline constexpr size_t kCloseReasonCount = static_cast<size_t>(CloseReason::kCount);
+const char* ToString(CloseReason r);
+
+// Istio's TCP metrics for one label set. Cells are created once and never
+// freed, so connections keep plain pointers to them.
+struct TcpMetricCell {
+  std::string source_workload;
+  std::string source_workload_namespace;
+  std::string destination_service;  // "<name>.<ns>.svc.cluster.local" or the ip:port
+  std::atomic<uint64_t> opened{0};
+  std::atomic<uint64_t> closed{0};
+  std::atomic<uint64_t> sent_bytes{0};      // proxy -> destination (request direction)
+  std::atomic<uint64_t> received_bytes{0};  // destination -> proxy (response direction)
+};
+
+class ProxyStats {
+ public:
+  void Add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
+  void Closed(CloseReason r) { Add(closed_[static_cast<size_t>(r)]); }
+  uint64_t closed(CloseReason r) const { return closed_[static_cast<size_t>(r)].load(std::memory_order_relaxed); }
+
+  TcpMetricCell* Cell(const std::string& workload, const std::string& ns, const std::string& service);
+  // Snapshot of all cells for rendering.
+  std::vector<const TcpMetricCell*> Cells() const;
+
+  std::atomic<uint64_t> connections_total{0};
+  std::atomic<int64_t> connections_active{0};
+  std::atomic<uint64_t> bytes_upstream{0};    // downstream -> upstream
+  std::atomic<uint64_t> bytes_downstream{0};  // upstream -> downstream
+  std::atomic<uint64_t> orig_dst_miss{0};
+  std::atomic<uint64_t> upstream_connect_failures{0};
+  std::atomic<uint64_t> overloaded{0};
+  std::atomic<uint64_t> sockhash_add_failures{0};
+
+ private:
+  std::array<std::atomic<uint64_t>, kCloseReasonCount> closed_{};
+  mutable std::mutex mu_;
+  std::map<std::tuple<std::string, std::string, std::string>, std::unique_ptr<TcpMetricCell>> cells_;
+};
+
+// Prometheus text exposition of `stats` plus process RSS.
+std::string RenderMetrics(const ProxyStats& stats);
+uint64_t ProcessRssBytes();
+
+}  // namespace ringmesh::proxy

@@ -1,0 +1,226 @@
+#include "userspace/proxy/worker.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <future>
+
+#include "spdlog/spdlog.h"
+
+namespace ringmesh::proxy {
+
+// One listening socket of this worker. Owns the fd; removal cancels the
+// multishot accept and closes the fd only after its final completion.
+class Worker::Listener final : public IoHandler {
+ public:
+  Listener(Worker* w, uint64_t key, int fd, std::shared_ptr<const ListenerInfo> info)
+      : w_(w), key_(key), fd_(fd), info_(std::move(info)) {}
+  ~Listener() {
+    if (accept_op_.in_flight() || retry_op_.in_flight()) {
+      spdlog::critical("listener freed with ops in flight");
+      std::abort();
+    }
+  }
+
+  void Arm() { w_->loop()->Accept(&accept_op_, fd_); }
+  void Remove() {
+    if (removing_) return;
+    removing_ = true;
+    w_->loop()->Cancel(&accept_op_);
+    w_->loop()->Cancel(&retry_op_);
+    MaybeGone();
+  }
+  void set_info(std::shared_ptr<const ListenerInfo> info) { info_ = std::move(info); }
+  const std::shared_ptr<const ListenerInfo>& info() const { return info_; }
+
+  void OnCompletion(IoOp* op, const Completion& c) override {
+    if (op == &retry_op_) {
+      if (!removing_ && c.res == 0) Arm();
+    } else if (c.res >= 0) {
+      if (removing_) {
+        w_->loop()->Close(c.res);
+      } else {
+        w_->OnAccepted(c.res, info_);
+      }
+    } else if (!c.more && !removing_) {
+      // EMFILE/ENFILE/ENOMEM end a multishot accept; back off briefly
+      // instead of spinning on the same error.
+      if (c.res != -ECANCELED) spdlog::warn("accept on {}: {}", info_->local.ToString(), std::strerror(-c.res));
+      w_->loop()->StartTimer(&retry_op_, absl::Milliseconds(50));
+      return;
+    }
+    if (!c.more && !removing_ && op == &accept_op_) {
+      Arm();  // the kernel ended the multishot (e.g. CQ overflow): re-arm
+      return;
+    }
+    MaybeGone();
+  }
+
+ private:
+  void MaybeGone() {
+    if (!removing_ || gone_ || accept_op_.in_flight() || retry_op_.in_flight()) return;
+    gone_ = true;
+    w_->loop()->Close(fd_);
+    Worker* w = w_;
+    uint64_t key = key_;
+    w->loop()->Defer([w, key] { w->ListenerGone(key); });
+  }
+
+  Worker* w_;
+  uint64_t key_;
+  int fd_;
+  std::shared_ptr<const ListenerInfo> info_;
+  IoOp accept_op_{this, OpType::kAccept};
+  IoOp retry_op_{this, OpType::kTimer};
+  bool removing_ = false;
+  bool gone_ = false;
+};
+
+Worker::Worker(int id, const ProxyOptions& options, ProxyStats* stats, std::shared_ptr<OrigDstResolver> resolver)
+    : id_(id), options_(options), stats_(stats), resolver_(std::move(resolver)) {}
+
+Worker::~Worker() { Shutdown(); }
+
+absl::Status Worker::Start(IoBackend backend) {
+  std::promise<absl::Status> ready;
+  auto fut = ready.get_future();
+  thread_ = std::thread([this, backend, &ready] {
+    ThreadMain(backend, [&ready](absl::Status s) { ready.set_value(std::move(s)); });
+  });
+  absl::Status s = fut.get();
+  if (!s.ok()) thread_.join();
+  return s;
+}
+
+void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> ready) {
+  auto ns = NetnsSwitch::ForCurrentThread();
+  if (!ns.ok()) {
+    ready(ns.status());
+    return;
+  }
+  netns_ = std::make_unique<NetnsSwitch>(std::move(*ns));
+  auto loop = CreateEventLoop(backend, options_.loop);
+  if (!loop.ok()) {
+    ready(loop.status());
+    return;
+  }
+  loop_ = std::move(*loop);
+  ready(absl::OkStatus());
+
+  while (!(exiting_ && listeners_.empty() && conns_.empty())) {
+    loop_->RunOnce(absl::Milliseconds(100));
+    UpdateCounters();
+  }
+  // Destroyed on this thread: an io_uring ring set up for a single issuer
+  // must not be touched from another.
+  loop_.reset();
+  UpdateCounters();
+}
+
+void Worker::UpdateCounters() {
+  connection_count_.store(conns_.size(), std::memory_order_relaxed);
+  listener_count_.store(listeners_.size(), std::memory_order_relaxed);
+  chunks_outstanding_.store(pool_.outstanding(), std::memory_order_relaxed);
+}
+
+void Worker::Post(absl::AnyInvocable<void()> fn) { loop_->Post(std::move(fn)); }
+
+void Worker::Shutdown() {
+  if (!thread_.joinable()) return;
+  if (!exit_requested_.exchange(true)) {
+    Post([this] {
+      exiting_ = true;
+      StopAccepting();
+      AbortAll(CloseReason::kDrain);
+    });
+  }
+  thread_.join();
+}
+
+void Worker::AddListener(uint64_t key, UniqueFd fd, std::shared_ptr<const ListenerInfo> info) {
+  if (exiting_) return;  // fd closes here
+  auto l = std::make_unique<Listener>(this, key, fd.Release(), std::move(info));
+  l->Arm();
+  listeners_[key] = std::move(l);
+  UpdateCounters();
+}
+
+void Worker::RemoveListener(uint64_t key) {
+  auto it = listeners_.find(key);
+  if (it != listeners_.end()) it->second->Remove();
+}
+
+void Worker::UpdateListenerInfo(uint64_t key, std::shared_ptr<const ListenerInfo> info) {
+  auto it = listeners_.find(key);
+  if (it != listeners_.end()) it->second->set_info(std::move(info));
+}
+
+void Worker::ListenerGone(uint64_t key) {
+  listeners_.erase(key);
+  UpdateCounters();
+}
+
+void Worker::StopAccepting() {
+  for (auto& [key, l] : listeners_) l->Remove();
+}
+
+void Worker::AbortAll(CloseReason reason) {
+  std::vector<Connection*> all;
+  all.reserve(conns_.size());
+  for (auto& [id, c] : conns_) all.push_back(c.get());
+  for (Connection* c : all) c->Abort(reason, /*reset=*/true);
+}
+
+std::vector<ConnectionInfo> Worker::Connections() const {
+  std::vector<ConnectionInfo> out;
+  out.reserve(conns_.size());
+  for (const auto& [id, c] : conns_) out.push_back(c->Info());
+  return out;
+}
+
+void Worker::OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info) {
+  stats_->Add(stats_->connections_total);
+  if (conns_.size() >= options_.max_connections_per_worker) {
+    // Accept-and-reset keeps the listen queue moving and tells the client
+    // at once, instead of leaving it to time out in the backlog.
+    linger lg{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    loop_->Close(fd);
+    stats_->Add(stats_->overloaded);
+    stats_->Closed(CloseReason::kOverloaded);
+    return;
+  }
+  const uint64_t id = (static_cast<uint64_t>(id_) << 48) | next_conn_++;
+  auto conn = std::make_unique<Connection>(this, id, fd, info);
+  Connection* c = conn.get();
+  conns_[id] = std::move(conn);
+  stats_->connections_active.fetch_add(1, std::memory_order_relaxed);
+  c->Start();
+}
+
+void Worker::Destroy(Connection* c) {
+  if (conns_.erase(c->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
+  if (absl::Status s = netns_->Enter(listener.netns_fd()); !s.ok()) {
+    spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
+    return -EINVAL;
+  }
+  int fd = ::socket(family, SOCK_STREAM | loop_->socket_flags(), 0);
+  int err = errno;
+  netns_->Leave();
+  if (fd < 0) return -err;
+  if (options_.proxy_mark != 0 &&
+      setsockopt(fd, SOL_SOCKET, SO_MARK, &options_.proxy_mark, sizeof(options_.proxy_mark)) != 0 && errno != EPERM) {
+    spdlog::debug("SO_MARK: {}", std::strerror(errno));
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+}  // namespace ringmesh::proxy

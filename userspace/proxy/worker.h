@@ -1,0 +1,97 @@
+// One data-plane thread: its own event loop (one io_uring ring or epoll
+// set), its share of every listener (SO_REUSEPORT, one socket per worker),
+// and the connections those listeners accepted. Everything here runs on the
+// worker's thread; other threads talk to it only through Post().
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "userspace/common/unique_fd.h"
+#include "userspace/proxy/byte_queue.h"
+#include "userspace/proxy/connection.h"
+#include "userspace/proxy/event_loop.h"
+#include "userspace/proxy/netns_switch.h"
+#include "userspace/proxy/orig_dst.h"
+#include "userspace/proxy/proxy_options.h"
+#include "userspace/proxy/route_table.h"
+#include "userspace/proxy/stats.h"
+
+namespace ringmesh::proxy {
+
+class Worker {
+ public:
+  Worker(int id, const ProxyOptions& options, ProxyStats* stats, std::shared_ptr<OrigDstResolver> resolver);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread and creates the loop on it (io_uring rings belong to
+  // the thread that submits to them).
+  absl::Status Start(IoBackend backend);
+  // Thread-safe.
+  void Post(absl::AnyInvocable<void()> fn);
+  // Thread-safe: stop accepting, reset what is left, exit the thread once
+  // every op drained, and join.
+  void Shutdown();
+
+  // --- on the worker thread (use Post from elsewhere) -----------------------
+  void AddListener(uint64_t key, UniqueFd fd, std::shared_ptr<const ListenerInfo> info);
+  void RemoveListener(uint64_t key);
+  void UpdateListenerInfo(uint64_t key, std::shared_ptr<const ListenerInfo> info);
+  void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
+  void StopAccepting();
+  void AbortAll(CloseReason reason);
+  std::vector<ConnectionInfo> Connections() const;
+
+  // --- for Connection -------------------------------------------------------
+  int id() const { return id_; }
+  EventLoop* loop() { return loop_.get(); }
+  ChunkPool* pool() { return &pool_; }
+  ProxyStats& stats() { return *stats_; }
+  const ProxyOptions& options() const { return options_; }
+  OrigDstResolver& resolver() { return *resolver_; }
+  const std::shared_ptr<const RouteTable>& routes() const { return routes_; }
+  // A socket of `family` in the listener's pod namespace, with SO_MARK and
+  // the loop's socket flags; -errno on failure.
+  int CreateUpstreamSocket(const ListenerInfo& listener, int family);
+  void Destroy(Connection* c);
+
+  // Thread-safe counters.
+  size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+  size_t listener_count() const { return listener_count_.load(std::memory_order_relaxed); }
+  size_t chunks_outstanding() const { return chunks_outstanding_.load(std::memory_order_relaxed); }
+
+ private:
+  class Listener;
+  void ThreadMain(IoBackend backend, std::function<void(absl::Status)> ready);
+  void OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info);
+  void ListenerGone(uint64_t key);
+  void UpdateCounters();
+
+  const int id_;
+  const ProxyOptions options_;
+  ProxyStats* stats_;
+  std::shared_ptr<OrigDstResolver> resolver_;
+  std::thread thread_;
+  std::unique_ptr<EventLoop> loop_;
+  std::unique_ptr<NetnsSwitch> netns_;
+  ChunkPool pool_;
+  std::shared_ptr<const RouteTable> routes_;
+  std::unordered_map<uint64_t, std::unique_ptr<Listener>> listeners_;
+  std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  uint64_t next_conn_ = 1;
+  bool exiting_ = false;
+  std::atomic<bool> exit_requested_{false};
+  std::atomic<size_t> connection_count_{0};
+  std::atomic<size_t> listener_count_{0};
+  std::atomic<size_t> chunks_outstanding_{0};
+};
+
+}  // namespace ringmesh::proxy
