@@ -8,6 +8,16 @@
 
 namespace ringmesh::ctl {
 
+namespace {
+std::string Ms(const nlohmann::json& e) {
+  if (!e.contains("ewma_ms") || !e["ewma_ms"].is_number()) return "-";
+  char buf[32];
+  snprintf(buf, sizeof(buf), "%.3f", e["ewma_ms"].get<double>());
+  return buf;
+}
+}  // namespace
+
+// One row per endpoint of each (service, port) route the proxy holds.
 int RunServices(const Globals& g) {
   auto dump = AdminGetJson(g, "/config_dump");
   if (!dump.ok()) {
@@ -15,24 +25,23 @@ int RunServices(const Globals& g) {
     return 1;
   }
   auto services = dump->value("services", nlohmann::json::array());
-  Table t({"SERVICE", "VIPS", "PORTS", "LB", "ENDPOINT", "READY", "ACTIVE", "EWMA_MS", "PICKS"});
+  Table t({"SERVICE", "VIPS", "PORT", "LB", "ENDPOINT", "READY", "ACTIVE", "EWMA_MS", "PICKS", "FAILURES",
+           "EJECTED"});
   for (const auto& s : services) {
     std::string name = absl::StrCat(JsonStr(s, "namespace"), "/", JsonStr(s, "name"));
-    std::vector<std::string> vips, ports;
+    std::vector<std::string> vips;
     for (const auto& v : s.value("vips", nlohmann::json::array())) vips.push_back(v.get<std::string>());
-    for (const auto& p : s.value("ports", nlohmann::json::array())) {
-      ports.push_back(absl::StrCat(JsonStr(p, "port"), "->", JsonStr(p, "target_port"), "/", JsonStr(p, "protocol")));
-    }
+    std::string port = absl::StrCat(JsonStr(s, "port"), "->", JsonStr(s, "target_port"), "/", JsonStr(s, "protocol"));
     auto eps = s.value("endpoints", nlohmann::json::array());
     if (eps.empty()) {
-      t.Add({name, absl::StrJoin(vips, ","), absl::StrJoin(ports, ","), JsonStr(s, "lb"), "(none)"});
+      t.Add({name, absl::StrJoin(vips, ","), port, JsonStr(s, "lb"), "(none)"});
       continue;
     }
     bool first = true;
     for (const auto& e : eps) {
-      t.Add({first ? name : "", first ? absl::StrJoin(vips, ",") : "", first ? absl::StrJoin(ports, ",") : "",
-             first ? JsonStr(s, "lb") : "", JsonStr(e, "ip"), JsonStr(e, "ready"), JsonStr(e, "active", "0"),
-             JsonStr(e, "ewma_ms", "-"), JsonStr(e, "picks", "0")});
+      t.Add({first ? name : "", first ? absl::StrJoin(vips, ",") : "", first ? port : "", first ? JsonStr(s, "lb") : "",
+             JsonStr(e, "ip"), JsonStr(e, "ready", "true"), JsonStr(e, "active_connections", "0"), Ms(e),
+             JsonStr(e, "picks", "0"), JsonStr(e, "connect_failures", "0"), JsonStr(e, "ejected", "false")});
       first = false;
     }
   }

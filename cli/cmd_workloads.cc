@@ -50,7 +50,10 @@ int RunWorkloads(const Globals& g) {
     p["datapath"] = datapath;
     std::vector<std::string> ips;
     for (const auto& ip : p.value("ips", nlohmann::json::array())) ips.push_back(ip.get<std::string>());
-    std::string listener = JsonStr(p, "listener", JsonStr(p, "listener_state", "-"));
+    std::vector<std::string> listeners;
+    for (const auto& l : p.value("listeners", nlohmann::json::array())) listeners.push_back(l.get<std::string>());
+    std::string listener = listeners.empty() ? JsonStr(p, "state", "-") : absl::StrJoin(listeners, ",");
+    if (!JsonStr(p, "error").empty()) listener = absl::StrCat("error: ", JsonStr(p, "error"));
     t.Add({JsonStr(p, "namespace"), JsonStr(p, "name"), absl::StrCat(id), absl::StrJoin(ips, ","),
            JsonStr(p, "service_account"), listener, datapath});
     pods.push_back(p);

@@ -25,14 +25,15 @@ services:
   - namespace: shop
     name: web
     vips: [$VIP]
-    ports: [{name: tag, port: 80, targetPort: 8080}, {name: echo, port: 81, targetPort: 8081}]
+    ports: [{name: tag, port: 80, targetPort: 8080}, {name: echo, port: 81, targetPort: 8081},
+            {name: bulk, port: 82, targetPort: 9000}]
     endpoints: [{ip: $(rm_pod_ip b1), pod: shop/web-1}, {ip: $(rm_pod_ip b2), pod: shop/web-2}]
 YAML
 for b in b1 b2; do
   rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip $b):8080" --tag "web-${b#b}" >/dev/null
   rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip $b):8081" --tag "web-${b#b}" --mode echo >/dev/null
-  rm_wait_port $b "$(rm_pod_ip $b)" 8080 5
-  rm_wait_port $b "$(rm_pod_ip $b)" 8081 5
+  rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$(rm_pod_ip $b):9000" --tag "web-${b#b}" --mode sink-source >/dev/null
+  for port in 8080 8081 9000; do rm_wait_port $b "$(rm_pod_ip $b)" $port 5; done
 done
 mesh_start_agent n1 "$nodefile"
 mesh_start_proxy n1
@@ -48,8 +49,9 @@ echo "  $out"
 say "other -> $(rm_pod_ip b1):8080 directly, 20 connections (not enrolled: not redirected)"
 out=$(rm_exec other "$RM_TCP" connect --to "$(rm_pod_ip b1):8080" --count 20 --parallel 4)
 echo "  $out"
-say "client -> $VIP:81, 64 MiB each way"
-rm_exec client "$RM_TCP" bulk --to "$VIP:81" --bytes 64MiB | sed 's/^/  /'
+say "client -> $VIP:82, 64 MiB each way, SHA-256 checked at both ends"
+out=$(rm_exec client "$RM_TCP" bulk --to "$VIP:82" --bytes 64MiB)
+echo "  $out"
 
 hold=$(rm_spawn client "$RM_TCP" connect --to "$VIP:81" --count 4 --parallel 4 --hold-ms 3000 --connect-only)
 for ((i = 0; i < 40; i++)); do

@@ -57,8 +57,9 @@ absl::StatusOr<std::vector<LinkSummary>> DescribeLinks(const std::string& pin_di
       const char* a = libbpf_bpf_attach_type_str(static_cast<bpf_attach_type>(li.cgroup.attach_type));
       s.attach = a ? a : absl::StrCat(li.cgroup.attach_type);
     } else {
+      // libbpf 1.1 predates sockmap links (type 14, kernel 6.10).
       const char* t = libbpf_bpf_link_type_str(static_cast<bpf_link_type>(li.type));
-      s.attach = t ? t : absl::StrCat(li.type);
+      s.attach = t ? t : (li.type == 14 ? "sk_msg_verdict (sockhash)" : absl::StrCat("link type ", li.type));
       s.sockhash_attach = true;
     }
     int pfd = bpf_prog_get_fd_by_id(li.prog_id);
