@@ -32,6 +32,10 @@ int RunStatus(const Globals& g) {
   out += absl::StrCat("agent:     ", JsonStr(aj, "state"));
   if (aj.contains("generation")) out += absl::StrCat(", generation ", JsonStr(aj, "generation"));
   if (aj.contains("source")) out += absl::StrCat(", ", JsonStr(aj, "source"));
+  if (std::string h = JsonStr(aj, "source_health"); !h.empty() && h != "ok" && h != "synced") {
+    out += absl::StrCat("\n  source: ", h);
+    healthy = false;
+  }
   if (!JsonStr(aj, "last_error").empty()) out += absl::StrCat("\n  last error: ", JsonStr(aj, "last_error"));
   if (!JsonStr(aj, "error").empty()) out += absl::StrCat("\n  ", JsonStr(aj, "error"));
   out += "\n";

@@ -181,6 +181,7 @@ void Agent::WriteStatus() {
   j["started_unix_ms"] = started_unix_ms_;
   j["updated_unix_ms"] = NowUnixMs();
   j["source"] = source_->Describe();
+  j["source_health"] = source_->Health();
   j["generation"] = current_ ? current_->generation : 0;
   j["last_error"] = last_error_;
   j["pin_dir"] = opts_.datapath.pin_dir;

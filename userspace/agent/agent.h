@@ -1,5 +1,5 @@
 // ringmesh-agent's control loop: owns the BPF datapath, turns the node's
-// desired state (a node file today; Kubernetes later, behind the same
+// desired state (a node file, or the Kubernetes API: both behind the
 // EndpointSource seam) into pods-map entries and versioned snapshots, and
 // publishes those snapshots, with the pods' netns descriptors, to every
 // connected proxy.
@@ -35,6 +35,9 @@ class EndpointSource {
   // keeps the previous one).
   virtual absl::StatusOr<std::optional<Snapshot>> Poll() = 0;
   virtual std::string Describe() const = 0;
+  // One line on the source's connectivity, for the status file ("ok",
+  // "synced", "connecting to https://...: <error>, retry in 3.2s").
+  virtual std::string Health() const { return "ok"; }
 };
 
 // Reads the local node file; reloads when its content changes.

@@ -8,6 +8,7 @@
 #include "CLI/CLI.hpp"
 #include "userspace/common/logging.h"
 #include "userspace/agent/agent.h"
+#include "userspace/agent/k8s/kubernetes_source.h"
 
 namespace {
 std::atomic<ringmesh::agent::Agent*> g_agent{nullptr};
@@ -23,9 +24,32 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool uninstall = false;
   std::string fastpath = "on";
+  std::string source = "auto";
+  ringmesh::agent::k8s::KubernetesOptions ko;
+  std::string cgroup_driver = "auto";
+  int token_refresh_s = 60, backoff_initial_ms = 800, backoff_max_ms = 30000, connect_timeout_ms = 10000,
+      stall_timeout_s = 90;
   app.add_option("--pin-dir", opts.datapath.pin_dir, "bpffs instance directory (one per node)")->required();
   app.add_option("--cgroup", opts.datapath.cgroup_path, "cgroup v2 directory whose pods are meshed");
+  app.add_option("--source", source, "where pods and services come from (auto: file if --node-file is given)")
+      ->check(CLI::IsMember({"auto", "file", "kubernetes"}));
   app.add_option("--node-file", node_file, "node file (YAML) with pods, services and endpoints");
+  app.add_option("--node-name", ko.node_name, "this node's name (default $NODE_NAME)");
+  app.add_option("--kubeconfig", ko.kubeconfig, "kubeconfig for running outside a cluster");
+  app.add_option("--kube-context", ko.kubeconfig_context, "kubeconfig context");
+  app.add_option("--api-server", ko.api_server, "API server URL override");
+  app.add_option("--token-file", ko.token_file, "service-account token file (re-read periodically)");
+  app.add_option("--ca-file", ko.ca_file, "API server CA bundle");
+  app.add_option("--token-refresh-s", token_refresh_s, "token re-read period")->check(CLI::Range(1, 86400));
+  app.add_option("--cgroup-driver", cgroup_driver, "kubelet cgroup driver")
+      ->check(CLI::IsMember({"auto", "systemd", "cgroupfs"}));
+  app.add_option("--cgroup-root", ko.cgroup_root, "cgroup v2 mount (default: detected)");
+  app.add_option("--kubelet-cgroup-root", ko.kubelet_cgroup_root, "kubelet's --cgroup-root");
+  app.add_option("--k8s-backoff-initial-ms", backoff_initial_ms)->check(CLI::Range(10, 600000));
+  app.add_option("--k8s-backoff-max-ms", backoff_max_ms)->check(CLI::Range(10, 3600000));
+  app.add_option("--k8s-connect-timeout-ms", connect_timeout_ms)->check(CLI::Range(10, 600000));
+  app.add_option("--k8s-stall-timeout-s", stall_timeout_s, "reconnect a watch silent this long")
+      ->check(CLI::Range(1, 3600));
   app.add_option("--agent-socket", opts.agent_socket, "Unix socket the proxy connects to")
       ->default_val("/run/ringmesh/agent.sock");
   app.add_option("--status-file", opts.status_file, "JSON status file read by ringmeshctl")
@@ -58,12 +82,35 @@ int main(int argc, char** argv) {
     spdlog::info("removed {}", opts.datapath.pin_dir);
     return 0;
   }
-  if (opts.datapath.cgroup_path.empty() || node_file.empty()) {
-    spdlog::error("--cgroup and --node-file are required (or --uninstall)");
+  if (opts.datapath.cgroup_path.empty()) {
+    spdlog::error("--cgroup is required (or --uninstall)");
     return 2;
   }
+  if (source == "auto") source = node_file.empty() ? "kubernetes" : "file";
+  std::unique_ptr<ringmesh::agent::EndpointSource> src;
+  if (source == "file") {
+    if (node_file.empty()) {
+      spdlog::error("--source file needs --node-file");
+      return 2;
+    }
+    src = std::make_unique<ringmesh::agent::NodeFileSource>(node_file);
+  } else {
+    auto driver = ringmesh::agent::k8s::ParseCgroupDriver(cgroup_driver);
+    ko.cgroup_driver = *driver;  // CLI11 already checked the value
+    ko.token_refresh = std::chrono::seconds(token_refresh_s);
+    ko.reflector.backoff_initial = std::chrono::milliseconds(backoff_initial_ms);
+    ko.reflector.backoff_max = std::chrono::milliseconds(backoff_max_ms);
+    ko.reflector.connect_timeout = std::chrono::milliseconds(connect_timeout_ms);
+    ko.reflector.stall_timeout = std::chrono::seconds(stall_timeout_s);
+    auto k = ringmesh::agent::k8s::KubernetesSource::Create(ko);
+    if (!k.ok()) {
+      spdlog::error("kubernetes source: {}", k.status().message());
+      return 2;
+    }
+    src = std::move(*k);
+  }
 
-  ringmesh::agent::Agent agent(opts, std::make_unique<ringmesh::agent::NodeFileSource>(node_file));
+  ringmesh::agent::Agent agent(opts, std::move(src));
   if (auto st = agent.Start(); !st.ok()) {
     spdlog::error("start: {}", st.message());
     return 1;

@@ -1,0 +1,542 @@
+// KubernetesSource against the fake API server: sync, enrollment, services
+// and endpoints, and every failure the source must ride out (410 Gone,
+// dropped and stalled watches, a restarting or unreachable server, token
+// rotation, malformed objects). The long soak runs are in
+// kubernetes_source_soak_test.cc.
+#include <chrono>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "tests/agent/k8s/source_test_util.h"
+
+namespace ringmesh::agent::k8s::testing {
+namespace {
+
+using std::chrono::milliseconds;
+
+TEST_F(SourceTest, InitialSyncBuildsOneConsistentSnapshot) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.services.empty(); }));
+  EXPECT_EQ(snapshots_, 1) << "the first snapshot must already hold everything";
+  EXPECT_EQ(source_->Health(), "synced");
+
+  const Snapshot& s = *last_;
+  EXPECT_EQ(s.generation, 0u);  // the agent assigns generations
+  ASSERT_EQ(s.pods.size(), 1u) << "only this node's pods";
+  const Pod& pod = s.pods[0];
+  EXPECT_EQ(pod.ns, "shop");
+  EXPECT_EQ(pod.name, "web-1");
+  EXPECT_EQ(pod.uid, "uid-web-1");
+  EXPECT_EQ(pod.service_account, "app");
+  EXPECT_TRUE(pod.enrolled);
+  EXPECT_EQ(pod.netns_path, "/run/netns/uid-web-1");
+  EXPECT_EQ(pod.cgroup_path, "/sys/fs/cgroup/kubepods/poduid-web-1");
+  ASSERT_EQ(pod.ips.size(), 1u);
+  EXPECT_EQ(pod.ips[0].ToString(), "10.244.1.5");
+  EXPECT_EQ(pod.fail_mode, FailMode::kOpen);
+
+  const Service* svc = FindService(s, "shop", "cart");
+  ASSERT_NE(svc, nullptr);
+  ASSERT_EQ(svc->vips.size(), 1u);
+  EXPECT_EQ(svc->vips[0].ToString(), "10.96.0.20");
+  ASSERT_EQ(svc->ports.size(), 1u);
+  EXPECT_EQ(svc->ports[0].port, 80);
+  EXPECT_EQ(svc->ports[0].target_port, 8080);
+  EXPECT_EQ(svc->ports[0].protocol, AppProtocol::kHttp);  // port name "http"
+  EXPECT_EQ(ReadyIps(svc), (std::set<std::string>{"10.244.1.7", "10.244.2.7"}));
+  EXPECT_EQ(svc->endpoints[0].pod, "shop/cart-1");
+
+  // Nothing changed: no new snapshot, however often the agent polls.
+  for (int i = 0; i < 20; ++i) EXPECT_FALSE(PollOnce());
+  // Pods are watched with the node's field selector.
+  bool saw_selector = false;
+  for (const auto& r : api_.requests()) {
+    saw_selector |=
+        r.find("/api/v1/pods?") == 0 && r.find("fieldSelector=spec.nodeName%3Dnode-a") != std::string::npos;
+  }
+  EXPECT_TRUE(saw_selector);
+}
+
+TEST_F(SourceTest, NoSnapshotUntilEveryKindIsListed) {
+  SeedBasicWorld();
+  api_.set_event_delay(milliseconds(0));
+  StartSource();
+  // Whatever order the lists complete in, a snapshot only appears once all
+  // four are in, and it then has both the pod and the service.
+  ASSERT_TRUE(WaitFor([](const Snapshot&) { return true; }));
+  EXPECT_NE(FindPod(*last_, "shop", "web-1"), nullptr);
+  EXPECT_NE(FindService(*last_, "shop", "cart"), nullptr);
+  EXPECT_TRUE(source_->synced());
+}
+
+TEST_F(SourceTest, EnrollmentByNamespaceLabelPodLabelOverrideAndDisabled) {
+  api_.Upsert("namespaces", MakeNamespace("meshed", {{"ringmesh.io/mode", "enabled"}}));
+  api_.Upsert("namespaces", MakeNamespace("plain"));
+  api_.Upsert("pods", MakePod("meshed", "inherits", "u1", "node-a", "10.0.0.1"));
+  api_.Upsert("pods",
+              MakePod("meshed", "opts-out", "u2", "node-a", "10.0.0.2", {{"ringmesh.io/mode", "disabled"}}));
+  api_.Upsert("pods",
+              MakePod("plain", "opts-in", "u3", "node-a", "10.0.0.3", {{"ringmesh.io/mode", "enabled"}}));
+  api_.Upsert("pods", MakePod("plain", "plain", "u4", "node-a", "10.0.0.4"));
+  api_.Upsert("pods",
+              MakePod("meshed", "typo", "u5", "node-a", "10.0.0.5", {{"ringmesh.io/mode", "enable"}}));
+  LogCapture log;
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.pods.size() == 5; }));
+  EXPECT_TRUE(Enrolled(*last_, "meshed", "inherits"));
+  EXPECT_FALSE(Enrolled(*last_, "meshed", "opts-out"));
+  EXPECT_TRUE(Enrolled(*last_, "plain", "opts-in"));
+  EXPECT_FALSE(Enrolled(*last_, "plain", "plain"));
+  EXPECT_TRUE(Enrolled(*last_, "meshed", "typo")) << "an unknown value leaves the decision to the namespace";
+  EXPECT_TRUE(log.Contains("pod meshed/typo: ringmesh.io/mode: \"enable\""));
+  // Unenrolled pods carry no netns: the agent must not touch them.
+  EXPECT_TRUE(FindPod(*last_, "plain", "plain")->netns_path.empty());
+
+  // While running: the namespace stops opting in, the plain pod opts in.
+  api_.Upsert("namespaces", MakeNamespace("meshed"));
+  api_.Upsert("pods",
+              MakePod("plain", "plain", "u4", "node-a", "10.0.0.4", {{"ringmesh.io/mode", "enabled"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    return !Enrolled(s, "meshed", "inherits") && Enrolled(s, "plain", "plain") &&
+           Enrolled(s, "plain", "opts-in");
+  }));
+  EXPECT_FALSE(Enrolled(*last_, "meshed", "typo"));
+  // And back.
+  api_.Upsert("namespaces", MakeNamespace("meshed", {{"ringmesh.io/mode", "enabled"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return Enrolled(s, "meshed", "inherits"); }));
+  // A deleted pod leaves the snapshot.
+  api_.Delete("pods", "meshed", "inherits");
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "meshed", "inherits") == nullptr; }));
+}
+
+TEST_F(SourceTest, OptOutAndFailModeAnnotations) {
+  api_.Upsert("namespaces", MakeNamespace("ns", {{"ringmesh.io/mode", "enabled"}}));
+  api_.Upsert("pods", MakePod("ns", "a", "ua", "node-a", "10.0.0.1", {},
+                              {{"ringmesh.io/opt-out-ports", "22, 9090,22"},
+                               {"ringmesh.io/opt-out-cidrs", "10.0.0.0/8,fd00::/8"},
+                               {"ringmesh.io/fail-mode", "closed"}}));
+  api_.Upsert("pods", MakePod("ns", "bad", "ub", "node-a", "10.0.0.2", {},
+                              {{"ringmesh.io/opt-out-ports", "ssh,8080,70000"},
+                               {"ringmesh.io/opt-out-cidrs", "10.0.0.0/33,192.168.0.0/16"},
+                               {"ringmesh.io/fail-mode", "sometimes"}}));
+  LogCapture log;
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.pods.size() == 2; }));
+  const Pod* a = FindPod(*last_, "ns", "a");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->opt_out_ports, (std::vector<uint16_t>{22, 9090}));
+  ASSERT_EQ(a->opt_out_cidrs.size(), 2u);
+  EXPECT_EQ(a->opt_out_cidrs[0].ToString(), "10.0.0.0/8");
+  EXPECT_EQ(a->opt_out_cidrs[1].ToString(), "fd00::/8");
+  EXPECT_EQ(a->fail_mode, FailMode::kClosed);
+
+  const Pod* b = FindPod(*last_, "ns", "bad");
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(b->enrolled) << "bad annotation entries are skipped, the pod stays meshed";
+  EXPECT_EQ(b->opt_out_ports, (std::vector<uint16_t>{8080}));
+  ASSERT_EQ(b->opt_out_cidrs.size(), 1u);
+  EXPECT_EQ(b->opt_out_cidrs[0].ToString(), "192.168.0.0/16");
+  EXPECT_EQ(b->fail_mode, FailMode::kOpen);
+  EXPECT_TRUE(log.Contains("pod ns/bad: ringmesh.io/opt-out-ports: \"ssh\" is not a port"));
+  EXPECT_TRUE(log.Contains("\"70000\" is not a port"));
+  EXPECT_TRUE(log.Contains("\"10.0.0.0/33\" is not a CIDR"));
+  EXPECT_TRUE(log.Contains("\"sometimes\" is not open or closed"));
+
+  // Annotations change while the pod runs.
+  api_.Upsert("pods",
+              MakePod("ns", "a", "ua", "node-a", "10.0.0.1", {}, {{"ringmesh.io/opt-out-ports", "15"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const Pod* p = FindPod(s, "ns", "a");
+    return p && p->opt_out_ports == std::vector<uint16_t>{15} && p->opt_out_cidrs.empty() &&
+           p->fail_mode == FailMode::kOpen;
+  }));
+}
+
+TEST_F(SourceTest, EndpointConditionsAndTerminatingFallback) {
+  api_.Upsert("namespaces", MakeNamespace("ns"));
+  api_.Upsert("services", MakeService("ns", "svc", "10.96.0.1", {{"tcp", 80, 8080}}));
+  // Two slices; one endpoint appears in both (moving between slices).
+  api_.Upsert("endpointslices", MakeEndpointSlice("ns", "svc-1", "svc", {{"tcp", 8080}},
+                                                  {{.ip = "10.1.0.1"},
+                                                   {.ip = "10.1.0.2", .ready = false},
+                                                   {.ip = "10.1.0.3", .ready = nullptr}}));
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("ns", "svc-2", "svc", {{"tcp", 8080}}, {{.ip = "10.1.0.1", .ready = false}}));
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "ns", "svc") != nullptr; }));
+  const Service* svc = FindService(*last_, "ns", "svc");
+  EXPECT_EQ(svc->endpoints.size(), 3u) << "deduplicated by IP";
+  // nil ready means ready; ready in any slice wins.
+  EXPECT_EQ(ReadyIps(svc), (std::set<std::string>{"10.1.0.1", "10.1.0.3"}));
+
+  // Rolling update of the last replicas: nothing ready, one still serving
+  // while terminating -> it takes the traffic (kube-proxy's fallback).
+  api_.Delete("endpointslices", "ns", "svc-2");
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("ns", "svc-1", "svc", {{"tcp", 8080}},
+                                {{.ip = "10.1.0.1", .ready = false, .serving = true, .terminating = true},
+                                 {.ip = "10.1.0.2", .ready = false, .serving = false, .terminating = true},
+                                 {.ip = "10.1.0.3", .ready = false, .serving = true, .terminating = false}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    return ReadyIps(FindService(s, "ns", "svc")) == std::set<std::string>{"10.1.0.1"};
+  }));
+  // A new ready endpoint: the terminating one stops taking traffic.
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("ns", "svc-1", "svc", {{"tcp", 8080}},
+                                {{.ip = "10.1.0.1", .ready = false, .serving = true, .terminating = true},
+                                 {.ip = "10.1.0.4"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    return ReadyIps(FindService(s, "ns", "svc")) == std::set<std::string>{"10.1.0.4"};
+  }));
+  // Slices of a Service that does not exist change nothing visible.
+  int before = snapshots_;
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("ns", "ghost-1", "ghost", {{"tcp", 1}}, {{.ip = "10.9.9.9"}}));
+  std::this_thread::sleep_for(milliseconds(200));
+  for (int i = 0; i < 5; ++i) PollOnce();
+  EXPECT_EQ(snapshots_, before);
+}
+
+TEST_F(SourceTest, NamedTargetPortResolvedThroughSlices) {
+  api_.Upsert("namespaces", MakeNamespace("ns"));
+  api_.Upsert("services",
+              MakeService("ns", "grpc", "fd00::10", {{"grpc-api", 443, "api"}, {"metrics", 9090, 9091}}));
+  StartSource();
+  // No slice yet: the named port has nowhere to go, the numeric one does.
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "ns", "grpc") != nullptr; }));
+  const Service* svc = FindService(*last_, "ns", "grpc");
+  ASSERT_EQ(svc->ports.size(), 1u);
+  EXPECT_EQ(svc->ports[0].port, 9090);
+  EXPECT_EQ(svc->vips[0].ToString(), "fd00::10");
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("ns", "grpc-x", "grpc", {{"grpc-api", 7443}, {"metrics", 9091}},
+                                {{.ip = "fd00::1:5"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const Service* g = FindService(s, "ns", "grpc");
+    return g && g->ports.size() == 2;
+  }));
+  svc = FindService(*last_, "ns", "grpc");
+  EXPECT_EQ(svc->ports[0].port, 443);
+  EXPECT_EQ(svc->ports[0].target_port, 7443);
+  EXPECT_EQ(svc->ports[0].protocol, AppProtocol::kGrpc);
+  EXPECT_EQ(ReadyIps(svc), (std::set<std::string>{"fd00::1:5"}));
+}
+
+TEST_F(SourceTest, HeadlessAndServiceProxyNameServicesIgnored) {
+  api_.Upsert("namespaces", MakeNamespace("ns"));
+  api_.Upsert("services", MakeService("ns", "normal", "10.96.0.1", {{"p", 80, 80}}));
+  api_.Upsert("services", MakeService("ns", "headless", "None", {{"p", 80, 80}}));
+  api_.Upsert("services", MakeService("ns", "other-proxy", "10.96.0.2", {{"p", 80, 80}},
+                                      {{"service.kubernetes.io/service-proxy-name", "foo"}}));
+  Json external = MakeService("ns", "ext", "", {});
+  external["spec"] = {{"type", "ExternalName"}, {"externalName", "example.com"}};
+  api_.Upsert("services", external);
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "ns", "normal") != nullptr; }));
+  EXPECT_EQ(last_->services.size(), 1u);
+  // A Service that gains the label leaves; losing it brings it back.
+  api_.Upsert("services", MakeService("ns", "normal", "10.96.0.1", {{"p", 80, 80}},
+                                      {{"service.kubernetes.io/service-proxy-name", "foo"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.services.empty(); }));
+  api_.Upsert("services", MakeService("ns", "other-proxy", "10.96.0.2", {{"p", 80, 80}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "ns", "other-proxy") != nullptr; }));
+}
+
+TEST_F(SourceTest, MalformedObjectsAreLoggedAndSkipped) {
+  SeedBasicWorld();
+  // Malformed in the initial list.
+  Json bad_svc = MakeService("shop", "broken", "10.96.0.30", {{"http", 80, 80}});
+  bad_svc["spec"]["ports"][0]["port"] = "eighty";
+  api_.Upsert("services", bad_svc);
+  Json bad_pod = MakePod("shop", "no-uid", "", "node-a", "10.244.1.9");
+  api_.Upsert("pods", bad_pod);
+  LogCapture log;
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  EXPECT_EQ(FindService(*last_, "shop", "broken"), nullptr);
+  EXPECT_EQ(FindPod(*last_, "shop", "no-uid"), nullptr);
+  EXPECT_TRUE(
+      log.Contains("skipping malformed Service shop/broken: spec.ports[0].port: expected a port number"));
+  EXPECT_TRUE(log.Contains("skipping malformed Pod shop/no-uid: metadata.uid: missing"));
+
+  // A bad update to a good object keeps the last good version.
+  Json bad_update = MakeEndpointSlice("shop", "cart-abc", "cart", {{"http", 8080}}, {{.ip = "10.244.1.8"}});
+  bad_update["endpoints"][0]["addresses"][0] = "not-an-ip";
+  api_.Upsert("endpointslices", bad_update);
+  // Garbage on the stream, objects of the wrong shape, unknown event types.
+  api_.EmitRaw("services", "{this is not json");
+  api_.EmitRaw("services", R"({"type":"ADDED","object":42})");
+  api_.EmitRaw("services", R"({"type":"SURPRISE","object":{"metadata":{"name":"x"}}})");
+  api_.EmitRaw("services", R"({"type":"ADDED","object":{"metadata":{"namespace":"shop"}}})");
+  // Then a good event, which must still be applied.
+  api_.Upsert("services", MakeService("shop", "after", "10.96.0.40", {{"http", 80, 80}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "after") != nullptr; }));
+  EXPECT_EQ(ReadyIps(FindService(*last_, "shop", "cart")),
+            (std::set<std::string>{"10.244.1.7", "10.244.2.7"}));
+  EXPECT_TRUE(log.Contains("skipping malformed EndpointSlice shop/cart-abc: endpoints[0].addresses[0]"));
+  EXPECT_TRUE(log.Contains("watch Service: skipping malformed event: {this is not json"));
+  EXPECT_TRUE(log.Contains("skipping event of unknown type \"SURPRISE\""));
+  EXPECT_TRUE(log.Contains("skipping Service ADDED event without metadata.name"));
+  EXPECT_EQ(source_->Health(), "synced");
+
+  // A relist with the object still malformed also keeps the last good one.
+  api_.BumpVersion();
+  api_.Compact();
+  api_.KillWatches();
+  ASSERT_TRUE(WaitUntil([&] { return api_.lists("endpointslices") >= 2; }));
+  ASSERT_TRUE(WaitUntil([&] { return source_->Health() == "synced"; }));
+  for (int i = 0; i < 10; ++i) PollOnce();
+  EXPECT_EQ(ReadyIps(FindService(*last_, "shop", "cart")),
+            (std::set<std::string>{"10.244.1.7", "10.244.2.7"}));
+}
+
+TEST_F(SourceTest, RelistAfterGoneErrorEvent) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  int lists = api_.lists("services");
+  // Changes the watch will never deliver: compaction drops them, so only a
+  // relist can show them (the deletion in particular).
+  api_.Stop();
+  api_.Delete("services", "shop", "cart");
+  api_.Upsert("services", MakeService("shop", "new", "10.96.0.50", {{"http", 80, 80}}));
+  api_.Compact();
+  ASSERT_TRUE(api_.Start().ok());
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    return FindService(s, "shop", "cart") == nullptr && FindService(s, "shop", "new") != nullptr;
+  }));
+  EXPECT_GT(api_.lists("services"), lists);
+  EXPECT_GE(source_->reflector_states()["Service"].relists_after_gone, 1u);
+
+  // An ERROR 410 event on a live watch (the watch cache fell behind). Like
+  // the API server, the fake only sends it to watches open at the time.
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  lists = api_.lists("pods");
+  api_.EmitError("pods", 410);
+  ASSERT_TRUE(WaitUntil([&] { return api_.lists("pods") > lists; }));
+  api_.Upsert("pods", MakePod("shop", "web-3", "uid-web-3", "node-a", "10.244.1.6"));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "shop", "web-3") != nullptr; }));
+}
+
+TEST_F(SourceTest, RelistAfterGoneHttpStatus) {
+  SeedBasicWorld();
+  api_.set_gone_as_http_status(true);
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  int lists = api_.lists("endpointslices");
+  api_.Stop();
+  api_.Upsert("endpointslices",
+              MakeEndpointSlice("shop", "cart-abc", "cart", {{"http", 8080}}, {{.ip = "10.244.1.99"}}));
+  api_.Compact();
+  ASSERT_TRUE(api_.Start().ok());
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    return ReadyIps(FindService(s, "shop", "cart")) == std::set<std::string>{"10.244.1.99"};
+  }));
+  EXPECT_GT(api_.lists("endpointslices"), lists);
+}
+
+TEST_F(SourceTest, BookmarkKeepsTheWatchResumable) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  int lists = api_.lists("services");
+  // Other resources moved the version on; the bookmark tells the source, so
+  // its next watch starts after the compaction point and needs no relist.
+  api_.BumpVersion(100);
+  api_.EmitBookmark("services");
+  ASSERT_TRUE(WaitUntil([&] {
+    return source_->reflector_states()["Service"].resource_version == std::to_string(api_.resource_version());
+  }));
+  api_.Compact();
+  api_.KillWatches();
+  int watches = api_.watches("services");
+  ASSERT_TRUE(WaitUntil([&] { return api_.watches("services") > watches && api_.open_watches() >= 1; }));
+  api_.Upsert("services", MakeService("shop", "later", "10.96.0.60", {{"http", 80, 80}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "later") != nullptr; }));
+  EXPECT_EQ(api_.lists("services"), lists) << "a bookmarked watch resumes without relisting";
+}
+
+TEST_F(SourceTest, ApiServerUnreachableAtStartIsRetried) {
+  api_.Stop();
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitUntil([&] { return source_->Health().find("retry in") != std::string::npos; }));
+  std::string health = source_->Health();
+  EXPECT_EQ(health.rfind("connecting to " + api_.url() + ": list ", 0), 0u) << health;
+  EXPECT_FALSE(source_->synced());
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(PollOnce());
+  ASSERT_TRUE(api_.Start().ok());
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  EXPECT_EQ(source_->Health(), "synced");
+}
+
+TEST_F(SourceTest, ApiServerRestartResumesWatchesWithoutRelist) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  int lists = api_.lists("services");
+  api_.Stop();
+  ASSERT_TRUE(
+      WaitUntil([&] { return source_->Health().find("serving the last state") != std::string::npos; }));
+  api_.Upsert("services", MakeService("shop", "while-down", "10.96.0.70", {{"http", 80, 80}}));
+  ASSERT_TRUE(api_.Start().ok());
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "while-down") != nullptr; }));
+  EXPECT_EQ(api_.lists("services"), lists) << "history intact: the watch resumes from its resourceVersion";
+  ASSERT_TRUE(WaitUntil([&] { return source_->Health() == "synced"; }));
+}
+
+TEST_F(SourceTest, DroppedAndSlowWatchesRecover) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  api_.set_event_delay(milliseconds(30));
+  for (int i = 0; i < 5; ++i) {
+    api_.Upsert("services", MakeService("shop", "s" + std::to_string(i), "10.96.1." + std::to_string(i + 1),
+                                        {{"http", 80, 80}}));
+    api_.KillWatches();
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.services.size() == 6; }));
+}
+
+TEST_F(SourceTest, TokenRotationIsPickedUp) {
+  api_.RequireToken("token-1");
+  SeedBasicWorld();
+  auto opts = Options();
+  opts.token_refresh = std::chrono::hours(1);  // only the 401 makes it re-read
+  StartSource(opts);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  EXPECT_EQ(api_.unauthorized(), 0);
+
+  // The kubelet rotates the projected token; the server stops accepting the
+  // old one and drops the connections made with it.
+  WriteToken("token-2");
+  api_.RequireToken("token-2");
+  api_.KillWatches();
+  api_.Upsert("services", MakeService("shop", "after-rotation", "10.96.0.80", {{"http", 80, 80}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "after-rotation") != nullptr; }));
+  ASSERT_TRUE(WaitUntil([&] { return source_->Health() == "synced"; }));
+
+  // Without any 401: the periodic re-read picks up a new token too.
+  auto opts2 = Options();
+  opts2.token_refresh = milliseconds(100);
+  source_.reset();
+  last_.reset();
+  StartSource(opts2);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "after-rotation") != nullptr; }));
+  WriteToken("token-3");
+  std::this_thread::sleep_for(milliseconds(300));
+  int unauthorized = api_.unauthorized();
+  api_.RequireToken("token-3");
+  api_.KillWatches();
+  api_.Upsert("services", MakeService("shop", "third", "10.96.0.81", {{"http", 80, 80}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "third") != nullptr; }));
+  EXPECT_EQ(api_.unauthorized(), unauthorized);
+}
+
+TEST_F(SourceTest, UnauthorizedIsReportedInHealth) {
+  api_.RequireToken("something-else");
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitUntil([&] { return source_->Health().find("HTTP 401") != std::string::npos; }));
+  EXPECT_NE(source_->Health().find("re-reading token " + token_file_), std::string::npos)
+      << source_->Health();
+}
+
+TEST_F(SourceTest, StalledWatchIsDetectedAndReplaced) {
+  SeedBasicWorld();
+  auto opts = Options();
+  opts.reflector.stall_timeout = milliseconds(1000);
+  StartSource(opts);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  int watches = api_.watches("services");
+  // The connection stays open but nothing arrives, not even a bookmark.
+  api_.set_stalled(true);
+  api_.Upsert("services", MakeService("shop", "stalled", "10.96.0.90", {{"http", 80, 80}}));
+  auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitUntil([&] { return api_.watches("services") > watches; }, std::chrono::seconds(5)));
+  auto detected = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(detected, milliseconds(900));
+  EXPECT_LT(detected, std::chrono::seconds(4));
+  api_.set_stalled(false);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "stalled") != nullptr; }));
+}
+
+TEST_F(SourceTest, UnlocatedPodsAreSkippedAndRetried) {
+  SeedBasicWorld();
+  api_.Upsert("pods", MakePod("shop", "new", "uid-new", "node-a", ""));
+  locator_->SetMissing("uid-new", true);
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "shop", "web-1") != nullptr; }));
+  for (int i = 0; i < 5; ++i) PollOnce();
+  EXPECT_EQ(FindPod(*last_, "shop", "new"), nullptr);
+  int calls = locator_->calls();
+  for (int i = 0; i < 3; ++i) PollOnce();
+  EXPECT_GE(locator_->calls(), calls + 3) << "retried on every Poll";
+  locator_->SetMissing("uid-new", false);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return Enrolled(s, "shop", "new"); }));
+}
+
+TEST_F(SourceTest, NonRunningAndHostNetworkPodsAreNotEnrolled) {
+  SeedBasicWorld();
+  Json done = MakePod("shop", "job", "uid-job", "node-a", "10.244.1.10");
+  done["status"]["phase"] = "Succeeded";
+  api_.Upsert("pods", done);
+  Json hostnet = MakePod("shop", "hostnet", "uid-hostnet", "node-a", "192.0.2.1");
+  hostnet["spec"]["hostNetwork"] = true;
+  api_.Upsert("pods", hostnet);
+  LogCapture log;
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "shop", "web-1") != nullptr; }));
+  EXPECT_EQ(FindPod(*last_, "shop", "job"), nullptr);
+  ASSERT_NE(FindPod(*last_, "shop", "hostnet"), nullptr);
+  EXPECT_FALSE(Enrolled(*last_, "shop", "hostnet"));
+  EXPECT_TRUE(log.Contains("pod shop/hostnet: uses the host network; not enrolled"));
+}
+
+TEST_F(SourceTest, ListsArePaginated) {
+  api_.Upsert("namespaces", MakeNamespace("ns"));
+  for (int i = 0; i < 25; ++i) {
+    api_.Upsert("services", MakeService("ns", "s" + std::to_string(i), "10.96.2." + std::to_string(i + 1),
+                                        {{"http", 80, 80}}));
+  }
+  auto opts = Options();
+  opts.reflector.page_size = 4;
+  StartSource(opts);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.services.size() == 25; }));
+  EXPECT_EQ(api_.lists("services"), 7);  // ceil(25 / 4)
+}
+
+TEST_F(SourceTest, ConfigurationErrors) {
+  auto opts = Options();
+  opts.node_name.clear();
+  unsetenv("NODE_NAME");
+  auto src = KubernetesSource::Create(opts, std::make_unique<FakeLocator>());
+  EXPECT_EQ(src.status().code(), absl::StatusCode::kInvalidArgument);
+  setenv("NODE_NAME", "node-from-env", 1);
+  src = KubernetesSource::Create(opts, std::make_unique<FakeLocator>());
+  ASSERT_TRUE(src.ok()) << src.status();
+  EXPECT_EQ((*src)->Describe(), "kubernetes " + api_.url() + " (node node-from-env)");
+  unsetenv("NODE_NAME");
+  opts = Options();
+  opts.api_server = "ftp://example";
+  EXPECT_FALSE(KubernetesSource::Create(opts, std::make_unique<FakeLocator>()).ok());
+  opts = Options();
+  opts.reflector.backoff_max = milliseconds(1);
+  EXPECT_FALSE(KubernetesSource::Create(opts, std::make_unique<FakeLocator>()).ok());
+}
+
+TEST_F(SourceTest, StopsPromptlyWithOpenWatches) {
+  SeedBasicWorld();
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  auto t0 = std::chrono::steady_clock::now();
+  source_.reset();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(500));
+}
+
+}  // namespace
+}  // namespace ringmesh::agent::k8s::testing

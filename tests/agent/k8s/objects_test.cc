@@ -1,0 +1,155 @@
+// The JSON -> typed object parsers: what they accept, what they ignore on
+// purpose, and that no input makes them throw or crash.
+#include "userspace/agent/k8s/objects.h"
+
+#include <random>
+
+#include "gtest/gtest.h"
+#include "tests/agent/k8s/fake_apiserver.h"
+
+namespace ringmesh::agent::k8s {
+namespace {
+
+using testing::MakeEndpointSlice;
+using testing::MakePod;
+using testing::MakeService;
+
+TEST(ParseService, DualStackPortsAndProtocols) {
+  Json svc = MakeService("ns", "s", "10.96.0.1", {});
+  svc["spec"]["clusterIPs"] = {"10.96.0.1", "fd00::1"};
+  svc["spec"]["ports"] = Json::parse(R"([
+    {"name": "web", "port": 80, "targetPort": "8080", "appProtocol": "http"},
+    {"name": "dns", "port": 53, "protocol": "UDP"},
+    {"name": "http2-x", "port": 81},
+    {"name": "h2c", "port": 82, "targetPort": "h2c-port", "appProtocol": "kubernetes.io/h2c"}
+  ])");
+  auto parsed = ParseService(svc);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(parsed->has_value());
+  const ServiceObject& s = **parsed;
+  ASSERT_EQ(s.vips.size(), 2u);
+  EXPECT_EQ(s.vips[1].ToString(), "fd00::1");
+  ASSERT_EQ(s.ports.size(), 3u) << "UDP skipped";
+  EXPECT_EQ(s.ports[0].target_port, 8080);  // numeric string
+  EXPECT_EQ(s.ports[0].protocol, AppProtocol::kHttp);
+  EXPECT_EQ(s.ports[1].target_port, 81);  // default: same as port
+  EXPECT_EQ(s.ports[1].protocol, AppProtocol::kHttp2);
+  EXPECT_EQ(s.ports[2].target_port, 0);
+  EXPECT_EQ(s.ports[2].target_port_name, "h2c-port");
+  EXPECT_EQ(s.ports[2].protocol, AppProtocol::kHttp2);
+}
+
+TEST(ParseService, IgnoredKinds) {
+  Json headless = MakeService("ns", "h", "None", {{"p", 80, 80}});
+  EXPECT_FALSE(ParseService(headless)->has_value());
+  Json other = MakeService("ns", "o", "10.96.0.2", {}, {{"service.kubernetes.io/service-proxy-name", "x"}});
+  EXPECT_FALSE(ParseService(other)->has_value());
+  Json ext = MakeService("ns", "e", "", {});
+  ext["spec"] = {{"type", "ExternalName"}, {"externalName", "example.com"}};
+  EXPECT_FALSE(ParseService(ext)->has_value());
+}
+
+TEST(ParseService, Errors) {
+  Json svc = MakeService("ns", "s", "10.96.0.1", {{"p", 80, 80}});
+  svc["spec"]["ports"][0]["port"] = 70000;
+  EXPECT_EQ(ParseService(svc).status().message(), "spec.ports[0].port: 70000 is not a port number");
+  svc = MakeService("ns", "s", "10.96.0.300", {});
+  EXPECT_FALSE(ParseService(svc).ok());
+  EXPECT_EQ(ParseService(Json::parse(R"({"metadata":{"name":"x"},"spec":{}})")).status().message(),
+            "metadata.namespace: missing");
+  EXPECT_FALSE(
+      ParseService(Json::parse(R"({"metadata":{"name":"x","namespace":"y","labels":{"a":1}}})")).ok());
+}
+
+TEST(ParseEndpointSlice, ConditionsDefaultsAndFiltering) {
+  Json slice = MakeEndpointSlice("ns", "s-1", "s", {{"p", 8080}}, {{.ip = "10.0.0.1", .ready = nullptr}});
+  auto parsed = ParseEndpointSlice(slice);
+  ASSERT_TRUE(parsed.ok() && parsed->has_value()) << parsed.status();
+  const auto& ep = (**parsed).endpoints[0];
+  EXPECT_TRUE(ep.ready);
+  EXPECT_TRUE(ep.serving);
+  EXPECT_FALSE(ep.terminating);
+  EXPECT_EQ((**parsed).service, "s");
+
+  Json fqdn = slice;
+  fqdn["addressType"] = "FQDN";
+  EXPECT_FALSE(ParseEndpointSlice(fqdn)->has_value());
+  Json unlabeled = slice;
+  unlabeled["metadata"].erase("labels");
+  EXPECT_FALSE(ParseEndpointSlice(unlabeled)->has_value());
+  Json mixed = slice;
+  mixed["endpoints"][0]["addresses"][0] = "fd00::1";
+  EXPECT_FALSE(ParseEndpointSlice(mixed).ok()) << "an IPv6 address in an IPv4 slice";
+  Json empty = slice;
+  empty["endpoints"] = nullptr;
+  empty["ports"] = nullptr;
+  ASSERT_TRUE(ParseEndpointSlice(empty).ok());
+  EXPECT_TRUE((**ParseEndpointSlice(empty)).endpoints.empty());
+}
+
+TEST(ParsePod, FieldsAndAnnotations) {
+  Json pod =
+      MakePod("ns", "p", "u", "node-a", "10.0.0.1", {{"ringmesh.io/mode", "disabled"}},
+              {{"ringmesh.io/opt-out-ports", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"}}, "Burstable");
+  pod["status"]["podIPs"] = {{{"ip", "10.0.0.1"}}, {{"ip", "fd00::1"}}};
+  auto parsed = ParsePod(pod);
+  ASSERT_TRUE(parsed.ok() && parsed->has_value()) << parsed.status();
+  const PodObject& p = **parsed;
+  EXPECT_EQ(p.mode, PodMode::kDisabled);
+  EXPECT_EQ(p.qos_class, "Burstable");
+  EXPECT_EQ(p.ips.size(), 2u);
+  EXPECT_EQ(p.opt_out_ports.size(), kMaxOptOutPorts);
+  ASSERT_EQ(p.warnings.size(), 1u);
+  EXPECT_NE(p.warnings[0].find("only the first 16"), std::string::npos);
+
+  Json bad = pod;
+  bad["metadata"]["annotations"]["ringmesh.io/fail-mode"] = true;
+  EXPECT_FALSE(ParsePod(bad).ok());
+}
+
+TEST(Parsers, NeverThrowOnMangledObjects) {
+  // Replace random subtrees of valid objects with values of the wrong type.
+  std::vector<Json> seeds = {
+      MakeService("ns", "s", "10.96.0.1", {{"p", 80, 80}}),
+      MakeEndpointSlice("ns", "s-1", "s", {{"p", 80}}, {{.ip = "10.0.0.1", .pod = "x"}}),
+      MakePod("ns", "p", "u", "n", "10.0.0.1", {{"a", "b"}}, {{"ringmesh.io/opt-out-cidrs", "10.0.0.0/8"}}),
+      testing::MakeNamespace("ns", {{"ringmesh.io/mode", "enabled"}}),
+  };
+  std::vector<Json> junk = {
+      nullptr, 1, -1, 1.5, "x", "", true, Json::array(), Json::object(), Json::array({1, "a"})};
+  std::mt19937 rng(7);
+  int errors = 0;
+  for (int iter = 0; iter < 4000; ++iter) {
+    Json obj = seeds[iter % seeds.size()];
+    Json flat = obj.flatten();
+    auto it = flat.begin();
+    std::advance(it, rng() % flat.size());
+    Json mangled = flat;
+    mangled[it.key()] = junk[rng() % junk.size()];
+    Json target;
+    try {
+      target = mangled.unflatten();
+    } catch (const Json::exception&) {
+      continue;  // not a shape the test can build
+    }
+    EXPECT_NO_THROW({
+      errors += !ParseService(target).ok();
+      errors += !ParseEndpointSlice(target).ok();
+      errors += !ParsePod(target).ok();
+      errors += !ParseNamespace(target).ok();
+      (void)ObjectKey(target);
+      (void)ResourceVersionOf(target);
+    });
+  }
+  for (const Json& j : junk) {
+    EXPECT_NO_THROW({
+      EXPECT_FALSE(ParseService(j).ok());
+      EXPECT_FALSE(ParsePod(j).ok());
+      EXPECT_EQ(ObjectKey(j), "");
+    });
+  }
+  EXPECT_GT(errors, 0);
+}
+
+}  // namespace
+}  // namespace ringmesh::agent::k8s
