@@ -51,11 +51,10 @@ class ForwardingTest : public ::testing::TestWithParam<IoBackend> {
   SocketAddress listen_;
 };
 
-// Client and server each send `n` bytes of their own payload while reading
-// the other's, then half-close; both sides check the checksum of what they
-// got.
-void ExchangeBothWays(const SocketAddress& proxy, size_t n, uint64_t client_seed, uint64_t server_seed,
-                      std::atomic<int>* server_ok) {
+// Client side of a two-way exchange: sends `n` bytes of its payload while
+// reading the server's, then half-closes, and checks what it got (the
+// server handlers check their side).
+void ExchangeBothWays(const SocketAddress& proxy, size_t n, uint64_t client_seed, uint64_t server_seed) {
   UniqueFd c = ConnectTo(proxy);
   ASSERT_TRUE(c.valid());
   std::thread sender([&] {
@@ -67,7 +66,6 @@ void ExchangeBothWays(const SocketAddress& proxy, size_t n, uint64_t client_seed
   EXPECT_EQ(r.error, 0) << std::strerror(r.error);
   EXPECT_EQ(r.sum.bytes(), n);
   EXPECT_EQ(r.sum.value(), ExpectedChecksum(server_seed, n));
-  (void)server_ok;
 }
 
 TEST_P(ForwardingTest, SixteenMiBEachWayWithEqualChecksums) {
@@ -83,7 +81,7 @@ TEST_P(ForwardingTest, SixteenMiBEachWayWithEqualChecksums) {
     if (r.error == 0 && r.sum.bytes() == kBytes && r.sum.value() == ExpectedChecksum(1, kBytes)) ++server_ok;
   });
   ASSERT_NO_FATAL_FAILURE(StartProxy(Loopback(server.port())));
-  ExchangeBothWays(listen_, kBytes, 1, 2, &server_ok);
+  ExchangeBothWays(listen_, kBytes, 1, 2);
   ASSERT_TRUE(WaitFor([&] { return server_ok.load() == 1; }, milliseconds(5000)));
   ASSERT_TRUE(WaitFor([&] { return core_->active_connections() == 0; }, milliseconds(5000)));
   EXPECT_EQ(core_->stats().closed(CloseReason::kNormal), 1u);
@@ -104,7 +102,28 @@ TEST_P(ForwardingTest, TinyBufferStillCarriesEverything) {
     if (r.sum.bytes() == kBytes && r.sum.value() == ExpectedChecksum(7, kBytes)) ++server_ok;
   });
   ASSERT_NO_FATAL_FAILURE(StartProxy(Loopback(server.port()), ProxyOptions{.buffer_bytes = 1000}));
-  ExchangeBothWays(listen_, kBytes, 7, 8, &server_ok);
+  ExchangeBothWays(listen_, kBytes, 7, 8);
+  EXPECT_TRUE(WaitFor([&] { return server_ok.load() == 1; }, milliseconds(5000)));
+}
+
+TEST_P(ForwardingTest, SingleShotRecvPathCarriesEverything) {
+  // Older kernels without a multishot recv limit take this path; on epoll
+  // the option changes nothing.
+  constexpr size_t kBytes = 4 * kMiB;
+  std::atomic<int> server_ok{0};
+  ScriptedServer server([&](UniqueFd fd) {
+    std::thread sender([&] {
+      EXPECT_TRUE(SendPayload(fd.get(), 10, kBytes));
+      shutdown(fd.get(), SHUT_WR);
+    });
+    ReadResult r = ReadAll(fd.get());
+    sender.join();
+    if (r.sum.bytes() == kBytes && r.sum.value() == ExpectedChecksum(9, kBytes)) ++server_ok;
+  });
+  ProxyOptions opts;
+  opts.loop.multishot_recv = false;
+  ASSERT_NO_FATAL_FAILURE(StartProxy(Loopback(server.port()), opts));
+  ExchangeBothWays(listen_, kBytes, 9, 10);
   EXPECT_TRUE(WaitFor([&] { return server_ok.load() == 1; }, milliseconds(5000)));
 }
 
@@ -360,8 +379,8 @@ TEST_P(ForwardingTest, ExcessConnectionsAreResetAndCounted) {
   UniqueFd extra = ConnectTo(listen_, 5);
   char b;
   EXPECT_LE(recv(extra.get(), &b, 1, 0), 0);
+  EXPECT_TRUE(WaitFor([&] { return core_->stats().closed(CloseReason::kOverloaded) == 1; }, milliseconds(2000)));
   EXPECT_EQ(core_->stats().overloaded.load(), 1u);
-  EXPECT_EQ(core_->stats().closed(CloseReason::kOverloaded), 1u);
   EXPECT_EQ(core_->active_connections(), 2u);
 }
 

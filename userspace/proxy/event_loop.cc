@@ -29,7 +29,11 @@ IoBackend ResolveBackend(IoBackend requested) {
   static IoBackend resolved = [] {
     // A throwaway ring runs the same probe the workers will: setup (which
     // seccomp may refuse), opcodes, features, buffer ring.
-    auto probe = IoUringLoop::Create(EventLoopOptions{.buf_ring_entries = 2, .buf_size = 4096, .sq_entries = 8});
+    EventLoopOptions small;
+    small.buf_ring_entries = 2;
+    small.buf_size = 4096;
+    small.sq_entries = 8;
+    auto probe = IoUringLoop::Create(small);
     if (probe.ok()) return IoBackend::kIoUring;
     spdlog::warn("io_uring unavailable ({}); falling back to epoll", probe.status().ToString());
     return IoBackend::kEpoll;

@@ -97,6 +97,9 @@ struct EventLoopOptions {
   uint32_t buf_ring_entries = 256;
   uint32_t buf_size = 16 * 1024;
   uint32_t sq_entries = 1024;
+  // io_uring: use a byte-limited multishot recv where the kernel has it;
+  // false forces single-shot recvs (the path older kernels take).
+  bool multishot_recv = true;
   // epoll: size of the recv scratch buffer.
   size_t scratch_size = 64 * 1024;
 };

@@ -90,7 +90,7 @@ absl::Status IoUringLoop::Init() {
   io_uring_free_probe(probe);
 
   if (absl::Status s = SetUpBufferRing(); !s.ok()) return s;
-  bounded_multishot_recv_ = ProbeBoundedMultishotRecv();
+  bounded_multishot_recv_ = options_.multishot_recv && ProbeBoundedMultishotRecv();
 
   // Blocking eventfd: a read on an O_NONBLOCK file would complete with
   // -EAGAIN instead of waiting.

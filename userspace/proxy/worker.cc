@@ -186,11 +186,11 @@ void Worker::OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info)
   if (conns_.size() >= options_.max_connections_per_worker) {
     // Accept-and-reset keeps the listen queue moving and tells the client
     // at once, instead of leaving it to time out in the backlog.
+    stats_->Add(stats_->overloaded);
+    stats_->Closed(CloseReason::kOverloaded);
     linger lg{1, 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     loop_->Close(fd);
-    stats_->Add(stats_->overloaded);
-    stats_->Closed(CloseReason::kOverloaded);
     return;
   }
   const uint64_t id = (static_cast<uint64_t>(id_) << 48) | next_conn_++;
