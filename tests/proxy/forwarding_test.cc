@@ -422,7 +422,9 @@ TEST_P(ForwardingTest, ServiceVipRoutesToEndpointAndRetriesAnother) {
   EXPECT_GE(core_->stats().upstream_connect_failures.load(), 4u);
   auto dump = core_->ConfigDump();
   ASSERT_EQ(dump["services"].size(), 1u);
-  EXPECT_EQ(dump["services"][0]["endpoints"].size(), 2u);  // the unready one is left out
+  ASSERT_EQ(dump["services"][0]["endpoints"].size(), 3u);
+  EXPECT_EQ(dump["services"][0]["endpoints"][2]["ready"], false) << "listed, but kept out of the balancer";
+  EXPECT_EQ(dump["services"][0]["endpoints"][2].value("picks", 0), 0);
 
   // Only a refusing endpoint left, one attempt: the client is reset.
   snap.generation = 4;

@@ -357,8 +357,11 @@ nlohmann::json ProxyCore::ConfigDump() {
   j["static_listeners"] = static_listeners_;
   nlohmann::json pods = nlohmann::json::array();
   for (const auto& [id, p] : pods_) {
+    nlohmann::json ips = nlohmann::json::array();
+    for (const auto& ip : p.pod.ips) ips.push_back(ip.ToString());
     pods.push_back({{"namespace", p.pod.ns},
                     {"name", p.pod.name},
+                    {"ips", std::move(ips)},
                     {"pod_id", p.pod.pod_id},
                     {"service_account", p.pod.service_account},
                     {"workload", WorkloadName(p.pod)},
@@ -375,14 +378,19 @@ nlohmann::json ProxyCore::ConfigDump() {
       nlohmann::json eps = nlohmann::json::array();
       for (const auto& e : r->lb->Stats()) {
         eps.push_back({{"ip", e.ip.ToString()},
+                       {"ready", true},
                        {"active_connections", e.active},
                        {"picks", e.picks},
                        {"ewma_ms", e.ewma_ms},
                        {"connect_failures", e.failures},
                        {"ejected", e.ejected}});
       }
+      for (const auto& ip : r->not_ready) eps.push_back({{"ip", ip.ToString()}, {"ready", false}});
+      nlohmann::json vips = nlohmann::json::array();
+      for (const auto& v : r->vips) vips.push_back(v.ToString());
       services.push_back({{"namespace", r->ns},
                           {"name", r->name},
+                          {"vips", std::move(vips)},
                           {"port", r->port},
                           {"target_port", r->target_port},
                           {"protocol", ToString(r->protocol)},

@@ -13,9 +13,9 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
   auto table = std::make_shared<RouteTable>();
   table->generation_ = snapshot.generation;
   for (const Service& svc : snapshot.services) {
-    std::vector<IpAddress> ready;
+    std::vector<IpAddress> ready, not_ready;
     for (const Endpoint& ep : svc.endpoints) {
-      if (ep.ready) ready.push_back(ep.ip);
+      (ep.ready ? ready : not_ready).push_back(ep.ip);
     }
     for (const ServicePort& port : svc.ports) {
       auto route = std::make_unique<ServiceRoute>();
@@ -24,6 +24,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       route->port = port.port;
       route->target_port = port.target_port != 0 ? port.target_port : port.port;
       route->protocol = port.protocol;
+      route->vips = svc.vips;
+      route->not_ready = not_ready;
       auto it = old.find({svc.ns, svc.name, port.port});
       const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
       route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);

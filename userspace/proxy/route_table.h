@@ -24,6 +24,8 @@ struct ServiceRoute {
   uint16_t port = 0;         // service port
   uint16_t target_port = 0;  // endpoint port
   AppProtocol protocol = AppProtocol::kTcp;
+  std::vector<IpAddress> vips;
+  std::vector<IpAddress> not_ready;  // endpoints kept out of the balancer
   std::shared_ptr<LoadBalancer> lb;  // ready endpoints only
 
   // "name.ns.svc.cluster.local", Istio's destination_service label.
