@@ -52,3 +52,20 @@ rm_stop "$(mesh_agent_pid n1)"
 out=$(rm_exec app "$RM_TCP" connect --to "$(rm_pod_ip srv):8080" --count 2 --parallel 1)
 rm_assert_eq "$(mesh_counter n1 connect_seen)" "$((after + 2))" "programs keep running with the agent gone"
 rm_pass agent_stop_keeps_pins
+
+# Two agents on one pin dir (a DaemonSet surge): the newer one writes the
+# maps, the older stands by; when the newer one dies the older takes over.
+rm_case datapath_lease_handover
+mesh_start_agent n1 "$nodefile" --lease-timeout-ms 600
+first=$(mesh_agent_pid n1)
+second=$(rm_spawn n1:system "$MESH_AGENT" --pin-dir "$(rm_node_pindir n1)" --cgroup "$(mesh_node_cgroup n1)" \
+  --node-file "$nodefile" --agent-socket "$RM_TMP/second.sock" --status-file "$RM_TMP/second.json" \
+  --poll-interval-ms 100 --lease-timeout-ms 600)
+role() { rm_json --default none datapath_role <"$1" 2>/dev/null; }
+is_role() { [[ $(role "$1") == "$2" ]]; }
+mesh_wait_for "second agent owns the datapath" 5 is_role "$RM_TMP/second.json" owner
+mesh_wait_for "first agent stands by" 5 is_role "$(mesh_status_file n1)" standby
+kill -KILL "$second"
+mesh_wait_for "first agent takes over" 5 is_role "$(mesh_status_file n1)" owner
+grep -q "datapath lease taken over" "$(rm_spawn_log "$first")" || rm_fail "no takeover log line"
+rm_pass datapath_lease_handover

@@ -84,6 +84,13 @@ absl::Status Agent::Start() {
     key = next;
     prev = &key;
   }
+  auto lease = bpf::AgentLease::OpenOrCreate(opts_.datapath.pin_dir);
+  if (!lease.ok()) return lease.status();
+  lease_ = std::move(*lease);
+  auto epoch = lease_->Claim(static_cast<uint32_t>(getpid()));
+  if (!epoch.ok()) return epoch.status();
+  owner_ = true;
+  spdlog::info("datapath lease taken (epoch {})", *epoch);
   auto server = proto::AgentServer::Listen(opts_.agent_socket);
   if (!server.ok()) return server.status();
   server_ = std::make_unique<proto::AgentServer>(std::move(*server));
@@ -152,17 +159,45 @@ absl::Status Agent::Apply(Snapshot snap) {
 
   generation_ = std::max<uint64_t>(generation_ + 1, static_cast<uint64_t>(NowUnixMs()));
   snap.generation = generation_;
-  auto res = datapath_->SyncPods(entries);
-  for (const auto& e : res.errors) spdlog::error("datapath: {}", e);
-  last_error_ = res.errors.empty() ? "" : absl::StrCat("datapath: ", res.errors.front());
-  spdlog::info("generation {}: {} pods ({} in datapath, {} removed), {} services", generation_, snap.pods.size(),
-               res.upserted, res.removed, snap.services.size());
+  spdlog::info("generation {}: {} pods ({} enrolled), {} services", generation_, snap.pods.size(), entries.size(),
+               snap.services.size());
+  entries_ = std::move(entries);
+  last_error_.clear();
+  SyncDatapath();
   pods_ = std::move(next_pods);
   adopted_ids_.clear();  // the first good snapshot settles every id
   current_ = std::move(snap);
   current_fds_ = std::move(fds);
   for (auto& p : proxies_) Publish(p);
   return absl::OkStatus();
+}
+
+void Agent::SyncDatapath() {
+  if (!owner_) return;  // the lease holder writes the maps
+  auto res = datapath_->SyncPods(entries_);
+  for (const auto& e : res.errors) spdlog::error("datapath: {}", e);
+  if (!res.errors.empty()) last_error_ = absl::StrCat("datapath: ", res.errors.front());
+  spdlog::debug("datapath: {} pods written, {} removed", res.upserted, res.removed);
+}
+
+void Agent::PollLease() {
+  auto held = lease_->Poll(static_cast<uint32_t>(getpid()),
+                           static_cast<uint64_t>(opts_.lease_timeout_ms) * 1000000ull);
+  if (!held.ok()) {
+    spdlog::warn("datapath lease: {}", held.status().message());
+    return;
+  }
+  if (*held == owner_) return;
+  owner_ = *held;
+  if (owner_) {
+    spdlog::info("datapath lease taken over (epoch {}): writing the maps again", lease_->epoch());
+    SyncDatapath();
+  } else {
+    auto v = lease_->Read();
+    spdlog::warn("datapath lease held by agent pid {} (epoch {}): standing by, publishing to our proxy only",
+                 v.ok() ? v->pid : 0, v.ok() ? v->epoch : 0);
+  }
+  WriteStatus();
 }
 
 void Agent::Publish(ProxyConn& conn) {
@@ -187,6 +222,7 @@ void Agent::WriteStatus() {
   j["pin_dir"] = opts_.datapath.pin_dir;
   j["cgroup"] = opts_.datapath.cgroup_path;
   j["datapath_adopted"] = datapath_ && datapath_->adopted();
+  j["datapath_role"] = owner_ ? "owner" : "standby";
   j["pods"] = current_ ? current_->pods.size() : 0;
   j["enrolled_pods"] = pods_.size();
   j["services"] = current_ ? current_->services.size() : 0;
@@ -214,6 +250,7 @@ absl::Status Agent::Run() {
     auto now = std::chrono::steady_clock::now();
     if (now >= next_poll) {
       next_poll = now + std::chrono::milliseconds(opts_.poll_interval_ms);
+      PollLease();
       auto polled = source_->Poll();
       if (!polled.ok()) {
         last_error_ = std::string(polled.status().message());

@@ -19,6 +19,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "userspace/bpf/agent_lease.h"
 #include "userspace/bpf/datapath.h"
 #include "userspace/common/snapshot.h"
 #include "userspace/common/snapshot_protocol.h"
@@ -58,6 +59,7 @@ struct AgentOptions {
   std::string agent_socket;     // proxies connect here
   std::string status_file;      // JSON status for ringmeshctl, written atomically
   int poll_interval_ms = 250;   // source polling period
+  int lease_timeout_ms = 5000;  // a silent datapath owner is replaced after this
 };
 
 class Agent {
@@ -83,6 +85,8 @@ class Agent {
   };
 
   absl::Status Apply(Snapshot snap);
+  void PollLease();
+  void SyncDatapath();
   void Publish(ProxyConn& conn);
   void WriteStatus();
   uint32_t AllocatePodId();
@@ -90,6 +94,9 @@ class Agent {
   AgentOptions opts_;
   std::unique_ptr<EndpointSource> source_;
   std::unique_ptr<bpf::Datapath> datapath_;
+  std::optional<bpf::AgentLease> lease_;
+  bool owner_ = false;  // holds the datapath lease (see agent_lease.h)
+  std::vector<bpf::PodEntry> entries_;  // datapath view of current_
   std::atomic<bool> stop_{false};
 
   std::optional<Snapshot> current_;  // last good, pod_ids assigned

@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--poll-interval-ms", opts.poll_interval_ms, "node file polling period")
       ->check(CLI::Range(10, 60000));
+  app.add_option("--lease-timeout-ms", opts.lease_timeout_ms,
+                 "take the datapath over from another agent on this pin dir silent this long")
+      ->check(CLI::Range(100, 600000));
   app.add_flag("--uninstall", uninstall, "unpin every map, link and program under --pin-dir and exit");
   app.add_option("--log-level", log_level)->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   CLI11_PARSE(app, argc, argv);
