@@ -36,10 +36,26 @@ static __always_inline void rm_tuple_key_of(const struct bpf_sock_ops *skops, co
 	k->port = rm_local_port_be(skops->local_port);
 }
 
+/* Inserts this socket into the sockhash under its own (local, remote) view. */
+static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64 netns_cookie,
+					       enum rm_counter added)
+{
+	struct rm_sock_key k = {};
+
+	k.netns_cookie = netns_cookie;
+	rm_sockops_local(skops, k.local_addr);
+	rm_sockops_remote(skops, k.remote_addr);
+	k.local_port = rm_local_port_be(skops->local_port);
+	k.remote_port = rm_remote_port_be(skops->remote_port);
+	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST))
+		rm_count(RM_CTR_SOCKHASH_FULL);
+	else
+		rm_count(added);
+}
+
 static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 {
 	struct rm_tuple_key tk = {};
-	struct rm_sock_key sk_key = {};
 	struct rm_orig_dst *od;
 	struct bpf_sock *sk = skops->sk;
 
@@ -60,15 +76,7 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 		rm_count(RM_CTR_SOCKHASH_SKIPPED_FASTPATH_OFF);
 		return;
 	}
-	sk_key.netns_cookie = od->netns_cookie;
-	rm_sockops_local(skops, sk_key.local_addr);
-	rm_sockops_remote(skops, sk_key.remote_addr);
-	sk_key.local_port = rm_local_port_be(skops->local_port);
-	sk_key.remote_port = rm_remote_port_be(skops->remote_port);
-	if (bpf_sock_hash_update(skops, &rm_sockhash, &sk_key, BPF_NOEXIST))
-		rm_count(RM_CTR_SOCKHASH_FULL);
-	else
-		rm_count(RM_CTR_SOCKHASH_ADDED);
+	rm_sockhash_insert(skops, od->netns_cookie, RM_CTR_SOCKHASH_ADDED);
 }
 
 /* The proxy's end of an app<->proxy connection: a passively established
@@ -80,8 +88,8 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
  * kubepods in a cluster). */
 static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops)
 {
-	struct rm_sock_key k = {};
 	struct rm_pod_info *pod;
+	__u8 local[16];
 	__u64 cookie;
 
 	if (!rm_fastpath_enabled())
@@ -92,17 +100,10 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 		return;
 	if (rm_local_port_be(skops->local_port) != pod->proxy_port)
 		return;
-	rm_sockops_local(skops, k.local_addr);
-	if (!rm_addr_is_loopback(k.local_addr))
+	rm_sockops_local(skops, local);
+	if (!rm_addr_is_loopback(local))
 		return;
-	k.netns_cookie = cookie;
-	rm_sockops_remote(skops, k.remote_addr);
-	k.local_port = pod->proxy_port;
-	k.remote_port = rm_remote_port_be(skops->remote_port);
-	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST))
-		rm_count(RM_CTR_SOCKHASH_FULL);
-	else
-		rm_count(RM_CTR_PROXY_SOCKHASH_ADDED);
+	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 }
 
 static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
