@@ -1,5 +1,8 @@
 #include "userspace/proxy/proxy_core.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -146,6 +149,18 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, c
   return info;
 }
 
+// With tcp_migrate_req, connections queued on a listener that closes move
+// to another listener of its SO_REUSEPORT group instead of being reset: a
+// new proxy started beside the old one takes over the old one's backlog
+// when the old one stops accepting. The sysctl is per network namespace
+// (this thread's, after setns). Best effort: kernels before 5.14 lack it.
+static void EnableListenerMigration() {
+  int fd = ::open("/proc/sys/net/ipv4/tcp_migrate_req", O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  if (::write(fd, "1", 1) != 1) spdlog::debug("tcp_migrate_req: {}", std::strerror(errno));
+  ::close(fd);
+}
+
 absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   auto sw = NetnsSwitch::ForCurrentThread();
   if (!sw.ok()) return sw.status();
@@ -153,6 +168,7 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   absl::Status status;
   if (status = sw->Enter(p.netns->get()); !status.ok()) return status;
   {
+    EnableListenerMigration();
     auto v4 = OpenListenerSet(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port});
     if (v4.ok()) {
       sets.emplace_back(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port}, std::move(*v4));

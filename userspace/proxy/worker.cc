@@ -40,11 +40,10 @@ class Worker::Listener final : public IoHandler {
     if (op == &retry_op_) {
       if (!removing_ && c.res == 0) Arm();
     } else if (c.res >= 0) {
-      if (removing_) {
-        w_->loop()->Close(c.res);
-      } else {
-        w_->OnAccepted(c.res, info_);
-      }
+      // Also after Remove(): the kernel already handed this connection to
+      // us, so it is served (and drained) like any other rather than
+      // dropped on the floor.
+      w_->OnAccepted(c.res, info_);
     } else if (!c.more && !removing_) {
       // EMFILE/ENFILE/ENOMEM end a multishot accept; back off briefly
       // instead of spinning on the same error.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Restarting the proxy without dropping a connection: a new proxy starts
+# beside the old one (both listen with SO_REUSEPORT in every pod netns),
+# then the old one gets SIGTERM, stops accepting — its queued connections
+# migrate to the new listeners (tcp_migrate_req) — and drains. A client
+# opening connections all along must see every one succeed.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/lib.sh"
+source "$here/mesh.sh"
+
+backend=io_uring
+if [[ ${1:-} == --io-backend ]]; then backend=$2; fi
+rm_init "proxy_handover_$backend"
+mesh_init
+rm_node n1
+for p in client b1 b2; do rm_pod n1 "$p"; done
+VIP=198.18.200.10
+nodefile=$RM_TMP/node.yaml
+cat >"$nodefile" <<YAML
+pods:
+  - {namespace: default, name: client, netns: $(rm_pod_netns_path client), ips: [$(rm_pod_ip client)]}
+services:
+  - namespace: default
+    name: web
+    vips: [$VIP]
+    ports: [{port: 80, targetPort: 8080}]
+    endpoints: [{ip: $(rm_pod_ip b1)}, {ip: $(rm_pod_ip b2)}]
+YAML
+for b in b1 b2; do
+  rm_spawn $b "$RM_TCP" --deadline-ms 120000 serve --listen "$(rm_pod_ip $b):8080" --tag $b >/dev/null
+  rm_wait_port $b "$(rm_pod_ip $b)" 8080 5
+done
+mesh_start_agent n1 "$nodefile"
+mesh_start_proxy n1 --io-backend "$backend"
+old=$(mesh_proxy_pid n1)
+
+rm_case restart_under_load
+load=$(rm_spawn client "$RM_TCP" --deadline-ms 60000 connect --to "$VIP:80" --count 50000 --parallel 8 \
+  --timeout-ms 5000 --allow-fail)
+sleep 0.2
+new=$(rm_spawn n1:system prlimit --nofile=16384:16384 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket n1)" \
+  --admin-socket "$RM_TMP/new-admin.sock" --bpf-pin-dir "$(rm_node_pindir n1)" --io-backend "$backend")
+ready() { curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/healthz/ready >/dev/null; }
+mesh_wait_for "new proxy ready" 10 ready
+kill -TERM "$old"
+gone() { ! kill -0 "$1" 2>/dev/null; }
+mesh_wait_for "old proxy drained and gone" 30 gone "$old"
+[[ -e /proc/$load ]] || rm_fail "the load ended before the handover; make it longer"
+mesh_wait_for "load finished" 50 gone "$load"
+out=$(tail -n 1 "$(rm_spawn_log "$load")")
+rm_assert_eq "$(rm_json failed <<<"$out")" 0 "failed connections across the restart ($out)"
+rm_assert_eq "$(rm_json ok <<<"$out")" 50000 "connections ok"
+after=$(curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/metrics |
+  awk '$1 == "ringmesh_proxy_connections_total" {print $2}')
+((after > 0)) || rm_fail "the new proxy carried no connection"
+rm_log "new proxy carried $after of the 50000 connections"
+rm_pass restart_under_load
