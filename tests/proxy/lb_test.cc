@@ -1,5 +1,7 @@
 #include "userspace/proxy/lb.h"
 
+#include <array>
+
 #include <gtest/gtest.h>
 
 #include <map>
@@ -101,6 +103,51 @@ TEST(LoadBalancer, P2cPrefersLowerLatency) {
   auto hm = Histogram(many, 2000);
   EXPECT_EQ(hm[4], 0);
   for (size_t i = 0; i < 4; ++i) EXPECT_GT(hm[i], 300) << i;
+}
+
+// Regression: one slow first connect used to starve an endpoint for good,
+// because its estimate only changed on a new sample and P2C over two
+// endpoints always compares both (1 pick in 6000 before the fix).
+TEST(LoadBalancer, P2cDoesNotStarveAfterOneSlowConnect) {
+  int64_t now = 1'000'000'000;
+  LoadBalancer lb(LbPolicy::kP2cPeakEwma, Ips(2));
+  lb.set_clock([&] { return now; });
+  bool first0 = true;
+  std::array<int, 2> picks{};
+  for (int t = 0; t < 6000; ++t) {  // one connection every 10 ms for 60 s
+    size_t i = lb.Pick();
+    ++picks[i];
+    lb.OnConnectStart(i);
+    bool slow = i == 0 && first0;
+    if (i == 0) first0 = false;
+    lb.OnConnectResult(i, slow ? absl::Milliseconds(1) : absl::Microseconds(100), true);
+    lb.OnRelease(i);
+    now += 10'000'000;
+  }
+  EXPECT_GT(picks[0], 1800) << picks[0] << "/" << picks[1];
+  EXPECT_GT(picks[1], 1800) << picks[0] << "/" << picks[1];
+}
+
+// A clearly slow endpoint is avoided, but its bad sample fades, so it is
+// probed again later instead of being written off forever.
+TEST(LoadBalancer, P2cReprobesAfterTheSlowSampleFades) {
+  int64_t now = 1'000'000'000;
+  LoadBalancer lb(LbPolicy::kP2cPeakEwma, Ips(2));  // decay 10 s
+  lb.set_clock([&] { return now; });
+  lb.OnConnectResult(0, absl::Milliseconds(20), true);
+  int first_again_ms = -1;
+  for (int t = 0; t < 6000; ++t) {
+    size_t i = lb.Pick();
+    if (i == 0) {
+      first_again_ms = t * 10;
+      break;
+    }
+    lb.OnConnectResult(1, absl::Milliseconds(2), true);
+    now += 10'000'000;
+  }
+  // 20 ms * exp(-t / 10 s) reaches 2 ms after ~23 s.
+  EXPECT_GT(first_again_ms, 15000);
+  EXPECT_LT(first_again_ms, 30000);
 }
 
 TEST(LoadBalancer, P2cWeighsLoad) {

@@ -54,16 +54,22 @@ bool LoadBalancer::Eligible(size_t i, std::span<const size_t> exclude, int64_t n
   return ignore_ejection || states_[i]->ejected_until_ns.load(std::memory_order_relaxed) <= now;
 }
 
-double LoadBalancer::Cost(size_t i) const {
+double LoadBalancer::Cost(size_t i, int64_t now) const {
   const State& s = *states_[i];
   // Peak EWMA (Finagle's "peak EWMA"): latency estimate scaled by load, so
   // a fast endpoint that is already busy loses to an idle, slightly slower
-  // one.
-  return s.ewma_ns.load(std::memory_order_relaxed) *
-         static_cast<double>(s.active.load(std::memory_order_relaxed) + 1);
+  // one. The estimate also fades with the time since its last sample: an
+  // endpoint that had one slow connect and was then never picked would
+  // otherwise keep its bad score forever (it only changes on a new sample).
+  double ewma = s.ewma_ns.load(std::memory_order_relaxed);
+  int64_t last = s.last_sample_ns.load(std::memory_order_relaxed);
+  double tau = static_cast<double>(absl::ToInt64Nanoseconds(options_.decay));
+  if (last != 0 && tau > 0 && now > last) ewma *= std::exp(-static_cast<double>(now - last) / tau);
+  ewma = std::max(ewma, static_cast<double>(absl::ToInt64Nanoseconds(options_.latency_floor)));
+  return ewma * static_cast<double>(s.active.load(std::memory_order_relaxed) + 1);
 }
 
-size_t LoadBalancer::PickFrom(const std::vector<size_t>& c) {
+size_t LoadBalancer::PickFrom(const std::vector<size_t>& c, int64_t now) {
   switch (policy_) {
     case LbPolicy::kRandom:
       return c[RandomBelow(c.size())];
@@ -90,7 +96,9 @@ size_t LoadBalancer::PickFrom(const std::vector<size_t>& c) {
       size_t a = RandomBelow(c.size());
       size_t b = RandomBelow(c.size() - 1);
       if (b >= a) ++b;
-      return Cost(c[a]) <= Cost(c[b]) ? c[a] : c[b];
+      double ca = Cost(c[a], now), cb = Cost(c[b], now);
+      if (ca == cb) return RandomBelow(2) ? c[a] : c[b];  // not always the first drawn
+      return ca < cb ? c[a] : c[b];
     }
   }
   return c[0];
@@ -112,7 +120,7 @@ size_t LoadBalancer::Pick(std::span<const size_t> exclude) {
     }
   }
   if (candidates.empty()) return kNone;
-  size_t i = PickFrom(candidates);
+  size_t i = PickFrom(candidates, now);
   states_[i]->picks.fetch_add(1, std::memory_order_relaxed);
   return i;
 }

@@ -33,6 +33,10 @@ namespace ringmesh::proxy {
 struct LbOptions {
   // Peak-EWMA time constant: how fast a latency sample fades.
   absl::Duration decay = absl::Seconds(10);
+  // Connect latencies below this are treated as equal: on one node or one
+  // rack they differ by scheduling noise, and a greedy choice on noise
+  // starves endpoints (P2C over two endpoints always compares both).
+  absl::Duration latency_floor = absl::Milliseconds(1);
   // Latency charged for a failed connect, so P2C steers away at once.
   absl::Duration failure_penalty = absl::Seconds(1);
   // Passive outlier ejection: after this many consecutive connect failures
@@ -85,8 +89,8 @@ class LoadBalancer {
   };
 
   bool Eligible(size_t i, std::span<const size_t> exclude, int64_t now, bool ignore_ejection) const;
-  double Cost(size_t i) const;
-  size_t PickFrom(const std::vector<size_t>& candidates);
+  double Cost(size_t i, int64_t now) const;
+  size_t PickFrom(const std::vector<size_t>& candidates, int64_t now);
   int64_t Now() const;
 
   LbPolicy policy_;
