@@ -49,6 +49,11 @@ mesh_wait_for "old proxy drained and gone" 30 gone "$old"
 [[ -e /proc/$load ]] || rm_fail "the load ended before the handover; make it longer"
 mesh_wait_for "load finished" 50 gone "$load"
 out=$(tail -n 1 "$(rm_spawn_log "$load")")
+if [[ $(rm_json failed <<<"$out") != 0 ]]; then
+  rm_log "new proxy's close reasons and BPF counters, for the failure below:"
+  curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/metrics | grep -E 'closed_total|orig_dst_miss|connect_fail' >&2 || true
+  mesh_ctl n1 bpf | grep -E 'redirected|fail_|miss|full' >&2 || true
+fi
 rm_assert_eq "$(rm_json failed <<<"$out")" 0 "failed connections across the restart ($out)"
 rm_assert_eq "$(rm_json ok <<<"$out")" 50000 "connections ok"
 after=$(curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/metrics |
