@@ -140,6 +140,9 @@ out=$(tail -n 1 "$(rm_spawn_log "$hold")")
 rm_assert_eq "$(rm_json ok <<<"$out")" 1000 "held connections ok"
 mesh_wait_for "no connection records" 10 no_connections
 rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_connections_active)" 0 "active connections"
+mesh_admin n1 /metrics | grep -q '^ringmesh_proxy_buffer_chunks ' || rm_fail "no ringmesh_proxy_buffer_chunks metric"
+no_buffers() { [[ $(mesh_metric n1 ringmesh_proxy_buffer_chunks) == 0 ]]; }
+mesh_wait_for "no buffer chunks held" 5 no_buffers
 mesh_wait_for "proxy fds back to $fds0" 5 fds_at_most "$pp" "$fds0"
 rm_assert_eq "$(mesh_map_entries n1 rm_orig_dst)" 0 "rm_orig_dst entries"
 mesh_wait_for "empty sockhash" 5 map_empty rm_sockhash

@@ -138,7 +138,12 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
   if (req.path == "/config_dump") return Json(core.ConfigDump());
   if (req.path == "/connections") return Json(ConnectionsJson(core.Connections()));
   if (req.path == "/metrics") {
-    return {.status = 200, .content_type = "text/plain; version=0.0.4", .body = RenderMetrics(core.stats())};
+    std::string body = RenderMetrics(core.stats());
+    absl::StrAppend(&body,
+                    "# HELP ringmesh_proxy_buffer_chunks Per-connection buffer chunks held (16 KiB each).\n"
+                    "# TYPE ringmesh_proxy_buffer_chunks gauge\nringmesh_proxy_buffer_chunks ",
+                    core.buffer_chunks_outstanding(), "\n");
+    return {.status = 200, .content_type = "text/plain; version=0.0.4", .body = std::move(body)};
   }
   return {.status = 404, .body = "not found\n"};
 }
