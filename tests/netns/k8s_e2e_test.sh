@@ -347,6 +347,19 @@ mesh_ctl n1 -o json status >/dev/null || rm_fail "ringmeshctl status: $(mesh_ctl
 rm_assert_eq "$(status last_error)" "" "agent last_error"
 rm_pass still_synced_at_end
 
+# The API server goes away: the last state keeps serving, and ringmeshctl
+# status says the source is not synced (and exits non-zero).
+rm_case api_server_down_reported_last_state_serves
+rm_stop "$api" 10
+source_down() { ! mesh_ctl n1 status >"$RM_TMP/status.txt" 2>&1 && grep -q "source:" "$RM_TMP/status.txt"; }
+mesh_wait_for "ringmeshctl status reports the API server down" 10 source_down
+rm_log "ringmeshctl status: $(grep 'source:' "$RM_TMP/status.txt")"
+red0=$(counter redirected)
+out=$(k8s_exec client "$RM_TCP" connect --to "$VIP:80" --count 20 --parallel 4 --timeout-ms 3000)
+rm_assert_eq "$(rm_json ok <<<"$out")" 20 "connections via the ClusterIP with the API server down"
+rm_assert_eq "$(($(counter redirected) - red0))" 20 "redirected delta"
+rm_pass api_server_down_reported_last_state_serves
+
 # The processes stop cleanly on SIGTERM; under the ASan build this is where
 # LeakSanitizer and UBSan would speak (their logs are gone after teardown).
 rm_case clean_shutdown

@@ -259,7 +259,13 @@ absl::Status Agent::Run() {
           reported_error = last_error_;
         }
         WriteStatus();
-      } else if (polled->has_value()) {
+      } else if (std::string health = source_->Health(); health != reported_health_) {
+        // The source's connectivity changed without new data (API server
+        // down or back): the status file must say so.
+        reported_health_ = health;
+        if (!polled->has_value()) WriteStatus();
+      }
+      if (polled.ok() && polled->has_value()) {
         if (auto st = Apply(std::move(**polled)); !st.ok()) {
           last_error_ = std::string(st.message());
           spdlog::error("{} (keeping generation {})", last_error_, current_ ? current_->generation : 0);

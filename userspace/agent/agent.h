@@ -105,6 +105,7 @@ class Agent {
   uint32_t next_pod_id_ = 1;
   uint64_t generation_ = 0;
   std::string last_error_;
+  std::string reported_health_;  // source Health() last written to the status file
   std::vector<int> current_fds_;  // netns fd per current_->pods index, -1 if none
   std::vector<ProxyConn> proxies_;
   std::unique_ptr<proto::AgentServer> server_;
