@@ -243,8 +243,13 @@ absl::StatusOr<Reflector::WatchEnd> Reflector::Watch(bool* made_progress) {
         end = WatchEnd::kGone;
         return false;
       }
-      stream_error = absl::UnavailableError(
-          absl::StrCat("watch ", spec_.kind, ": server sent an error: ", StatusMessage(obj->dump())));
+      // The Status's message, else a preview of the raw line: never dump()
+      // the object, which recurses per nesting level and a hostile or broken
+      // server could nest it deep enough to overflow the stack.
+      auto msg = obj->find("message");
+      std::string text = msg != obj->end() && msg->is_string() ? msg->get<std::string>() : Preview(line);
+      stream_error =
+          absl::UnavailableError(absl::StrCat("watch ", spec_.kind, ": server sent an error: ", text));
       return false;
     }
     std::string rv = ResourceVersionOf(*obj);
