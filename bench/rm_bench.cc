@@ -437,6 +437,48 @@ struct CpsSlot {
   int64_t start = 0;
 };
 
+// Advances one connect -> send `size` bytes -> read `size` bytes slot after
+// an epoll event; calls finish(i, error) ("" on success) when it ends.
+template <typename Finish>
+void StepSlot(CpsSlot& s, size_t i, uint32_t ev, size_t size, const std::vector<char>& wbuf,
+              std::vector<char>& rbuf, int ep, Finish&& finish) {
+  if (s.state == 1) {
+    if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+    int err = SocketError(s.fd);
+    if (err != 0) return finish(i, "connect: " + ErrName(err));
+    s.state = 2;
+    s.done = 0;
+  }
+  if (s.state == 2) {
+    while (s.done < size) {
+      ssize_t w = send(s.fd, wbuf.data() + s.done, size - s.done, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        return finish(i, "send: " + ErrName(errno));
+      }
+      s.done += static_cast<size_t>(w);
+    }
+    s.state = 3;
+    s.done = 0;
+    epoll_event e{};
+    e.events = EPOLLIN | EPOLLRDHUP;
+    e.data.u64 = i;
+    epoll_ctl(ep, EPOLL_CTL_MOD, s.fd, &e);
+  }
+  if (s.state == 3) {
+    for (;;) {
+      ssize_t r = recv(s.fd, rbuf.data(), rbuf.size(), MSG_DONTWAIT);
+      if (r < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        return finish(i, "recv: " + ErrName(errno));
+      }
+      if (r == 0) return finish(i, "EOF");
+      s.done += static_cast<size_t>(r);
+      if (s.done >= size) return finish(i, "");
+    }
+  }
+}
+
 int RunCps(const Options& o, int64_t deadline) {
   int ep = epoll_create1(EPOLL_CLOEXEC);
   std::vector<CpsSlot> slots(static_cast<size_t>(o.parallel));
@@ -469,44 +511,7 @@ int RunCps(const Options& o, int64_t deadline) {
       ++errors[err];
     }
   };
-  auto step = [&](size_t i, uint32_t ev) {
-    CpsSlot& s = slots[i];
-    if (s.state == 1) {
-      if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-      int err = SocketError(s.fd);
-      if (err != 0) return finish(i, "connect: " + ErrName(err));
-      s.state = 2;
-      s.done = 0;
-    }
-    if (s.state == 2) {
-      while (s.done < o.size) {
-        ssize_t w = send(s.fd, wbuf.data() + s.done, o.size - s.done, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-          if (errno == EAGAIN || errno == EINTR) return;
-          return finish(i, "send: " + ErrName(errno));
-        }
-        s.done += static_cast<size_t>(w);
-      }
-      s.state = 3;
-      s.done = 0;
-      epoll_event e{};
-      e.events = EPOLLIN | EPOLLRDHUP;
-      e.data.u64 = i;
-      epoll_ctl(ep, EPOLL_CTL_MOD, s.fd, &e);
-    }
-    if (s.state == 3) {
-      for (;;) {
-        ssize_t r = recv(s.fd, rbuf.data(), rbuf.size(), MSG_DONTWAIT);
-        if (r < 0) {
-          if (errno == EAGAIN || errno == EINTR) return;
-          return finish(i, "recv: " + ErrName(errno));
-        }
-        if (r == 0) return finish(i, "EOF");
-        s.done += static_cast<size_t>(r);
-        if (s.done >= o.size) return finish(i, "");
-      }
-    }
-  };
+  auto step = [&](size_t i, uint32_t ev) { StepSlot(slots[i], i, ev, o.size, wbuf, rbuf, ep, finish); };
   auto start = [&](size_t i) {
     CpsSlot& s = slots[i];
     s.start = NowNs();
@@ -601,44 +606,7 @@ int RunHold(const Options& o, int64_t deadline) {
     s.fd = -1;
     s.state = 0;
   };
-  auto step = [&](size_t i, uint32_t ev) {
-    CpsSlot& s = slots[i];
-    if (s.state == 1) {
-      if (!(ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-      int err = SocketError(s.fd);
-      if (err != 0) return finish(i, "connect: " + ErrName(err));
-      s.state = 2;
-      s.done = 0;
-    }
-    if (s.state == 2) {
-      while (s.done < o.size) {
-        ssize_t w = send(s.fd, wbuf.data() + s.done, o.size - s.done, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-          if (errno == EAGAIN || errno == EINTR) return;
-          return finish(i, "send: " + ErrName(errno));
-        }
-        s.done += static_cast<size_t>(w);
-      }
-      s.state = 3;
-      s.done = 0;
-      epoll_event e{};
-      e.events = EPOLLIN | EPOLLRDHUP;
-      e.data.u64 = i;
-      epoll_ctl(ep, EPOLL_CTL_MOD, s.fd, &e);
-    }
-    if (s.state == 3) {
-      for (;;) {
-        ssize_t r = recv(s.fd, rbuf.data(), rbuf.size(), MSG_DONTWAIT);
-        if (r < 0) {
-          if (errno == EAGAIN || errno == EINTR) return;
-          return finish(i, "recv: " + ErrName(errno));
-        }
-        if (r == 0) return finish(i, "EOF");
-        s.done += static_cast<size_t>(r);
-        if (s.done >= o.size) return finish(i, "");
-      }
-    }
-  };
+  auto step = [&](size_t i, uint32_t ev) { StepSlot(slots[i], i, ev, o.size, wbuf, rbuf, ep, finish); };
 
   std::vector<epoll_event> events(256);
   while (ok + failed < o.count) {
