@@ -47,9 +47,12 @@ struct Outcome {
   HttpRequest request;  // kComplete
   std::string error;    // kError
 
+  // Error texts may differ: fed in pieces, the URL length bound (checked per
+  // span in our callback) can trip before llhttp reaches a bad character
+  // that it sees first when fed whole. Rejected is rejected either way.
   bool operator==(const Outcome& o) const {
-    return kind == o.kind && error == o.error && request.method == o.request.method &&
-           request.path == o.request.path && request.query == o.request.query;
+    return kind == o.kind && request.method == o.request.method && request.path == o.request.path &&
+           request.query == o.request.query;
   }
   std::string Describe() const {
     switch (kind) {
