@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "userspace/agent/k8s/objects.h"
+#include "userspace/common/snapshot_json.h"
 
 namespace {
 
@@ -59,28 +60,6 @@ std::string Describe(const absl::StatusOr<std::optional<T>>& r) {
   return r->has_value() ? "an object" : "not for us";
 }
 
-// Nesting depth of the JSON text (brackets outside strings), to keep the
-// harness's own recursive dump() within the stack.
-size_t NestingDepth(std::string_view text) {
-  size_t depth = 0, max = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') in_string = true;
-    if (c == '[' || c == '{') max = std::max(max, ++depth);
-    if ((c == ']' || c == '}') && depth > 0) --depth;
-  }
-  return max;
-}
 
 void CheckPorts(const std::vector<uint16_t>& ports, const std::string& value) {
   Check(std::is_sorted(ports.begin(), ports.end()), "opt-out ports not sorted", value);
@@ -187,7 +166,7 @@ void ParseDocument(std::string_view text) {
   Json doc = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return;
   Json again;
-  const bool round_trip = NestingDepth(text) <= 64;
+  const bool round_trip = ringmesh::JsonNestingDepth(text) <= 64;
   if (round_trip) {
     const std::string dumped = doc.dump();  // must not throw: the reflector dumps what it parsed
     again = Json::parse(dumped, nullptr, false);

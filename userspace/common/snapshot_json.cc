@@ -305,30 +305,9 @@ absl::Status DecodeService(const Json& j, const std::string& path, Service* svc)
 // nlohmann's parser keeps its own stack, but a 64 MiB "[[[[..." would still
 // build tens of millions of nested values. One linear pass bounds it first.
 absl::Status CheckDepth(std::string_view text) {
-  int depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxSnapshotJsonDepth) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("snapshot JSON is nested deeper than ", kMaxSnapshotJsonDepth, " levels"));
-      }
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
+  if (JsonNestingDepth(text) > static_cast<size_t>(kMaxSnapshotJsonDepth)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot JSON is nested deeper than ", kMaxSnapshotJsonDepth, " levels"));
   }
   return absl::OkStatus();
 }
@@ -382,6 +361,31 @@ absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot JSON: ", e.what()));
   }
   return SnapshotFromJson(json);
+}
+
+size_t JsonNestingDepth(std::string_view text) {
+  size_t depth = 0, max = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      max = std::max(max, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return max;
 }
 
 }  // namespace ringmesh

@@ -55,4 +55,9 @@ nlohmann::json SnapshotToJson(const Snapshot& snapshot);
 [[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent = -1);
 [[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text);
 
+// Deepest bracket nesting of JSON text (brackets inside strings ignored),
+// in one linear pass: lets callers bound recursion before parsing or
+// dump()ing untrusted input.
+size_t JsonNestingDepth(std::string_view text);
+
 }  // namespace ringmesh
