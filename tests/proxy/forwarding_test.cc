@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "tests/proxy/test_util.h"
+#include "userspace/proxy/connection.h"
 #include "userspace/proxy/proxy_core.h"
 
 namespace ringmesh::proxy {
@@ -475,6 +476,27 @@ TEST_P(ForwardingTest, DrainWaitsForConnectionsThenStopResetsThem) {
   EXPECT_EQ(n, -1);
   EXPECT_EQ(errno, ECONNRESET);
   EXPECT_EQ(core_->stats().closed(CloseReason::kDrain), 1u);
+}
+
+// The balancer's connect-latency sample is the kernel's handshake RTT (no
+// event-loop scheduling in it), never more than the wall time, and the wall
+// time when the socket has no RTT sample.
+TEST(ConnectLatencySampleTest, KernelHandshakeRttBoundedByWallTime) {
+  uint16_t port = 0;
+  UniqueFd listener = ListenLoopback(&port);
+  ASSERT_TRUE(listener.valid());
+  UniqueFd c = ConnectTo(Loopback(port));
+  ASSERT_TRUE(c.valid());
+  const absl::Duration wall = absl::Seconds(5);
+  absl::Duration sample = ConnectLatencySample(c.get(), wall);
+  EXPECT_GT(sample, absl::ZeroDuration());
+  EXPECT_LT(sample, wall) << "a loopback handshake RTT sample exists";
+  EXPECT_EQ(ConnectLatencySample(c.get(), absl::Microseconds(1)), absl::Microseconds(1));
+
+  UniqueFd unconnected(socket(AF_INET, SOCK_STREAM, 0));
+  ASSERT_TRUE(unconnected.valid());
+  EXPECT_EQ(ConnectLatencySample(unconnected.get(), wall), wall);
+  EXPECT_EQ(ConnectLatencySample(-1, wall), wall);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ForwardingTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 
 #include "spdlog/spdlog.h"
 #include "userspace/proxy/worker.h"
@@ -17,6 +18,22 @@ int64_t MonotonicNowNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+absl::Duration ConnectLatencySample(int fd, absl::Duration wall) {
+  // The kernel times the handshake from the SYN's transmission to the
+  // SYN-ACK's arrival (the first srtt sample); it leaves out the time the
+  // connect waited for the event loop to submit it and for the loop to reap
+  // its completion, which on a busy node is scheduling noise larger than
+  // the endpoint's own latency. No sample when the SYN was retransmitted
+  // (Karn): then the wall time, retransmission included, is the truth.
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < offsetof(tcp_info, tcpi_total_retrans) + sizeof(info.tcpi_total_retrans) ||
+      info.tcpi_rtt == 0 || info.tcpi_total_retrans != 0) {
+    return wall;
+  }
+  return std::min(wall, absl::Microseconds(info.tcpi_rtt));
 }
 
 namespace {
@@ -111,7 +128,7 @@ void Connection::ConnectNext() {
 void Connection::OnConnect(int res) {
   const absl::Duration latency = absl::Nanoseconds(MonotonicNowNs() - connect_start_ns_);
   if (res == 0) {
-    if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, latency, true);
+    if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, ConnectLatencySample(fd_[kUp], latency), true);
     state_ = State::kEstablished;
     last_activity_ns_ = MonotonicNowNs();
     StartRecv(kUp);

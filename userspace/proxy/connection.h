@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/time/time.h"
 #include "userspace/common/ip.h"
 #include "userspace/proxy/byte_queue.h"
 #include "userspace/proxy/event_loop.h"
@@ -132,5 +133,9 @@ class Connection final : public IoHandler {
 };
 
 int64_t MonotonicNowNs();
+
+// The latency sample a successful connect gives the balancer: the kernel's
+// handshake RTT of `fd` when it has one, else `wall` (never more than it).
+absl::Duration ConnectLatencySample(int fd, absl::Duration wall);
 
 }  // namespace ringmesh::proxy
