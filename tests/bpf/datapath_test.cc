@@ -187,7 +187,7 @@ TEST_F(DatapathTest, RedirectsRecordsOrigDstAndFastPathCarriesBytes) {
   Enroll(RM_POD_ENROLLED);
   Listen();
   std::optional<rm_orig_dst> od;
-  bool in_sockhash = false;
+  auto in_sockhash = PinnedMaps::SockhashAdd::kFailed;
   auto r = RunApp("198.18.0.10", 80, [&] {
     UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     ASSERT_TRUE(c.valid());
@@ -223,7 +223,7 @@ TEST_F(DatapathTest, RedirectsRecordsOrigDstAndFastPathCarriesBytes) {
             "198.18.0.10:80");
   EXPECT_EQ(od->pod_id, 1u);
   EXPECT_EQ(od->netns_cookie, cookie_);
-  EXPECT_FALSE(in_sockhash);
+  EXPECT_EQ(in_sockhash, PinnedMaps::SockhashAdd::kAlreadyPresent);
   EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 1u);
   EXPECT_EQ(Counter(RM_CTR_ESTABLISHED_REKEYED), 1u);
   EXPECT_EQ(Counter(RM_CTR_SOCKHASH_ADDED), 1u);

@@ -21,6 +21,15 @@ TEST(IpAddress, ParsesV6) {
   EXPECT_EQ(a->ToString(), "2001:db8::1");
 }
 
+TEST(IpAddress, Unspecified) {
+  EXPECT_TRUE(IpAddress::Parse("0.0.0.0")->is_unspecified());
+  EXPECT_TRUE(IpAddress::Parse("::")->is_unspecified());
+  EXPECT_TRUE(IpAddress().is_unspecified());
+  EXPECT_FALSE(IpAddress::Parse("127.0.0.1")->is_unspecified());
+  EXPECT_FALSE(IpAddress::Parse("::1")->is_unspecified());
+  EXPECT_FALSE(IpAddress::Parse("0.0.0.1")->is_unspecified());
+}
+
 TEST(IpAddress, RejectsGarbage) {
   EXPECT_FALSE(IpAddress::Parse(""));
   EXPECT_FALSE(IpAddress::Parse("198.18.0"));

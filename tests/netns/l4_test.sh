@@ -77,7 +77,12 @@ rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_enabled)" "$([[ $fast
 counter() { mesh_counter n1 "$1"; }
 active_at_least() { (($(mesh_metric n1 ringmesh_proxy_connections_active) >= $1)); }
 no_connections() { [[ $(mesh_admin n1 /connections | tr -d ' \n') == '[]' ]]; }
-fds_at_most() { (($(mesh_fd_count "$1") <= $2)); }
+# Descriptors other than spare upstream sockets (owned, bounded by
+# --upstream-socket-batch per pod, reported by the proxy's metrics).
+fds_besides_spares() {
+  echo $(($(mesh_fd_count "$1") - $(mesh_metric n1 ringmesh_proxy_upstream_spare_sockets)))
+}
+fds_at_most() { (($(fds_besides_spares "$1") <= $2)); }
 map_empty() { [[ $(mesh_map_entries n1 "$1") == 0 ]]; }
 status_has() { grep -qF -- "$1" "$(mesh_status_file n1)"; }
 status_clean() { [[ $(rm_json last_error <"$(mesh_status_file n1)") == "" ]]; }
@@ -130,7 +135,7 @@ done
 rm_case thousand_concurrent_then_clean
 pp=$(mesh_proxy_pid n1)
 pp=$(pgrep -P "$pp" -x ringmesh-proxy || echo "$pp")
-fds0=$(mesh_fd_count "$pp")
+fds0=$(fds_besides_spares "$pp")
 hold=$(rm_spawn client prlimit --nofile=8192:8192 -- "$RM_TCP" connect --to "$VIP:84" --count 1000 --parallel 1000 \
   --hold-ms 3000 --connect-only --timeout-ms 10000)
 mesh_wait_for "1000 active proxied connections" 10 active_at_least 1000
@@ -146,6 +151,9 @@ mesh_wait_for "no buffer chunks held" 5 no_buffers
 mesh_wait_for "proxy fds back to $fds0" 5 fds_at_most "$pp" "$fds0"
 rm_assert_eq "$(mesh_map_entries n1 rm_orig_dst)" 0 "rm_orig_dst entries"
 mesh_wait_for "empty sockhash" 5 map_empty rm_sockhash
+spares=$(mesh_metric n1 ringmesh_proxy_upstream_spare_sockets)
+# At most batch-1 = 7 per worker (2) per enrolled pod (2).
+((spares >= 0 && spares <= 28)) || rm_fail "spare upstream sockets $spares, not within 0..28"
 rm_pass thousand_concurrent_then_clean
 
 rm_case bad_node_files_keep_last_good

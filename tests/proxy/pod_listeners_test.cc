@@ -172,6 +172,84 @@ TEST_P(PodListenersTest, ListenersFollowSnapshots) {
   EXPECT_EQ(echo_b_->accepted(), per_pod == 4 ? 2u : 1u);
 }
 
+// Upstream sockets come in batches made inside the pod's namespace; the
+// spares serve the next connections from that pod (and only that pod), and
+// are closed when the pod goes away or they sit unused.
+TEST_P(PodListenersTest, SpareUpstreamSocketsAreThePodsAndAreFreed) {
+  core_.reset();
+  auto core = ProxyCore::Create(ProxyOptions{.workers = 1,
+                                             .backend = GetParam(),
+                                             .upstream_socket_batch = 4,
+                                             .spare_socket_idle = absl::Seconds(60)},
+                                std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
+  ASSERT_TRUE(core.ok()) << core.status();
+  core_ = std::move(*core);
+  auto spares = [&] { return core_->stats().upstream_spare_sockets.load(); };
+
+  Snapshot snap;
+  snap.generation = 1;
+  snap.outbound_port = kOutboundPort;
+  snap.pods = {MakePod("pod-a", 11), MakePod("pod-b", 12)};
+  std::vector<UniqueFd> fds;
+  fds.push_back(Dup(ns_a_));
+  fds.push_back(Dup(ns_b_));
+  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  ASSERT_TRUE(WaitFor([&] { return core_->ready(); }, milliseconds(2000)));
+
+  std::vector<UniqueFd> held;
+  for (int i = 0; i < 5; ++i) {
+    held.push_back(ConnectIn(ns_a_, Loopback(kOutboundPort)));
+    ASSERT_TRUE(Echoes(held.back())) << i;
+    // One worker, one at a time: a batch of 4 at the 1st and the 5th.
+    EXPECT_EQ(spares(), i == 0 || i == 4 ? 3 : 3 - i) << i;
+  }
+  EXPECT_EQ(echo_a_->accepted(), 5u);
+  EXPECT_EQ(echo_b_->accepted(), 0u);  // every spare was made in pod A's namespace
+  UniqueFd b = ConnectIn(ns_b_, Loopback(kOutboundPort));
+  ASSERT_TRUE(Echoes(b));
+  EXPECT_EQ(echo_b_->accepted(), 1u);
+  EXPECT_EQ(spares(), 6);  // 3 for each pod
+
+  // Pod A leaves the snapshot and its connections end: its spares close.
+  snap.generation = 2;
+  snap.pods = {MakePod("pod-b", 12)};
+  fds.clear();
+  fds.push_back(Dup(ns_b_));
+  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  held.clear();
+  EXPECT_TRUE(WaitFor([&] { return spares() == 3; }, milliseconds(5000))) << spares();
+  b.Reset();
+  core_.reset();  // and shutdown closes the rest
+}
+
+TEST_P(PodListenersTest, IdleSpareUpstreamSocketsAreClosed) {
+  core_.reset();
+  auto core = ProxyCore::Create(ProxyOptions{.workers = 1,
+                                             .backend = GetParam(),
+                                             .upstream_socket_batch = 8,
+                                             .spare_socket_idle = absl::Milliseconds(300)},
+                                std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
+  ASSERT_TRUE(core.ok()) << core.status();
+  core_ = std::move(*core);
+  Snapshot snap;
+  snap.generation = 1;
+  snap.outbound_port = kOutboundPort;
+  snap.pods = {MakePod("pod-a", 11)};
+  std::vector<UniqueFd> fds;
+  fds.push_back(Dup(ns_a_));
+  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  ASSERT_TRUE(WaitFor([&] { return core_->ready(); }, milliseconds(2000)));
+  const size_t fds_before = CountOpenFds();
+  UniqueFd a = ConnectIn(ns_a_, Loopback(kOutboundPort));
+  ASSERT_TRUE(Echoes(a));
+  EXPECT_EQ(core_->stats().upstream_spare_sockets.load(), 7);
+  EXPECT_TRUE(WaitFor([&] { return core_->stats().upstream_spare_sockets.load() == 0; }, milliseconds(3000)));
+  // The connection stays up; only the spares went. Left: the client, the
+  // proxy's two ends and the (in-process) echo server's end.
+  EXPECT_TRUE(Echoes(a));
+  EXPECT_EQ(CountOpenFds(), fds_before + 4);
+}
+
 TEST_P(PodListenersTest, PodWhosePortIsTakenIsReportedNotReady) {
   // Something in the pod already holds the outbound port (without
   // SO_REUSEPORT), so the proxy cannot bind it there.

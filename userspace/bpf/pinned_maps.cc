@@ -65,9 +65,9 @@ std::optional<rm_orig_dst> PinnedMaps::TakeOrigDst(uint64_t netns_cookie, const 
   return value;
 }
 
-bool PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
-                               const SocketAddress& remote) const {
-  if (!FastpathEnabled()) return false;
+PinnedMaps::SockhashAdd PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
+                                                  const SocketAddress& remote) const {
+  if (!FastpathEnabled()) return SockhashAdd::kFastpathOff;
   rm_sock_key key{};
   key.netns_cookie = netns_cookie;
   FillAddr(key.local_addr, local.ip);
@@ -75,7 +75,11 @@ bool PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddres
   key.local_port = htons(local.port);
   key.remote_port = htons(remote.port);
   uint64_t value = static_cast<uint64_t>(fd);
-  return bpf_map_update_elem(map_fd(RM_MAP_SOCKHASH), &key, &value, BPF_NOEXIST) == 0;
+  if (bpf_map_update_elem(map_fd(RM_MAP_SOCKHASH), &key, &value, BPF_NOEXIST) == 0) return SockhashAdd::kAdded;
+  // EEXIST: the key is there. EBUSY: the socket already belongs to a map
+  // with the sk_msg program attached (the kernel will not link a second
+  // parser), which for ringmesh's single sockhash means sockops put it there.
+  return errno == EEXIST || errno == EBUSY ? SockhashAdd::kAlreadyPresent : SockhashAdd::kFailed;
 }
 
 bool PinnedMaps::FastpathEnabled() const {

@@ -31,10 +31,13 @@ class PinnedMaps {
   // socket's netns cookie and its peer address, then deleted.
   std::optional<rm_orig_dst> TakeOrigDst(uint64_t netns_cookie, const SocketAddress& peer) const;
   // Inserts a proxy-side socket into the sockhash under its own view
-  // (local, remote). Returns false when the map is full or the fast path
-  // is off (then the connection simply stays on the normal path).
-  bool AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
-                     const SocketAddress& remote) const;
+  // (local, remote). kAlreadyPresent: sockops inserted it first (the normal
+  // case when sockops is attached to a cgroup holding the proxy).
+  // kFailed (map full, socket gone): the connection simply stays on the
+  // normal path.
+  enum class SockhashAdd { kAdded, kAlreadyPresent, kFastpathOff, kFailed };
+  SockhashAdd AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
+                            const SocketAddress& remote) const;
   bool FastpathEnabled() const;
   absl::Status SetFastpath(bool enabled) const;
   absl::StatusOr<Counters> ReadCounters() const;

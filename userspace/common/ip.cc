@@ -34,6 +34,14 @@ std::optional<IpAddress> IpAddress::Parse(std::string_view text) {
 
 bool IpAddress::is_v4() const { return std::memcmp(bytes_.data(), kV4MappedPrefix.data(), 12) == 0; }
 
+bool IpAddress::is_unspecified() const {
+  if (is_v4()) return v4_be() == 0;
+  for (uint8_t b : bytes_) {
+    if (b != 0) return false;
+  }
+  return true;
+}
+
 uint32_t IpAddress::v4_be() const {
   uint32_t v;
   std::memcpy(&v, bytes_.data() + 12, 4);

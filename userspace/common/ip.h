@@ -22,6 +22,8 @@ class IpAddress {
   static std::optional<IpAddress> Parse(std::string_view text);
 
   bool is_v4() const;
+  // 0.0.0.0 or :: (a wildcard bind address).
+  bool is_unspecified() const;
   uint32_t v4_be() const;  // only when is_v4()
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }
   int family() const { return is_v4() ? AF_INET : AF_INET6; }

@@ -66,18 +66,24 @@ Connection::~Connection() {
 
 void Connection::Start() {
   ProxyStats& stats = w_->stats();
-  if (auto peer = PeerAddress(fd_[kDown])) peer_ = *peer;
-  int one = 1;
-  setsockopt(fd_[kDown], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  // TCP_NODELAY is inherited from the listening socket.
+  if (auto peer = PeerAddress(fd_[kDown])) {
+    peer_ = *peer;
+  } else {
+    // The client is already gone (ENOTCONN): nothing to look up or forward.
+    stats.Add(stats.orig_dst_miss);
+    Close(CloseReason::kOrigDstMiss, /*reset_down=*/true, false);
+    return;
+  }
 
-  auto od = w_->resolver().Resolve(fd_[kDown], *listener_);
+  auto od = w_->resolver().Resolve(fd_[kDown], *listener_, peer_);
   if (!od) {
     stats.Add(stats.orig_dst_miss);
     Close(CloseReason::kOrigDstMiss, /*reset_down=*/true, false);
     return;
   }
   orig_dst_ = *od;
-  if (!w_->resolver().OnAccepted(fd_[kDown], *listener_)) stats.Add(stats.sockhash_add_failures);
+  if (!w_->resolver().OnAccepted(fd_[kDown], *listener_, peer_)) stats.Add(stats.sockhash_add_failures);
 
   routes_ = w_->routes();
   route_ = routes_ ? routes_->Find(orig_dst_) : nullptr;

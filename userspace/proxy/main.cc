@@ -47,6 +47,8 @@ int Main(int argc, char** argv) {
   size_t max_connections = 65536;
   int connect_attempts = 2;
   int64_t delay_us = 0;
+  int upstream_socket_batch = 8;
+  int64_t spare_socket_idle_ms = 10000;
   std::string log_level = "info";
 
   app.add_option("--workers", workers, "Data-plane threads (default: number of CPUs)")->check(CLI::Range(1, 1024));
@@ -68,6 +70,11 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(size_t{1}, size_t{1} << 24));
   app.add_option("--connect-attempts", connect_attempts, "Connect attempts per connection to a service")
       ->check(CLI::Range(1, 16));
+  app.add_option("--upstream-socket-batch", upstream_socket_batch,
+                 "Upstream sockets made per trip into a pod namespace; the rest wait as spares (1 = none)")
+      ->check(CLI::Range(1, 64));
+  app.add_option("--spare-socket-idle-ms", spare_socket_idle_ms, "Close a pod's spare upstream sockets unused this long")
+      ->check(CLI::PositiveNumber);
   app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
@@ -86,6 +93,8 @@ int Main(int argc, char** argv) {
   options.max_connections_per_worker = max_connections;
   options.connect_attempts = connect_attempts;
   options.forward_delay = absl::Microseconds(delay_us);
+  options.upstream_socket_batch = upstream_socket_batch;
+  options.spare_socket_idle = absl::Milliseconds(spare_socket_idle_ms);
   try {
     options.proxy_mark = static_cast<uint32_t>(std::stoul(proxy_mark, nullptr, 0));
   } catch (const std::exception&) {

@@ -11,6 +11,8 @@
 // all worker threads at once and must be thread-safe.
 #pragma once
 
+#include <atomic>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -43,33 +45,55 @@ struct ListenerInfo {
 class OrigDstResolver {
  public:
   virtual ~OrigDstResolver() = default;
-  virtual std::optional<SocketAddress> Resolve(int accepted_fd, const ListenerInfo& listener) = 0;
+  // `peer` is the accepted socket's peer address (the caller has it).
+  virtual std::optional<SocketAddress> Resolve(int accepted_fd, const ListenerInfo& listener,
+                                               const SocketAddress& peer) = 0;
   // Called for each accepted downstream socket whose destination resolved.
   // Returns false when the socket could not join a fast path; the
   // connection then simply carries on through the normal TCP path.
-  virtual bool OnAccepted(int /*accepted_fd*/, const ListenerInfo& /*listener*/) { return true; }
+  virtual bool OnAccepted(int /*accepted_fd*/, const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {
+    return true;
+  }
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
  public:
   explicit StaticOrigDstResolver(SocketAddress destination) : destination_(destination) {}
-  std::optional<SocketAddress> Resolve(int, const ListenerInfo&) override { return destination_; }
+  std::optional<SocketAddress> Resolve(int, const ListenerInfo&, const SocketAddress&) override { return destination_; }
 
  private:
   SocketAddress destination_;
 };
 
 // Looks the destination up in rm_orig_dst by (listener netns cookie, peer
-// address of the accepted socket) and adds each accepted socket to the
-// sk_msg sockhash. `maps` must outlive the resolver.
+// address of the accepted socket) and makes sure each accepted socket is in
+// the sk_msg sockhash. `maps` must outlive the resolver.
+//
+// The sockops program normally inserts the proxy's end itself (at
+// PASSIVE_ESTABLISHED, when it is attached to a cgroup holding the proxy);
+// the userspace insert is the fallback for a proxy outside that cgroup.
+// While the kernel keeps answering "already there", the fallback costs two
+// bpf() calls per connection for nothing, so after `kSkipAfterExisting` such
+// answers in a row it runs only for one connection in `kProbeEvery`, and
+// resumes on the first insert that was really needed. Thread-safe.
 class BpfOrigDstResolver final : public OrigDstResolver {
  public:
+  static constexpr int kSkipAfterExisting = 64;
+  static constexpr uint64_t kProbeEvery = 1024;
+
   explicit BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {}
-  std::optional<SocketAddress> Resolve(int accepted_fd, const ListenerInfo& listener) override;
-  bool OnAccepted(int accepted_fd, const ListenerInfo& listener) override;
+  std::optional<SocketAddress> Resolve(int accepted_fd, const ListenerInfo& listener,
+                                       const SocketAddress& peer) override;
+  bool OnAccepted(int accepted_fd, const ListenerInfo& listener, const SocketAddress& peer) override;
+
+  // Userspace inserts skipped because the kernel was doing them.
+  uint64_t inserts_skipped() const { return skipped_.load(std::memory_order_relaxed); }
 
  private:
   const bpf::PinnedMaps* maps_;
+  std::atomic<int> existing_in_a_row_{0};
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> skipped_{0};
 };
 
 // Peer / local address of a socket.

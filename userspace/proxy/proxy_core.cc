@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -39,6 +40,9 @@ absl::StatusOr<UniqueFd> OpenListenSocket(const SocketAddress& address, int sock
     return absl::ErrnoToStatus(errno, "setsockopt(SO_REUSEPORT)");
   }
   if (!address.ip.is_v4()) setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  // Accepted sockets inherit it: one setsockopt per listener instead of one
+  // per connection.
+  setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   sockaddr_storage ss;
   socklen_t len = address.ToSockaddr(&ss);
   if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {

@@ -29,6 +29,13 @@ struct ProxyOptions {
   // Artificial delay before each forward (benchmark self-check); 0 = off.
   absl::Duration forward_delay = absl::ZeroDuration();
   int listen_backlog = 1024;
+  // Upstream sockets are made inside the source pod's namespace, which takes
+  // two setns() calls around socket(); a worker that needs one for a pod
+  // makes this many at once and keeps the rest for the next connections
+  // (1 = no spares). Spares of a pod unused for `spare_socket_idle` are
+  // closed, and so are those of a pod that is gone.
+  int upstream_socket_batch = 8;
+  absl::Duration spare_socket_idle = absl::Seconds(10);
   LbOptions lb;
   EventLoopOptions loop;
 };

@@ -89,6 +89,9 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_sockhash_add_failures_total", "counter",
          "Accepted sockets that stayed off the sk_msg fast path.");
   absl::StrAppend(&out, "ringmesh_proxy_sockhash_add_failures_total ", load(s.sockhash_add_failures), "\n");
+  Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
+         "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
+  absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");
 
   const auto cells = s.Cells();
   struct Family {

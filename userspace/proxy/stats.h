@@ -69,6 +69,8 @@ class ProxyStats {
   std::atomic<uint64_t> upstream_connect_failures{0};
   std::atomic<uint64_t> overloaded{0};
   std::atomic<uint64_t> sockhash_add_failures{0};
+  // Unconnected upstream sockets kept ready per pod namespace (gauge).
+  std::atomic<int64_t> upstream_spare_sockets{0};
 
  private:
   std::array<std::atomic<uint64_t>, kCloseReasonCount> closed_{};

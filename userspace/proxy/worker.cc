@@ -112,7 +112,9 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
   while (!(exiting_ && listeners_.empty() && conns_.empty())) {
     loop_->RunOnce(absl::Milliseconds(100));
     UpdateCounters();
+    SweepSpares(exiting_);
   }
+  SweepSpares(true);
   // Destroyed on this thread: an io_uring ring set up for a single issuer
   // must not be touched from another.
   loop_.reset();
@@ -204,15 +206,9 @@ void Worker::Destroy(Connection* c) {
   if (conns_.erase(c->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
-int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
-  if (absl::Status s = netns_->Enter(listener.netns_fd()); !s.ok()) {
-    spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
-    return -EINVAL;
-  }
+int Worker::MakeUpstreamSocket(int family) {
   int fd = ::socket(family, SOCK_STREAM | loop_->socket_flags(), 0);
-  int err = errno;
-  netns_->Leave();
-  if (fd < 0) return -err;
+  if (fd < 0) return -errno;
   if (options_.proxy_mark != 0 &&
       setsockopt(fd, SOL_SOCKET, SO_MARK, &options_.proxy_mark, sizeof(options_.proxy_mark)) != 0 && errno != EPERM) {
     spdlog::debug("SO_MARK: {}", std::strerror(errno));
@@ -220,6 +216,63 @@ int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
+}
+
+int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
+  const int netns_fd = listener.netns_fd();
+  if (netns_fd < 0 || options_.upstream_socket_batch <= 1) {
+    // The proxy's own namespace (or no spares wanted): one socket, made now.
+    if (absl::Status s = netns_->Enter(netns_fd); !s.ok()) {
+      spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
+      return -EINVAL;
+    }
+    int fd = MakeUpstreamSocket(family);
+    netns_->Leave();
+    return fd;
+  }
+  SparePool& pool = spares_[{listener.netns.get(), family}];
+  pool.last_used_ns = MonotonicNowNs();
+  if (!pool.fds.empty()) {
+    int fd = pool.fds.back();
+    pool.fds.pop_back();
+    stats_->upstream_spare_sockets.fetch_sub(1, std::memory_order_relaxed);
+    return fd;
+  }
+  if (!pool.netns) pool.netns = listener.netns;
+  if (absl::Status s = netns_->Enter(netns_fd); !s.ok()) {
+    spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
+    return -EINVAL;
+  }
+  int fd = MakeUpstreamSocket(family);
+  // One trip into the namespace makes the spares too; a failure to make a
+  // spare (fd limit) just means fewer spares.
+  for (int i = 1; fd >= 0 && i < options_.upstream_socket_batch; ++i) {
+    int spare = MakeUpstreamSocket(family);
+    if (spare < 0) break;
+    pool.fds.push_back(spare);
+    stats_->upstream_spare_sockets.fetch_add(1, std::memory_order_relaxed);
+  }
+  netns_->Leave();
+  return fd;
+}
+
+void Worker::SweepSpares(bool all) {
+  const int64_t now = MonotonicNowNs();
+  if (!all && now < next_sweep_ns_) return;
+  next_sweep_ns_ = now + 1'000'000'000;
+  const int64_t idle = absl::ToInt64Nanoseconds(options_.spare_socket_idle);
+  for (auto it = spares_.begin(); it != spares_.end();) {
+    SparePool& p = it->second;
+    // use_count 1: no listener or connection refers to the pod any more.
+    const bool gone = p.netns == nullptr || p.netns.use_count() == 1;
+    if (all || gone || now - p.last_used_ns >= idle) {
+      for (int fd : p.fds) ::close(fd);
+      stats_->upstream_spare_sockets.fetch_sub(static_cast<int64_t>(p.fds.size()), std::memory_order_relaxed);
+      it = spares_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 }  // namespace ringmesh::proxy

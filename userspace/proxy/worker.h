@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 #include <unordered_map>
@@ -74,6 +75,14 @@ class Worker {
   void OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info);
   void ListenerGone(uint64_t key);
   void UpdateCounters();
+  // Spare upstream sockets, per (pod namespace, address family).
+  struct SparePool {
+    std::shared_ptr<const UniqueFd> netns;  // keeps the namespace fd valid
+    std::vector<int> fds;
+    int64_t last_used_ns = 0;
+  };
+  int MakeUpstreamSocket(int family);  // in the current namespace
+  void SweepSpares(bool all);
 
   const int id_;
   const ProxyOptions options_;
@@ -86,6 +95,8 @@ class Worker {
   std::shared_ptr<const RouteTable> routes_;
   std::unordered_map<uint64_t, std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::map<std::pair<const UniqueFd*, int>, SparePool> spares_;
+  int64_t next_sweep_ns_ = 0;
   uint64_t next_conn_ = 1;
   bool exiting_ = false;
   std::atomic<bool> exit_requested_{false};
