@@ -75,10 +75,15 @@ static __always_inline void rm_count(enum rm_counter c)
 		*v += 1;
 }
 
-static __always_inline int rm_fastpath_enabled(void)
+static __always_inline struct rm_config *rm_config_get(void)
 {
 	__u32 zero = 0;
-	struct rm_config *cfg = bpf_map_lookup_elem(&rm_config, &zero);
+	return bpf_map_lookup_elem(&rm_config, &zero);
+}
+
+static __always_inline int rm_fastpath_enabled(void)
+{
+	struct rm_config *cfg = rm_config_get();
 	return cfg && cfg->fastpath_enabled;
 }
 

@@ -2,7 +2,8 @@
  * without the TCP stack. Every miss passes: SK_DROP would surface in the
  * app as EACCES. A socket that passed once stays on TCP (rm_msg_state),
  * which keeps each direction a redirected prefix followed by TCP data, an
- * order the receiver's read path preserves. */
+ * order the receiver's read path preserves. The prefix is bounded by
+ * rm_config.fastpath_budget (why: see abi.h). */
 #ifndef RINGMESH_BPF_LIB_MSG_H_
 #define RINGMESH_BPF_LIB_MSG_H_
 
@@ -17,6 +18,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 {
 	struct rm_sock_key self = {}, peer = {};
 	struct rm_msg_state *st;
+	struct rm_config *cfg;
 	struct bpf_sock *sk = msg->sk;
 
 	if (!sk)
@@ -33,9 +35,15 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		rm_count(RM_CTR_MSG_PASS_TCP_COMMITTED);
 		return SK_PASS;
 	}
-	if (!rm_fastpath_enabled()) {
+	cfg = rm_config_get();
+	if (!cfg || !cfg->fastpath_enabled) {
 		st->tcp_committed = 1;
 		rm_count(RM_CTR_MSG_PASS_FASTPATH_OFF);
+		return SK_PASS;
+	}
+	if (st->redirected + msg->size > cfg->fastpath_budget) {
+		st->tcp_committed = 1;
+		rm_count(RM_CTR_MSG_PASS_BUDGET);
 		return SK_PASS;
 	}
 	self.netns_cookie = bpf_get_netns_cookie(msg);
@@ -50,6 +58,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	self.remote_port = rm_remote_port_be(msg->remote_port);
 	rm_peer_key(&peer, &self);
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
+		st->redirected += msg->size;
 		rm_count(RM_CTR_MSG_REDIRECTED);
 		return SK_PASS;
 	}

@@ -113,17 +113,20 @@ TEST_F(AbiBtf, Config) {
   const btf_type* t = Struct("rm_config");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_config));
-  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_EQ(MemberCount(t), 3);
   EXPECT_FIELD(rm_config, abi_version);
   EXPECT_FIELD(rm_config, fastpath_enabled);
+  EXPECT_FIELD(rm_config, fastpath_budget);
 }
 
 TEST_F(AbiBtf, MsgState) {
   const btf_type* t = Struct("rm_msg_state");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_msg_state));
-  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_EQ(MemberCount(t), 3);
   EXPECT_FIELD(rm_msg_state, tcp_committed);
+  EXPECT_FIELD(rm_msg_state, _pad);
+  EXPECT_FIELD(rm_msg_state, redirected);
 }
 
 // Every map's key and value sizes in the object equal the ABI types'.

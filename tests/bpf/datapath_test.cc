@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -297,6 +299,81 @@ TEST_F(DatapathTest, KillSwitchTogglePreservesOrder) {
   EXPECT_EQ(got, "abcdef");
   EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 1u) << "only 'a' went through sk_msg";
   EXPECT_GE(Counter(RM_CTR_MSG_PASS_TCP_COMMITTED), 4u);
+}
+
+// A redirect lands in the proxy socket's queue with no receive-window check:
+// without a bound, an app writing to a proxy that does not read queues
+// until the kernel's TCP memory limit and then gets ENOMEM. With the budget
+// spent the socket goes over TCP, whose flow control makes the writer wait
+// (EAGAIN), and every byte still arrives, in order.
+TEST_F(DatapathTest, FastPathBudgetBoundsTheQueueOfAReaderThatDoesNotRead) {
+  constexpr uint64_t kBudget = 256 << 10;
+  constexpr uint64_t kLimit = 64ULL << 20;  // the test's own bound on the writer
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  ASSERT_TRUE(dp_->maps().SetFastpathBudget(kBudget).ok());
+  struct Report {
+    uint64_t written = 0;
+    int err = 0;
+  };
+  int p[2];
+  ASSERT_EQ(pipe(p), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(80);
+    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
+    Report rep;
+    std::vector<char> chunk(64 << 10);
+    int blocked = 0;
+    while (rep.written < kLimit && blocked < 3) {
+      for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>((rep.written + i) % 251);
+      ssize_t n = write(s, chunk.data(), chunk.size());
+      if (n > 0) {
+        rep.written += static_cast<uint64_t>(n);
+        blocked = 0;
+      } else if (errno == EAGAIN) {
+        pollfd pfd{s, POLLOUT, 0};
+        if (poll(&pfd, 1, 100) == 0) ++blocked;  // really waiting for the reader
+      } else {
+        rep.err = errno;
+        break;
+      }
+    }
+    (void)!write(p[1], &rep, sizeof(rep));
+    close(s);
+    _exit(0);
+  }
+  close(p[1]);
+  UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(c.valid());
+  Report rep;
+  ASSERT_EQ(read(p[0], &rep, sizeof(rep)), static_cast<ssize_t>(sizeof(rep)));  // the writer is stuck now
+  close(p[0]);
+  uint64_t got = 0;
+  bool in_order = true;
+  char buf[65536];
+  for (ssize_t n; (n = read(c.get(), buf, sizeof(buf))) > 0;) {
+    for (ssize_t i = 0; i < n && in_order; ++i) in_order = buf[i] == static_cast<char>((got + i) % 251);
+    got += static_cast<uint64_t>(n);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(rep.err, 0) << std::strerror(rep.err);
+  EXPECT_LT(rep.written, kLimit) << "the writer was never held back";
+  // The budget plus what TCP itself buffers (send and receive buffers).
+  EXPECT_LE(rep.written, kBudget + (16ULL << 20));
+  EXPECT_EQ(got, rep.written);
+  EXPECT_TRUE(in_order);
+  EXPECT_GE(Counter(RM_CTR_MSG_REDIRECTED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 1u);
 }
 
 TEST_F(DatapathTest, EntryRemovedWhenAppClosesBeforeAccept) {

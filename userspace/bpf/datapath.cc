@@ -143,9 +143,10 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
   }
   if (cfg.abi_version == 0) {
     cfg.abi_version = RM_ABI_VERSION;
-    cfg.fastpath_enabled = opts.fastpath ? 1 : 0;
-    if (bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY) != 0) return Errno("write rm_config");
+    cfg.fastpath_enabled = opts.fastpath ? 1 : 0;  // later starts keep the runtime switch as it is
   }
+  cfg.fastpath_budget = opts.fastpath_budget;
+  if (bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY) != 0) return Errno("write rm_config");
   return absl::OkStatus();
 }
 

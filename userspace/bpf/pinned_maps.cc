@@ -89,6 +89,20 @@ bool PinnedMaps::FastpathEnabled() const {
   return cfg.fastpath_enabled != 0;
 }
 
+absl::Status PinnedMaps::SetFastpathBudget(uint64_t bytes) const {
+  uint32_t zero = 0;
+  rm_config cfg{};
+  int fd = map_fd(RM_MAP_CONFIG);
+  if (bpf_map_lookup_elem(fd, &zero, &cfg) != 0) {
+    return absl::InternalError(absl::StrCat("read rm_config: ", std::strerror(errno)));
+  }
+  cfg.fastpath_budget = bytes;
+  if (bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY) != 0) {
+    return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status PinnedMaps::SetFastpath(bool enabled) const {
   uint32_t zero = 0;
   rm_config cfg{};

@@ -40,6 +40,8 @@ class PinnedMaps {
                             const SocketAddress& remote) const;
   bool FastpathEnabled() const;
   absl::Status SetFastpath(bool enabled) const;
+  // rm_config.fastpath_budget (bytes per socket; see abi.h).
+  absl::Status SetFastpathBudget(uint64_t bytes) const;
   absl::StatusOr<Counters> ReadCounters() const;
   // Number of entries currently in a map (iterates keys; for tests/ctl).
   absl::StatusOr<size_t> CountEntries(const char* map_name) const;

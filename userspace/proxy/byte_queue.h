@@ -13,7 +13,7 @@
 
 namespace ringmesh::proxy {
 
-inline constexpr size_t kChunkSize = 16 * 1024;
+inline constexpr size_t kChunkSize = 64 * 1024;
 
 // Not thread-safe: one per worker.
 class ChunkPool {

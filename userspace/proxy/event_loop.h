@@ -94,8 +94,8 @@ class IoOp {
 // Backend-independent knobs.
 struct EventLoopOptions {
   // io_uring: provided-buffer ring per worker (entries must be a power of 2).
-  uint32_t buf_ring_entries = 256;
-  uint32_t buf_size = 16 * 1024;
+  uint32_t buf_ring_entries = 64;
+  uint32_t buf_size = 64 * 1024;
   uint32_t sq_entries = 1024;
   // io_uring: use a byte-limited multishot recv where the kernel has it;
   // false forces single-shot recvs (the path older kernels take).

@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-#define RM_ABI_VERSION 1
+#define RM_ABI_VERSION 2
 
 /* Names of maps and programs as pinned under <pin-dir>/maps and
  * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
@@ -33,6 +33,9 @@
 #define RM_DEFAULT_MAX_OPT_OUT_CIDRS 16384
 #define RM_DEFAULT_MAX_ORIG_DST 65536
 #define RM_DEFAULT_MAX_SOCKHASH 65536
+/* Bytes one socket may send over the sk_msg fast path before it commits to
+ * TCP (see rm_config.fastpath_budget). */
+#define RM_DEFAULT_FASTPATH_BUDGET (16ULL << 20)
 
 #define RM_MAX_OPT_OUT_PORTS 16
 
@@ -104,12 +107,23 @@ struct rm_sock_key {
  * mixing the two in one direction could reorder bytes. */
 struct rm_msg_state {
 	__u32 tcp_committed;
+	__u32 _pad;
+	__u64 redirected; /* bytes this socket sent over the fast path */
 };
 
 /* rm_config (array, one entry): runtime switches. */
 struct rm_config {
 	__u32 abi_version;      /* RM_ABI_VERSION of the agent that wrote it */
 	__u32 fastpath_enabled; /* sk_msg redirect kill switch: 0 = off */
+	/* Bytes one socket may send over the fast path; the message that would
+	 * pass it goes over TCP, and so does everything after it. A redirect
+	 * lands in the receiver's queue without any receive-window check, so
+	 * a receiver that reads slower than its peer writes (a proxy whose
+	 * upstream is slow, an app that reads slowly) would otherwise queue
+	 * without bound until the kernel's TCP memory limit turns every write
+	 * into ENOMEM. This bounds that queue per socket, like a receive
+	 * buffer does on the TCP path. */
+	__u64 fastpath_budget;
 };
 
 /* Per-CPU counters of every decision. X(enum suffix, metric name). */
@@ -135,6 +149,7 @@ struct rm_config {
 	X(MSG_PASS_MISS, "msg_pass_miss")                             \
 	X(MSG_PASS_FASTPATH_OFF, "msg_pass_fastpath_off")                 \
 	X(MSG_PASS_TCP_COMMITTED, "msg_pass_tcp_committed")               \
+	X(MSG_PASS_BUDGET, "msg_pass_budget_spent")                       \
 	X(MSG_STATE_FULL, "msg_state_full")                               \
 	X(PROXY_SOCKHASH_ADDED, "proxy_sockhash_added")
 
