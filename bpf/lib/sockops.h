@@ -104,6 +104,22 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	if (!rm_addr_is_loopback(local))
 		return;
 	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
+	/* Its close removes the proxy's credit entry, should the proxy not
+	 * (killed mid-connection). */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+static __always_inline void rm_credit_forget(struct bpf_sock_ops *skops)
+{
+	struct rm_sock_key k = {};
+
+	k.netns_cookie = bpf_get_netns_cookie(skops);
+	rm_sockops_local(skops, k.local_addr);
+	rm_sockops_remote(skops, k.remote_addr);
+	k.local_port = rm_local_port_be(skops->local_port);
+	k.remote_port = rm_remote_port_be(skops->remote_port);
+	if (bpf_map_delete_elem(&rm_fp_credit, &k) == 0)
+		rm_count(RM_CTR_FP_CREDIT_CLOSED);
 }
 
 static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
@@ -115,8 +131,10 @@ static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
-	if (!od)
+	if (!od) {
+		rm_credit_forget(skops); /* a proxy end (or nothing of ours) */
 		return;
+	}
 	rm_tuple_key_of(skops, od, &tk);
 	if (bpf_map_delete_elem(&rm_orig_dst, &tk) == 0)
 		rm_count(RM_CTR_ORIG_DST_CLOSED);

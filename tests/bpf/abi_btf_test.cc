@@ -119,6 +119,14 @@ TEST_F(AbiBtf, Config) {
   EXPECT_FIELD(rm_config, fastpath_budget);
 }
 
+TEST_F(AbiBtf, FpCredit) {
+  const btf_type* t = Struct("rm_fp_credit");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_fp_credit));
+  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_FIELD(rm_fp_credit, consumed);
+}
+
 TEST_F(AbiBtf, MsgState) {
   const btf_type* t = Struct("rm_msg_state");
   ASSERT_NE(t, nullptr);
@@ -140,6 +148,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_OPT_OUT_CIDRS, sizeof(rm_cidr_key), sizeof(__u32)},
       {RM_MAP_ORIG_DST, sizeof(rm_tuple_key), sizeof(rm_orig_dst)},
       {RM_MAP_SOCKHASH, sizeof(rm_sock_key), sizeof(__u64)},
+      {RM_MAP_FP_CREDIT, sizeof(rm_sock_key), sizeof(rm_fp_credit)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -374,6 +375,85 @@ TEST_F(DatapathTest, FastPathBudgetBoundsTheQueueOfAReaderThatDoesNotRead) {
   EXPECT_TRUE(in_order);
   EXPECT_GE(Counter(RM_CTR_MSG_REDIRECTED), 1u);
   EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 1u);
+}
+
+// With the proxy crediting what it read (rm_fp_credit), an app may send far
+// more than the budget and stay on the fast path throughout; the credit
+// entry goes away with the proxy's socket even if the proxy never deletes it.
+TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
+  constexpr uint64_t kBudget = 2ULL << 20;
+  constexpr uint64_t kStep = 1ULL << 20;  // the app waits for the reader every MiB
+  constexpr uint64_t kTotal = 8ULL << 20;
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  ASSERT_TRUE(dp_->maps().SetFastpathBudget(kBudget).ok());
+  int tok[2];
+  ASSERT_EQ(pipe(tok), 0);
+  // A token to an app that already failed must fail the test, not kill it.
+  signal(SIGPIPE, SIG_IGN);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(tok[1]);
+    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(80);
+    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    std::vector<char> chunk(16 << 10);
+    for (uint64_t sent = 0; sent < kTotal;) {
+      if (sent > 0 && sent % kStep == 0) {
+        char t;
+        if (read(tok[0], &t, 1) != 1) _exit(5);  // the reader has read and credited up to here
+      }
+      for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>((sent + i) % 251);
+      ssize_t n = write(s, chunk.data(), chunk.size());
+      if (n != static_cast<ssize_t>(chunk.size())) _exit(4);
+      sent += static_cast<uint64_t>(n);
+    }
+    close(s);
+    _exit(0);
+  }
+  close(tok[0]);
+  UniqueFd token(tok[1]);
+  UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(c.valid());
+  sockaddr_storage local{}, peer{};
+  socklen_t ll = sizeof(local), pl = sizeof(peer);
+  getsockname(c.get(), reinterpret_cast<sockaddr*>(&local), &ll);
+  getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &pl);
+  uint64_t got = 0;
+  bool in_order = true;
+  char buf[65536];
+  for (ssize_t n; (n = read(c.get(), buf, sizeof(buf))) > 0;) {
+    for (ssize_t i = 0; i < n && in_order; ++i) in_order = buf[i] == static_cast<char>((got + i) % 251);
+    const uint64_t before = got;
+    got += static_cast<uint64_t>(n);
+    if (got / kStep != before / kStep) {
+      ASSERT_TRUE(dp_->maps().Credit(cookie_, SocketAddress::FromSockaddr(local), SocketAddress::FromSockaddr(peer), got));
+      // No token after the last MiB: the app has exited.
+      if (got < kTotal) {
+        ASSERT_EQ(write(token.get(), "t", 1), 1) << "app gone after " << got << " bytes";
+      }
+    }
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(got, kTotal);
+  EXPECT_TRUE(in_order);
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 0u) << "the app left the fast path";
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_TCP_COMMITTED), 0u);
+  EXPECT_GE(Counter(RM_CTR_MSG_REDIRECTED), kTotal / (16 << 10));
+  ASSERT_EQ(*dp_->maps().CountEntries(RM_MAP_FP_CREDIT), 1u);
+  c.Reset();  // the proxy end closes without deleting its credit: sockops does
+  for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_FP_CREDIT) != 0; ++i) usleep(10000);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_FP_CREDIT), 0u);
+  EXPECT_EQ(Counter(RM_CTR_FP_CREDIT_CLOSED), 1u);
 }
 
 TEST_F(DatapathTest, EntryRemovedWhenAppClosesBeforeAccept) {

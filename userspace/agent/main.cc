@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
   app.add_option("--fastpath-budget-bytes", opts.datapath.fastpath_budget,
                  "bytes one socket may send over the sk_msg fast path before it stays on TCP (bounds the "
                  "receiver's queue, which the fast path does not flow-control)")
-      ->check(CLI::Range(uint64_t{64} << 10, uint64_t{1} << 40));
+      ->check(CLI::Range(uint64_t{RM_MIN_FASTPATH_BUDGET}, uint64_t{1} << 40));
   app.add_option("--poll-interval-ms", opts.poll_interval_ms, "node file polling period")
       ->check(CLI::Range(10, 60000));
   app.add_option("--lease-timeout-ms", opts.lease_timeout_ms,

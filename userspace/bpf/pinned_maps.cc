@@ -12,8 +12,8 @@
 namespace ringmesh::bpf {
 namespace {
 
-constexpr const char* kMapNames[] = {RM_MAP_PODS,     RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST,
-                                     RM_MAP_SOCKHASH, RM_MAP_CONFIG,        RM_MAP_COUNTERS};
+constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -80,6 +80,39 @@ PinnedMaps::SockhashAdd PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie,
   // with the sk_msg program attached (the kernel will not link a second
   // parser), which for ringmesh's single sockhash means sockops put it there.
   return errno == EEXIST || errno == EBUSY ? SockhashAdd::kAlreadyPresent : SockhashAdd::kFailed;
+}
+
+namespace {
+
+rm_sock_key SockKey(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) {
+  rm_sock_key key{};
+  key.netns_cookie = netns_cookie;
+  FillAddr(key.local_addr, local.ip);
+  FillAddr(key.remote_addr, remote.ip);
+  key.local_port = htons(local.port);
+  key.remote_port = htons(remote.port);
+  return key;
+}
+
+}  // namespace
+
+bool PinnedMaps::Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote,
+                        uint64_t consumed) const {
+  rm_sock_key key = SockKey(netns_cookie, local, remote);
+  rm_fp_credit value{.consumed = consumed};
+  return bpf_map_update_elem(map_fd(RM_MAP_FP_CREDIT), &key, &value, BPF_ANY) == 0;
+}
+
+void PinnedMaps::ForgetCredit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) const {
+  rm_sock_key key = SockKey(netns_cookie, local, remote);
+  bpf_map_delete_elem(map_fd(RM_MAP_FP_CREDIT), &key);
+}
+
+uint64_t PinnedMaps::FastpathBudget() const {
+  uint32_t zero = 0;
+  rm_config cfg{};
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_CONFIG), &zero, &cfg) != 0) return 0;
+  return cfg.fastpath_budget;
 }
 
 bool PinnedMaps::FastpathEnabled() const {

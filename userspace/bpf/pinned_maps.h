@@ -39,6 +39,12 @@ class PinnedMaps {
   SockhashAdd AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
                             const SocketAddress& remote) const;
   bool FastpathEnabled() const;
+  // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
+  // `consumed` bytes in total; false when the map is full.
+  bool Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote, uint64_t consumed) const;
+  void ForgetCredit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) const;
+  // rm_config.fastpath_budget (0 if unreadable).
+  uint64_t FastpathBudget() const;
   absl::Status SetFastpath(bool enabled) const;
   // rm_config.fastpath_budget (bytes per socket; see abi.h).
   absl::Status SetFastpathBudget(uint64_t bytes) const;

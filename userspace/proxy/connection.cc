@@ -175,6 +175,16 @@ void Connection::OnRecv(Side s, const Completion& c) {
     }
     q_[s].Append(c.data, n);
     peak_buffered_ = std::max(peak_buffered_, q_[s].size());
+    if (s == kDown) {
+      // Tell the fast path how much of what the app sent has been read, so
+      // an app that keeps us busy stays on it (see rm_fp_credit).
+      read_down_ += n;
+      const uint64_t step = w_->resolver().credit_step();
+      if (step != 0 && read_down_ - credited_ >= step) {
+        w_->resolver().OnConsumed(*listener_, peer_, read_down_);
+        credited_ = read_down_;
+      }
+    }
     last_activity_ns_ = MonotonicNowNs();
     Pump(Other(s));
     if (!c.more) StartRecv(s);
@@ -350,6 +360,7 @@ void Connection::MaybeFinish() {
   }
   q_[kDown].Clear();
   q_[kUp].Clear();
+  if (credited_ != 0) w_->resolver().OnConnectionEnd(*listener_, peer_);
   ReleaseEndpoint();
   ProxyStats& stats = w_->stats();
   stats.Closed(reason_);

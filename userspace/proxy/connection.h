@@ -103,6 +103,8 @@ class Connection final : public IoHandler {
   bool reset_[2] = {false, false};
   bool finished_ = false;
   uint64_t bytes_[2] = {0, 0};  // forwarded, by source side
+  uint64_t read_down_ = 0;      // received from downstream
+  uint64_t credited_ = 0;       // last total reported to the resolver
   size_t peak_buffered_ = 0;
   CloseReason reason_ = CloseReason::kNormal;
 

@@ -54,6 +54,12 @@ class OrigDstResolver {
   virtual bool OnAccepted(int /*accepted_fd*/, const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {
     return true;
   }
+  // Fast-path flow control (rm_fp_credit): a connection reports every
+  // credit_step() bytes read from its downstream socket (0 = never) the
+  // total so far, and OnConnectionEnd when it has reported any.
+  virtual uint64_t credit_step() const { return 0; }
+  virtual void OnConsumed(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/, uint64_t /*total*/) {}
+  virtual void OnConnectionEnd(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {}
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -81,16 +87,22 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   static constexpr int kSkipAfterExisting = 64;
   static constexpr uint64_t kProbeEvery = 1024;
 
-  explicit BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {}
+  // Credits every quarter of the fast-path budget in force at start-up, at
+  // most every 1 MiB.
+  explicit BpfOrigDstResolver(const bpf::PinnedMaps* maps);
   std::optional<SocketAddress> Resolve(int accepted_fd, const ListenerInfo& listener,
                                        const SocketAddress& peer) override;
   bool OnAccepted(int accepted_fd, const ListenerInfo& listener, const SocketAddress& peer) override;
+  uint64_t credit_step() const override { return credit_step_; }
+  void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
+  void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 
   // Userspace inserts skipped because the kernel was doing them.
   uint64_t inserts_skipped() const { return skipped_.load(std::memory_order_relaxed); }
 
  private:
   const bpf::PinnedMaps* maps_;
+  uint64_t credit_step_ = 0;
   std::atomic<int> existing_in_a_row_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> skipped_{0};

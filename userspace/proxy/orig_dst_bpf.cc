@@ -2,10 +2,35 @@
 // that use BPF link libbpf (through ringmesh_bpf).
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include "userspace/bpf/pinned_maps.h"
 #include "userspace/proxy/orig_dst.h"
 
 namespace ringmesh::proxy {
+namespace {
+
+// The proxy end's own address: the listener's, unless it is a wildcard.
+std::optional<SocketAddress> ProxyEndLocal(int accepted_fd, const ListenerInfo& listener) {
+  if (listener.local.port != 0 && !listener.local.ip.is_unspecified()) return listener.local;
+  if (accepted_fd < 0) return std::nullopt;
+  return LocalAddress(accepted_fd);
+}
+
+}  // namespace
+
+BpfOrigDstResolver::BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {
+  const uint64_t budget = maps_->FastpathBudget();
+  credit_step_ = budget == 0 ? 0 : std::min<uint64_t>(uint64_t{1} << 20, std::max<uint64_t>(1, budget / 4));
+}
+
+void BpfOrigDstResolver::OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) {
+  if (auto local = ProxyEndLocal(-1, listener)) maps_->Credit(listener.netns_cookie, *local, peer, total);
+}
+
+void BpfOrigDstResolver::OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) {
+  if (auto local = ProxyEndLocal(-1, listener)) maps_->ForgetCredit(listener.netns_cookie, *local, peer);
+}
 
 std::optional<SocketAddress> BpfOrigDstResolver::Resolve(int /*accepted_fd*/, const ListenerInfo& listener,
                                                          const SocketAddress& peer) {
@@ -24,12 +49,7 @@ bool BpfOrigDstResolver::OnAccepted(int accepted_fd, const ListenerInfo& listene
   }
   // A listener bound to a specific address and port is the accepted
   // socket's local address; only a wildcard one needs the syscall.
-  std::optional<SocketAddress> local;
-  if (listener.local.port != 0 && !listener.local.ip.is_unspecified()) {
-    local = listener.local;
-  } else {
-    local = LocalAddress(accepted_fd);
-  }
+  std::optional<SocketAddress> local = ProxyEndLocal(accepted_fd, listener);
   if (!local) return false;
   switch (maps_->AddToSockhash(accepted_fd, listener.netns_cookie, *local, peer)) {
     case bpf::PinnedMaps::SockhashAdd::kAdded:

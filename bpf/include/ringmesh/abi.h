@@ -26,6 +26,7 @@
 #define RM_MAP_ORIG_DST "rm_orig_dst"
 #define RM_MAP_SOCKHASH "rm_sockhash"
 #define RM_MAP_CONFIG "rm_config"
+#define RM_MAP_FP_CREDIT "rm_fp_credit"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -36,6 +37,8 @@
 /* Bytes one socket may send over the sk_msg fast path before it commits to
  * TCP (see rm_config.fastpath_budget). */
 #define RM_DEFAULT_FASTPATH_BUDGET (16ULL << 20)
+/* Smallest budget the agent accepts (the proxy credits every budget/4). */
+#define RM_MIN_FASTPATH_BUDGET (64ULL << 10)
 
 #define RM_MAX_OPT_OUT_PORTS 16
 
@@ -111,12 +114,28 @@ struct rm_msg_state {
 	__u64 redirected; /* bytes this socket sent over the fast path */
 };
 
+/* rm_fp_credit (hash): flow-control credit of the app -> proxy fast path.
+ * Key: the proxy end's rm_sock_key (its own view, as in rm_sockhash);
+ * written by the proxy every few hundred KiB it has read from that socket,
+ * deleted by the proxy when the connection ends and by sockops when the
+ * proxy's socket closes. sk_msg on the app's socket counts
+ * rm_msg_state.redirected - consumed against rm_config.fastpath_budget, so
+ * an app whose proxy keeps reading stays on the fast path however much it
+ * sends, and one whose proxy stops reading is held to the budget. */
+struct rm_fp_credit {
+	__u64 consumed; /* bytes the proxy has read from its socket */
+};
+
 /* rm_config (array, one entry): runtime switches. */
 struct rm_config {
 	__u32 abi_version;      /* RM_ABI_VERSION of the agent that wrote it */
 	__u32 fastpath_enabled; /* sk_msg redirect kill switch: 0 = off */
-	/* Bytes one socket may send over the fast path; the message that would
-	 * pass it goes over TCP, and so does everything after it. A redirect
+	/* Bytes one socket may have queued at its peer over the fast path
+	 * (everything it redirected, less what the proxy reported as read in
+	 * rm_fp_credit: so the app -> proxy direction is flow-controlled and the
+	 * proxy -> app direction, which nobody credits, has a total budget);
+	 * the message that would pass it goes over TCP, and so does everything
+	 * after it. A redirect
 	 * lands in the receiver's queue without any receive-window check, so
 	 * a receiver that reads slower than its peer writes (a proxy whose
 	 * upstream is slow, an app that reads slowly) would otherwise queue
@@ -150,6 +169,7 @@ struct rm_config {
 	X(MSG_PASS_FASTPATH_OFF, "msg_pass_fastpath_off")                 \
 	X(MSG_PASS_TCP_COMMITTED, "msg_pass_tcp_committed")               \
 	X(MSG_PASS_BUDGET, "msg_pass_budget_spent")                       \
+	X(FP_CREDIT_CLOSED, "fp_credit_removed_at_close")                 \
 	X(MSG_STATE_FULL, "msg_state_full")                               \
 	X(PROXY_SOCKHASH_ADDED, "proxy_sockhash_added")
 
