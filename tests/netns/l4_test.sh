@@ -181,7 +181,9 @@ rm_pass bad_node_files_keep_last_good
 rm_case agent_restart_mid_transfer
 red0=$(counter redirected)
 bulk=$(rm_spawn client "$RM_TCP" bulk --to "$VIP:81" --bytes 1GiB --idle-ms 10000)
-sleep 0.2
+# The proxy credits what it read from the app (rm_fp_credit, every MiB).
+credit_present() { (($(mesh_map_entries n1 rm_fp_credit) >= 1)); }
+mesh_wait_for "a fast-path credit entry for the transfer" 5 credit_present
 kill -KILL "$(mesh_agent_pid n1)"
 mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
 for ((i = 0; i < 600; i++)); do [[ -e /proc/$bulk ]] || break; sleep 0.05; done
@@ -189,6 +191,7 @@ for ((i = 0; i < 600; i++)); do [[ -e /proc/$bulk ]] || break; sleep 0.05; done
 out=$(tail -n 1 "$(rm_spawn_log "$bulk")")
 rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "1 GiB reply intact"
 rm_assert_eq "$(rm_json received <<<"$out")" 1073741824 "reply bytes"
+mesh_wait_for "credit entry removed with the connection" 5 map_empty rm_fp_credit
 out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 10 --parallel 2)
 rm_assert_eq "$(rm_json ok <<<"$out")" 10 "connections after the agent restart"
 rm_assert_eq "$(($(counter redirected) - red0))" 11 "counters kept counting across the restart"
