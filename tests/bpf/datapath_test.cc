@@ -136,6 +136,26 @@ class DatapathTest : public ::testing::Test {
     ASSERT_TRUE(st.ok()) << st;
   }
 
+  // In a forked child (the app): joins the pod's cgroup and netns and
+  // connects to dst:port, with send/receive timeouts when timeout_s > 0.
+  // Returns the socket; exits the child (2, 3) when it cannot.
+  int ChildConnect(const char* dst, uint16_t port, int timeout_s = 0) {
+    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
+    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (timeout_s > 0) {
+      timeval tv{timeout_s, 0};
+      setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+      setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    }
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    inet_pton(AF_INET, dst, &a.sin_addr);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    return s;
+  }
+
   // Forks the app: joins the pod cgroup and netns, connects to dst:port,
   // sends "ping", reads a reply. Returns after the child exits.
   AppResult RunApp(const char* dst, uint16_t port, const std::function<void()>& proxy_side = nullptr) {
@@ -267,14 +287,7 @@ TEST_F(DatapathTest, KillSwitchTogglePreservesOrder) {
   ASSERT_EQ(pipe(p), 0);
   pid_t pid = fork();
   if (pid == 0) {
-    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
-    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(80);
-    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    int s = ChildConnect("198.18.0.10", 80);
     char go;
     for (char c = 'a'; c <= 'f'; ++c) {
       if (read(p[0], &go, 1) != 1) _exit(4);  // parent toggles between writes
@@ -321,14 +334,7 @@ TEST_F(DatapathTest, FastPathBudgetBoundsTheQueueOfAReaderThatDoesNotRead) {
   ASSERT_EQ(pipe(p), 0);
   pid_t pid = fork();
   if (pid == 0) {
-    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
-    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(80);
-    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    int s = ChildConnect("198.18.0.10", 80);
     fcntl(s, F_SETFL, fcntl(s, F_GETFL) | O_NONBLOCK);
     Report rep;
     std::vector<char> chunk(64 << 10);
@@ -394,16 +400,7 @@ TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
   pid_t pid = fork();
   if (pid == 0) {
     close(tok[1]);
-    std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
-    if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{10, 0};
-    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(80);
-    inet_pton(AF_INET, "198.18.0.10", &a.sin_addr);
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    int s = ChildConnect("198.18.0.10", 80, 10);
     std::vector<char> chunk(16 << 10);
     for (uint64_t sent = 0; sent < kTotal;) {
       if (sent > 0 && sent % kStep == 0) {
