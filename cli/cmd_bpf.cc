@@ -18,8 +18,9 @@ int RunBpf(const Globals& g) {
   nlohmann::json j;
   j["pin_dir"] = g.pin_dir;
   j["fastpath_enabled"] = maps->FastpathEnabled();
+  j["fastpath_budget_bytes"] = maps->FastpathBudget();
   std::string out = absl::StrCat("pin dir:   ", g.pin_dir, "\nfast path: ", maps->FastpathEnabled() ? "on" : "off",
-                                 "\n\nLINKS\n");
+                                 " (budget ", maps->FastpathBudget(), " bytes queued per socket)\n\nLINKS\n");
   auto links = bpf::DescribeLinks(g.pin_dir);
   if (!links.ok()) {
     std::cerr << "ringmeshctl: " << links.status().message() << "\n";

@@ -73,6 +73,7 @@ mesh_start_proxy n1 --io-backend "$backend"
 log=$(rm_spawn_log "$(mesh_proxy_pid n1)")
 grep -q "io backend: $backend" "$log" || rm_fail "proxy log does not say 'io backend: $backend'"
 rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_enabled)" "$([[ $fastpath == on ]] && echo true || echo false)" "fast path state"
+rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_budget_bytes)" 16777216 "fast-path budget (agent default)"
 
 counter() { mesh_counter n1 "$1"; }
 active_at_least() { (($(mesh_metric n1 ringmesh_proxy_connections_active) >= $1)); }
