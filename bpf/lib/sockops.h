@@ -92,8 +92,6 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	__u8 local[16];
 	__u64 cookie;
 
-	if (!rm_fastpath_enabled())
-		return;
 	cookie = bpf_get_netns_cookie(skops);
 	pod = bpf_map_lookup_elem(&rm_pods, &cookie);
 	if (!pod || !(pod->flags & RM_POD_ENROLLED))
@@ -103,10 +101,13 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	rm_sockops_local(skops, local);
 	if (!rm_addr_is_loopback(local))
 		return;
-	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 	/* Its close removes the proxy's credit entry, should the proxy not
-	 * (killed mid-connection). */
+	 * (killed mid-connection); the proxy credits whether or not the fast
+	 * path was on when the connection began. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	if (!rm_fastpath_enabled())
+		return;
+	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 }
 
 static __always_inline void rm_credit_forget(struct bpf_sock_ops *skops)
