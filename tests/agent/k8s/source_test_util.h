@@ -15,6 +15,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -55,16 +56,26 @@ class FakeLocator : public PodLocator {
 };
 
 // Captures log lines for assertions; restores the default logger after.
+//
+// spdlog's free functions log through a raw pointer to the default logger,
+// so a logger replaced while another thread (a reflector of a source the
+// fixture stops only later) is inside a log call must stay alive: retired
+// capture loggers are kept for the life of the test process (ASan found
+// the use-after-free).
 class LogCapture {
  public:
   LogCapture() : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10000)) {
     previous_ = spdlog::default_logger();
-    auto logger = std::make_shared<spdlog::logger>("capture", spdlog::sinks_init_list{sink_});
-    for (auto& s : previous_->sinks()) logger->sinks().push_back(s);
-    logger->set_level(spdlog::level::debug);
-    spdlog::set_default_logger(logger);
+    logger_ = std::make_shared<spdlog::logger>("capture", spdlog::sinks_init_list{sink_});
+    for (auto& s : previous_->sinks()) logger_->sinks().push_back(s);
+    logger_->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(logger_);
   }
-  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  ~LogCapture() {
+    spdlog::set_default_logger(previous_);
+    static auto* retired = new std::vector<std::shared_ptr<spdlog::logger>>();
+    retired->push_back(std::move(logger_));
+  }
   bool Contains(const std::string& needle) const {
     for (const auto& line : sink_->last_formatted()) {
       if (line.find(needle) != std::string::npos) return true;
@@ -75,6 +86,7 @@ class LogCapture {
  private:
   std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
   std::shared_ptr<spdlog::logger> previous_;
+  std::shared_ptr<spdlog::logger> logger_;
 };
 
 inline const Pod* FindPod(const Snapshot& s, const std::string& ns, const std::string& name) {
