@@ -58,6 +58,8 @@ class DatapathTest : public ::testing::Test {
     pods_cg_ = run_cg_ + "/pods";
     pod_cg_ = pods_cg_ + "/pod";
     system_cg_ = run_cg_ + "/system";
+    pin_dir_ = "/sys/fs/bpf/ringmesh-test-dp-" + id;
+    StartWatchdog();
     ASSERT_TRUE(fs::create_directories(pod_cg_));
     ASSERT_TRUE(fs::create_directories(system_cg_));
     // This process plays the proxy: it lives in the node's system cgroup,
@@ -67,7 +69,6 @@ class DatapathTest : public ::testing::Test {
       if (line.rfind("0::", 0) == 0) orig_cg_ = cg_root + line.substr(3);
     }
     std::ofstream(system_cg_ + "/cgroup.procs") << getpid() << std::flush;
-    pin_dir_ = "/sys/fs/bpf/ringmesh-test-dp-" + id;
     // The pod's netns: a thread unshares and hands back its namespace fd.
     std::thread t([&] {
       if (unshare(CLONE_NEWNET) == 0) {
@@ -104,6 +105,48 @@ class DatapathTest : public ::testing::Test {
     if (!run_cg_.empty()) {
       EXPECT_FALSE(fs::exists(run_cg_));
     }
+    StopWatchdog();
+  }
+
+  // If this process dies before TearDown (a crash, a signal, ctest's
+  // timeout), a child forked here outlives it and removes the pins (which
+  // detaches the programs) and the cgroups this test made. TearDown tells
+  // it that everything is already clean.
+  void StartWatchdog() {
+    int wd[2];
+    ASSERT_EQ(pipe2(wd, O_CLOEXEC), 0);
+    watchdog_ = fork();
+    ASSERT_GE(watchdog_, 0);
+    if (watchdog_ == 0) {
+      close(wd[1]);
+      char b;
+      ssize_t n;
+      do {
+        n = read(wd[0], &b, 1);
+      } while (n < 0 && errno == EINTR);
+      if (n == 1) _exit(0);  // TearDown cleaned up
+      // EOF: the test process is gone (app children it forked too, once
+      // they have closed their copy of the pipe).
+      std::ofstream(run_cg_ + "/cgroup.kill") << "1" << std::flush;
+      std::error_code ec;
+      fs::remove_all(pin_dir_, ec);
+      for (int i = 0; i < 50; ++i) {
+        for (const auto& d : {pod_cg_, pods_cg_, system_cg_, run_cg_}) rmdir(d.c_str());
+        if (!fs::exists(run_cg_)) break;
+        usleep(20000);
+      }
+      _exit(0);
+    }
+    close(wd[0]);
+    watchdog_fd_.Reset(wd[1]);
+  }
+
+  void StopWatchdog() {
+    if (watchdog_ <= 0) return;
+    (void)!write(watchdog_fd_.get(), "d", 1);
+    watchdog_fd_.Reset();
+    waitpid(watchdog_, nullptr, 0);
+    watchdog_ = -1;
   }
 
   void Enroll(uint32_t flags) {
@@ -201,6 +244,8 @@ class DatapathTest : public ::testing::Test {
   }
 
   std::string cg_root_, orig_cg_, run_cg_, pods_cg_, pod_cg_, system_cg_, pin_dir_;
+  pid_t watchdog_ = -1;
+  UniqueFd watchdog_fd_;
   UniqueFd netns_, listener_;
   uint64_t cookie_ = 0;
   std::unique_ptr<Datapath> dp_;
