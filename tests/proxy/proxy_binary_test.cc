@@ -1,9 +1,10 @@
 // The ringmesh-proxy binary in plain-proxy mode: forwards, logs its backend,
 // answers the admin socket, and exits 0 on SIGTERM after draining.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <fstream>
@@ -42,12 +43,18 @@ TEST_P(ProxyBinaryTest, ForwardsAndExitsCleanlyOnSigterm) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  pid_t pid;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  // The proxy dies with this test process, however that ends.
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || dup2(fd, 2) < 0) _exit(1);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
 
   UniqueFd c;
   ASSERT_TRUE(WaitFor([&] { return (c = ConnectTo(Loopback(port), 5)).valid(); }, milliseconds(5000)));

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -218,8 +219,11 @@ class TlsTest : public ::testing::Test {
     int out[2];
     if (pipe(out) != 0) return "";
     std::string d = dir_.path();
+    const pid_t parent = getpid();
     child_ = fork();
     if (child_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // s_server dies with the test process
+      if (getppid() != parent) _exit(1);
       dup2(out[1], 1);
       int devnull = open("/dev/null", O_WRONLY);
       dup2(devnull, 2);  // its handshake errors are expected in these tests

@@ -3,6 +3,7 @@
 #include "userspace/agent/k8s/pod_locator.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -129,9 +130,12 @@ TEST_F(LocatorTest, PicksTheOldestProcess) {
   // A process started after us (an exec probe, say) is listed first; the
   // older one (standing in for the pause process) must win.
   std::this_thread::sleep_for(std::chrono::milliseconds(20));  // distinct start ticks
+  const pid_t parent = getpid();
   child_ = fork();
   ASSERT_GE(child_, 0);
   if (child_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // dies with the test process
+    if (getppid() != parent) _exit(0);
     sleep(30);
     _exit(0);
   }
