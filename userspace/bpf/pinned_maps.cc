@@ -6,6 +6,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -20,6 +22,16 @@ constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
 #undef RM_COUNTER_NAME
 
 void FillAddr(uint8_t out[16], const IpAddress& ip) { std::memcpy(out, ip.bytes().data(), 16); }
+
+rm_sock_key SockKey(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) {
+  rm_sock_key key{};
+  key.netns_cookie = netns_cookie;
+  FillAddr(key.local_addr, local.ip);
+  FillAddr(key.remote_addr, remote.ip);
+  key.local_port = htons(local.port);
+  key.remote_port = htons(remote.port);
+  return key;
+}
 
 }  // namespace
 
@@ -68,12 +80,7 @@ std::optional<rm_orig_dst> PinnedMaps::TakeOrigDst(uint64_t netns_cookie, const 
 PinnedMaps::SockhashAdd PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
                                                   const SocketAddress& remote) const {
   if (!FastpathEnabled()) return SockhashAdd::kFastpathOff;
-  rm_sock_key key{};
-  key.netns_cookie = netns_cookie;
-  FillAddr(key.local_addr, local.ip);
-  FillAddr(key.remote_addr, remote.ip);
-  key.local_port = htons(local.port);
-  key.remote_port = htons(remote.port);
+  rm_sock_key key = SockKey(netns_cookie, local, remote);
   uint64_t value = static_cast<uint64_t>(fd);
   if (bpf_map_update_elem(map_fd(RM_MAP_SOCKHASH), &key, &value, BPF_NOEXIST) == 0) return SockhashAdd::kAdded;
   // EEXIST: the key is there. EBUSY: the socket already belongs to a map
@@ -81,20 +88,6 @@ PinnedMaps::SockhashAdd PinnedMaps::AddToSockhash(int fd, uint64_t netns_cookie,
   // parser), which for ringmesh's single sockhash means sockops put it there.
   return errno == EEXIST || errno == EBUSY ? SockhashAdd::kAlreadyPresent : SockhashAdd::kFailed;
 }
-
-namespace {
-
-rm_sock_key SockKey(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) {
-  rm_sock_key key{};
-  key.netns_cookie = netns_cookie;
-  FillAddr(key.local_addr, local.ip);
-  FillAddr(key.remote_addr, remote.ip);
-  key.local_port = htons(local.port);
-  key.remote_port = htons(remote.port);
-  return key;
-}
-
-}  // namespace
 
 bool PinnedMaps::Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote,
                         uint64_t consumed) const {
@@ -108,46 +101,40 @@ void PinnedMaps::ForgetCredit(uint64_t netns_cookie, const SocketAddress& local,
   bpf_map_delete_elem(map_fd(RM_MAP_FP_CREDIT), &key);
 }
 
-uint64_t PinnedMaps::FastpathBudget() const {
+std::optional<rm_config> PinnedMaps::ReadConfig() const {
   uint32_t zero = 0;
   rm_config cfg{};
-  if (bpf_map_lookup_elem(map_fd(RM_MAP_CONFIG), &zero, &cfg) != 0) return 0;
-  return cfg.fastpath_budget;
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_CONFIG), &zero, &cfg) != 0) return std::nullopt;
+  return cfg;
+}
+
+absl::Status PinnedMaps::UpdateConfig(const std::function<void(rm_config&)>& change) const {
+  std::optional<rm_config> cfg = ReadConfig();
+  if (!cfg) return absl::InternalError(absl::StrCat("read rm_config: ", std::strerror(errno)));
+  change(*cfg);
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(map_fd(RM_MAP_CONFIG), &zero, &*cfg, BPF_ANY) != 0) {
+    return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+uint64_t PinnedMaps::FastpathBudget() const {
+  std::optional<rm_config> cfg = ReadConfig();
+  return cfg ? cfg->fastpath_budget : 0;
 }
 
 bool PinnedMaps::FastpathEnabled() const {
-  uint32_t zero = 0;
-  rm_config cfg{};
-  if (bpf_map_lookup_elem(map_fd(RM_MAP_CONFIG), &zero, &cfg) != 0) return false;
-  return cfg.fastpath_enabled != 0;
+  std::optional<rm_config> cfg = ReadConfig();
+  return cfg && cfg->fastpath_enabled != 0;
 }
 
 absl::Status PinnedMaps::SetFastpathBudget(uint64_t bytes) const {
-  uint32_t zero = 0;
-  rm_config cfg{};
-  int fd = map_fd(RM_MAP_CONFIG);
-  if (bpf_map_lookup_elem(fd, &zero, &cfg) != 0) {
-    return absl::InternalError(absl::StrCat("read rm_config: ", std::strerror(errno)));
-  }
-  cfg.fastpath_budget = bytes;
-  if (bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY) != 0) {
-    return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return UpdateConfig([bytes](rm_config& c) { c.fastpath_budget = bytes; });
 }
 
 absl::Status PinnedMaps::SetFastpath(bool enabled) const {
-  uint32_t zero = 0;
-  rm_config cfg{};
-  int fd = map_fd(RM_MAP_CONFIG);
-  if (bpf_map_lookup_elem(fd, &zero, &cfg) != 0) {
-    return absl::InternalError(absl::StrCat("read rm_config: ", std::strerror(errno)));
-  }
-  cfg.fastpath_enabled = enabled ? 1 : 0;
-  if (bpf_map_update_elem(fd, &zero, &cfg, BPF_ANY) != 0) {
-    return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
+  return UpdateConfig([enabled](rm_config& c) { c.fastpath_enabled = enabled ? 1 : 0; });
 }
 
 absl::StatusOr<Counters> PinnedMaps::ReadCounters() const {

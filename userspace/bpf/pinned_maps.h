@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,10 @@ class PinnedMaps {
   int map_fd(const char* map_name) const;
 
  private:
+  std::optional<rm_config> ReadConfig() const;
+  // Read-modify-write of the single rm_config entry.
+  absl::Status UpdateConfig(const std::function<void(rm_config&)>& change) const;
+
   struct Map {
     std::string name;
     UniqueFd fd;
