@@ -181,8 +181,9 @@ class DatapathTest : public ::testing::Test {
 
   // In a forked child (the app): joins the pod's cgroup and netns and
   // connects to dst:port, with send/receive timeouts when timeout_s > 0.
-  // Returns the socket; exits the child (2, 3) when it cannot.
-  int ChildConnect(const char* dst, uint16_t port, int timeout_s = 0) {
+  // Returns the socket, with *connect_errno 0, or its connect errno; exits
+  // the child (2) when it cannot enter the pod.
+  int ChildTryConnect(const char* dst, uint16_t port, int timeout_s, int* connect_errno) {
     std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
     if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -195,7 +196,14 @@ class DatapathTest : public ::testing::Test {
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
     inet_pton(AF_INET, dst, &a.sin_addr);
-    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) _exit(3);
+    *connect_errno = connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 ? 0 : errno;
+    return s;
+  }
+  // The same, exiting the child (3) when the connect fails.
+  int ChildConnect(const char* dst, uint16_t port, int timeout_s = 0) {
+    int err = 0;
+    int s = ChildTryConnect(dst, port, timeout_s, &err);
+    if (err != 0) _exit(3);
     return s;
   }
 
@@ -207,17 +215,7 @@ class DatapathTest : public ::testing::Test {
     pid_t pid = fork();
     if (pid == 0) {
       AppResult r;
-      std::ofstream(pod_cg_ + "/cgroup.procs") << getpid() << std::flush;
-      if (setns(netns_.get(), CLONE_NEWNET) != 0) _exit(2);
-      int s = socket(AF_INET, SOCK_STREAM, 0);
-      timeval tv{2, 0};
-      setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(port);
-      inet_pton(AF_INET, dst, &a.sin_addr);
-      r.connect_errno = connect(s, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 ? 0 : errno;
+      int s = ChildTryConnect(dst, port, 2, &r.connect_errno);
       if (r.connect_errno == 0) {
         (void)!write(s, "ping", 4);
         ssize_t n = read(s, r.reply, sizeof(r.reply) - 1);

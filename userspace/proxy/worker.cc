@@ -220,25 +220,19 @@ int Worker::MakeUpstreamSocket(int family) {
 
 int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
   const int netns_fd = listener.netns_fd();
-  if (netns_fd < 0 || options_.upstream_socket_batch <= 1) {
-    // The proxy's own namespace (or no spares wanted): one socket, made now.
-    if (absl::Status s = netns_->Enter(netns_fd); !s.ok()) {
-      spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
-      return -EINVAL;
+  // Spares only for pod namespaces: in the proxy's own, socket() is cheap.
+  SparePool* pool = nullptr;
+  if (netns_fd >= 0 && options_.upstream_socket_batch > 1) {
+    pool = &spares_[{listener.netns.get(), family}];
+    pool->last_used_ns = MonotonicNowNs();
+    if (!pool->netns) pool->netns = listener.netns;
+    if (!pool->fds.empty()) {
+      int fd = pool->fds.back();
+      pool->fds.pop_back();
+      stats_->upstream_spare_sockets.fetch_sub(1, std::memory_order_relaxed);
+      return fd;
     }
-    int fd = MakeUpstreamSocket(family);
-    netns_->Leave();
-    return fd;
   }
-  SparePool& pool = spares_[{listener.netns.get(), family}];
-  pool.last_used_ns = MonotonicNowNs();
-  if (!pool.fds.empty()) {
-    int fd = pool.fds.back();
-    pool.fds.pop_back();
-    stats_->upstream_spare_sockets.fetch_sub(1, std::memory_order_relaxed);
-    return fd;
-  }
-  if (!pool.netns) pool.netns = listener.netns;
   if (absl::Status s = netns_->Enter(netns_fd); !s.ok()) {
     spdlog::warn("upstream socket for {}/{}: {}", listener.pod_ns, listener.pod_name, s.ToString());
     return -EINVAL;
@@ -246,10 +240,10 @@ int Worker::CreateUpstreamSocket(const ListenerInfo& listener, int family) {
   int fd = MakeUpstreamSocket(family);
   // One trip into the namespace makes the spares too; a failure to make a
   // spare (fd limit) just means fewer spares.
-  for (int i = 1; fd >= 0 && i < options_.upstream_socket_batch; ++i) {
+  for (int i = 1; pool != nullptr && fd >= 0 && i < options_.upstream_socket_batch; ++i) {
     int spare = MakeUpstreamSocket(family);
     if (spare < 0) break;
-    pool.fds.push_back(spare);
+    pool->fds.push_back(spare);
     stats_->upstream_spare_sockets.fetch_add(1, std::memory_order_relaxed);
   }
   netns_->Leave();
