@@ -106,6 +106,35 @@ class PodListenersTest : public ::testing::TestWithParam<IoBackend> {
     echo_b_.reset();
   }
 
+  // Replaces the fixture's proxy with one worker and the given spare-socket
+  // settings.
+  void RestartCore(int batch, absl::Duration idle) {
+    core_.reset();
+    auto core = ProxyCore::Create(
+        ProxyOptions{.workers = 1, .backend = GetParam(), .upstream_socket_batch = batch, .spare_socket_idle = idle},
+        std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
+    ASSERT_TRUE(core.ok()) << core.status();
+    core_ = std::move(*core);
+  }
+
+  // Applies a generation with pod-a (ns_a_) and, if asked, pod-b (ns_b_).
+  void ApplyPods(uint64_t generation, bool with_a, bool with_b) {
+    Snapshot snap;
+    snap.generation = generation;
+    snap.outbound_port = kOutboundPort;
+    std::vector<UniqueFd> fds;
+    if (with_a) {
+      snap.pods.push_back(MakePod("pod-a", 11));
+      fds.push_back(Dup(ns_a_));
+    }
+    if (with_b) {
+      snap.pods.push_back(MakePod("pod-b", 12));
+      fds.push_back(Dup(ns_b_));
+    }
+    ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+    ASSERT_TRUE(WaitFor([&] { return core_->ready(); }, milliseconds(2000)));
+  }
+
   UniqueFd ns_a_, ns_b_;
   uint16_t echo_port_ = 0;
   std::unique_ptr<EchoServer> echo_a_, echo_b_;
@@ -176,25 +205,9 @@ TEST_P(PodListenersTest, ListenersFollowSnapshots) {
 // spares serve the next connections from that pod (and only that pod), and
 // are closed when the pod goes away or they sit unused.
 TEST_P(PodListenersTest, SpareUpstreamSocketsAreThePodsAndAreFreed) {
-  core_.reset();
-  auto core = ProxyCore::Create(ProxyOptions{.workers = 1,
-                                             .backend = GetParam(),
-                                             .upstream_socket_batch = 4,
-                                             .spare_socket_idle = absl::Seconds(60)},
-                                std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
-  ASSERT_TRUE(core.ok()) << core.status();
-  core_ = std::move(*core);
+  ASSERT_NO_FATAL_FAILURE(RestartCore(4, absl::Seconds(60)));
   auto spares = [&] { return core_->stats().upstream_spare_sockets.load(); };
-
-  Snapshot snap;
-  snap.generation = 1;
-  snap.outbound_port = kOutboundPort;
-  snap.pods = {MakePod("pod-a", 11), MakePod("pod-b", 12)};
-  std::vector<UniqueFd> fds;
-  fds.push_back(Dup(ns_a_));
-  fds.push_back(Dup(ns_b_));
-  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
-  ASSERT_TRUE(WaitFor([&] { return core_->ready(); }, milliseconds(2000)));
+  ASSERT_NO_FATAL_FAILURE(ApplyPods(1, true, true));
 
   std::vector<UniqueFd> held;
   for (int i = 0; i < 5; ++i) {
@@ -211,11 +224,7 @@ TEST_P(PodListenersTest, SpareUpstreamSocketsAreThePodsAndAreFreed) {
   EXPECT_EQ(spares(), 6);  // 3 for each pod
 
   // Pod A leaves the snapshot and its connections end: its spares close.
-  snap.generation = 2;
-  snap.pods = {MakePod("pod-b", 12)};
-  fds.clear();
-  fds.push_back(Dup(ns_b_));
-  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
+  ASSERT_NO_FATAL_FAILURE(ApplyPods(2, false, true));
   held.clear();
   EXPECT_TRUE(WaitFor([&] { return spares() == 3; }, milliseconds(5000))) << spares();
   b.Reset();
@@ -223,22 +232,8 @@ TEST_P(PodListenersTest, SpareUpstreamSocketsAreThePodsAndAreFreed) {
 }
 
 TEST_P(PodListenersTest, IdleSpareUpstreamSocketsAreClosed) {
-  core_.reset();
-  auto core = ProxyCore::Create(ProxyOptions{.workers = 1,
-                                             .backend = GetParam(),
-                                             .upstream_socket_batch = 8,
-                                             .spare_socket_idle = absl::Milliseconds(300)},
-                                std::make_shared<StaticOrigDstResolver>(Loopback(echo_port_)));
-  ASSERT_TRUE(core.ok()) << core.status();
-  core_ = std::move(*core);
-  Snapshot snap;
-  snap.generation = 1;
-  snap.outbound_port = kOutboundPort;
-  snap.pods = {MakePod("pod-a", 11)};
-  std::vector<UniqueFd> fds;
-  fds.push_back(Dup(ns_a_));
-  ASSERT_TRUE(core_->ApplySnapshot(snap, std::move(fds)).ok());
-  ASSERT_TRUE(WaitFor([&] { return core_->ready(); }, milliseconds(2000)));
+  ASSERT_NO_FATAL_FAILURE(RestartCore(8, absl::Milliseconds(300)));
+  ASSERT_NO_FATAL_FAILURE(ApplyPods(1, true, false));
   const size_t fds_before = CountOpenFds();
   UniqueFd a = ConnectIn(ns_a_, Loopback(kOutboundPort));
   ASSERT_TRUE(Echoes(a));
