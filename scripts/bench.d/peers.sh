@@ -279,6 +279,8 @@ bench_rm_up() {
   done
   local -a extra=()
   ((delay > 0)) && extra+=(--delay-us "$delay")
+  # BENCH_RM_PROXY_ARGS: extra ringmesh-proxy flags for experiments (recorded in the log)
+  [[ -n ${BENCH_RM_PROXY_ARGS:-} ]] && read -r -a _rm_more <<<"$BENCH_RM_PROXY_ARGS" && extra+=("${_rm_more[@]}")
   _RM_PROXY_PID=$(rm_spawn --log "$OUT/logs/proxy-$BENCH_PEER-r$BENCH_ROUND.log" n1:system \
     taskset -c "$BENCH_CPU_PROXY" prlimit --nofile="$BENCH_NOFILE:$BENCH_NOFILE" -- \
     "${BENCH_PROXY_WRAPPER[@]}" "$MESH_PROXY" --workers 1 \

@@ -2,13 +2,20 @@
 #include "userspace/proxy/event_loop.h"
 
 #include <gtest/gtest.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 
 #include "tests/proxy/test_util.h"
+#include "userspace/proxy/epoll_loop.h"
 #include "userspace/proxy/io_uring_loop.h"
 #include "userspace/proxy/proxy_core.h"
 
@@ -262,6 +269,83 @@ TEST(IoUringLoop, ReportsBoundedMultishotRecvSupport) {
   // Informational: both answers are valid, the recv budget test above holds
   // either way.
   std::cout << "bounded multishot recv: " << ((*loop)->bounded_multishot_recv() ? "yes" : "no") << "\n";
+}
+
+// Makes epoll_pwait2 fail with ENOSYS for this process, as on kernels
+// before 5.11 or under a seccomp profile that does not list it.
+bool RefuseEpollPwait2() {
+#if defined(__x86_64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_X86_64;
+#elif defined(__aarch64__)
+  constexpr uint32_t kArch = AUDIT_ARCH_AARCH64;
+#else
+  return false;
+#endif
+  sock_filter filter[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, kArch, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_pwait2, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(filter)), filter};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 && prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+}
+
+// Runs in a forked child (the filter must not outlive it); exit code 0 when
+// the loop works on epoll_wait: it noticed the refusal, a 30 ms timer fires
+// on time without the loop spinning, and readiness still wakes it.
+[[noreturn]] void EpollLoopOnEpollWait() {
+  auto fail = [](const char* what) {
+    std::fprintf(stderr, "FAIL: %s\n", what);
+    std::_Exit(1);
+  };
+  if (!RefuseEpollPwait2()) fail("cannot install the seccomp filter");
+  if (syscall(__NR_epoll_pwait2, -1, nullptr, 0, nullptr, nullptr, 0) != -1 || errno != ENOSYS) {
+    fail("the filter does not refuse epoll_pwait2");
+  }
+  auto loop = EpollLoop::Create({});
+  if (!loop.ok()) fail("EpollLoop::Create failed");
+  if ((*loop)->uses_epoll_pwait2()) fail("the loop did not notice that epoll_pwait2 is refused");
+
+  Recorder r;
+  IoOp timer(&r, OpType::kTimer);
+  auto start = std::chrono::steady_clock::now();
+  (*loop)->StartTimer(&timer, absl::Milliseconds(30));
+  int rounds = 0;
+  while (r.events.empty() && rounds < 1000) {
+    (*loop)->RunOnce(absl::InfiniteDuration());
+    ++rounds;
+  }
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  if (r.events.empty()) fail("timer never fired");
+  if (elapsed < std::chrono::milliseconds(29)) fail("timer fired early");
+  if (rounds > 5) fail("the loop spun instead of sleeping until the timer");
+
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) fail("socketpair");
+  UniqueFd a(sv[0]), b(sv[1]);
+  IoOp recv(&r, OpType::kRecv);
+  (*loop)->Recv(&recv, a.get(), 1024);
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    [[maybe_unused]] ssize_t n = ::write(b.get(), "ping", 4);
+  });
+  rounds = 0;
+  while (r.events.size() < 2 && rounds < 100) {
+    (*loop)->RunOnce(absl::Seconds(5));
+    ++rounds;
+  }
+  writer.join();
+  if (r.events.size() < 2 || r.events[1].data != "ping") fail("readiness did not deliver the bytes");
+  std::_Exit(0);
+}
+
+TEST(EpollLoop, FallsBackToEpollWaitWhenEpollPwait2IsRefused) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(EpollLoopOnEpollWait(), ::testing::ExitedWithCode(0), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EventLoopTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -42,6 +43,15 @@ absl::StatusOr<std::unique_ptr<EpollLoop>> EpollLoop::Create(const EventLoopOpti
   ev.data.u64 = kWakeData;
   if (epoll_ctl(loop->epfd_.get(), EPOLL_CTL_ADD, loop->wake_fd_.get(), &ev) != 0) {
     return absl::ErrnoToStatus(errno, "epoll_ctl(eventfd)");
+  }
+  // Probe once: a refused epoll_pwait2 would otherwise fail every wait and
+  // the loop would spin on the error.
+  epoll_event probe[1];
+  timespec zero{};
+  if (epoll_pwait2(loop->epfd_.get(), probe, 1, &zero, nullptr) < 0 && (errno == ENOSYS || errno == EPERM)) {
+    spdlog::warn("epoll_pwait2 refused ({}); waiting with epoll_wait (millisecond timer resolution)",
+                 std::strerror(errno));
+    loop->use_pwait2_ = false;
   }
   return loop;
 }
@@ -328,15 +338,8 @@ void EpollLoop::RunOnce(absl::Duration timeout) {
   if (timer_ns >= 0 && (wait_ns < 0 || timer_ns < wait_ns)) wait_ns = timer_ns;
 
   epoll_event events[256];
-  timespec ts{};
-  timespec* tsp = nullptr;
-  if (wait_ns >= 0) {
-    ts.tv_sec = wait_ns / 1'000'000'000;
-    ts.tv_nsec = wait_ns % 1'000'000'000;
-    tsp = &ts;
-  }
-  int n = epoll_pwait2(epfd_.get(), events, 256, tsp, nullptr);
-  if (n < 0 && errno != EINTR) spdlog::error("epoll_pwait2: {}", std::strerror(errno));
+  int n = Wait(events, 256, wait_ns);
+  if (n < 0 && errno != EINTR) spdlog::error("epoll wait: {}", std::strerror(errno));
   for (int i = 0; i < n; ++i) {
     const uint64_t data = events[i].data.u64;
     if (data == kWakeData) {
@@ -357,6 +360,24 @@ void EpollLoop::RunOnce(absl::Duration timeout) {
   FireTimers();
   DrainPosted();
   ProcessReady();
+}
+
+int EpollLoop::Wait(epoll_event* events, int max, int64_t wait_ns) {
+  if (use_pwait2_) {
+    timespec ts{};
+    timespec* tsp = nullptr;
+    if (wait_ns >= 0) {
+      ts.tv_sec = wait_ns / 1'000'000'000;
+      ts.tv_nsec = wait_ns % 1'000'000'000;
+      tsp = &ts;
+    }
+    return epoll_pwait2(epfd_.get(), events, max, tsp, nullptr);
+  }
+  int ms = -1;
+  if (wait_ns >= 0) {
+    ms = static_cast<int>(std::min<int64_t>((wait_ns + 999'999) / 1'000'000, std::numeric_limits<int>::max()));
+  }
+  return epoll_wait(epfd_.get(), events, max, ms);
 }
 
 void EpollLoop::Run() {

@@ -39,6 +39,9 @@ class EpollLoop final : public EventLoop {
   void Run() override;
   void RunOnce(absl::Duration timeout) override;
   void Stop() override;
+  // False when epoll_pwait2 was refused at creation (kernel before 5.11,
+  // a seccomp profile, valgrind) and the loop waits with epoll_wait.
+  bool uses_epoll_pwait2() const { return use_pwait2_; }
 
  private:
   struct FdState {
@@ -69,6 +72,10 @@ class EpollLoop final : public EventLoop {
   void FireTimers();
   void DrainPosted();
   int64_t NextTimerDelayNs();
+  // epoll_pwait2 (nanosecond timeout) where the kernel and the seccomp
+  // profile allow it, else epoll_wait with the timeout rounded up to a
+  // millisecond (never 0 for a pending timer, so the loop does not spin).
+  int Wait(epoll_event* events, int max, int64_t wait_ns);
 
   EventLoopOptions options_;
   UniqueFd epfd_;
@@ -82,6 +89,7 @@ class EpollLoop final : public EventLoop {
   uint64_t next_seq_ = 1;
   std::vector<char> scratch_;
   std::atomic<bool> stop_{false};
+  bool use_pwait2_ = true;
 
   std::mutex post_mu_;
   std::vector<absl::AnyInvocable<void()>> posted_;  // guarded by post_mu_
