@@ -19,8 +19,14 @@ int RunBpf(const Globals& g) {
   j["pin_dir"] = g.pin_dir;
   j["fastpath_enabled"] = maps->FastpathEnabled();
   j["fastpath_budget_bytes"] = maps->FastpathBudget();
+  const uint32_t fc = maps->FlowControl();
+  const char* fc_name = fc == RM_FLOW_CONTROL_AUTO           ? "auto"
+                        : fc == RM_FLOW_CONTROL_PROXY_CREDIT ? "proxy-credit"
+                                                             : "unknown";
+  j["fastpath_flow_control"] = fc_name;
   std::string out = absl::StrCat("pin dir:   ", g.pin_dir, "\nfast path: ", maps->FastpathEnabled() ? "on" : "off",
-                                 " (budget ", maps->FastpathBudget(), " bytes queued per socket)\n\nLINKS\n");
+                                 " (budget ", maps->FastpathBudget(), " bytes unread per socket, flow control ",
+                                 fc_name, ")\n\nLINKS\n");
   auto links = bpf::DescribeLinks(g.pin_dir);
   if (!links.ok()) {
     std::cerr << "ringmeshctl: " << links.status().message() << "\n";

@@ -3,17 +3,55 @@
  * app as EACCES. A socket that passed once stays on TCP (rm_msg_state),
  * which keeps each direction a redirected prefix followed by TCP data, an
  * order the receiver's read path preserves. What a socket has queued at its
- * peer is bounded by rm_config.fastpath_budget, less the proxy's credit
- * (why and how: see abi.h). */
+ * peer and not yet read is bounded by rm_config.fastpath_budget (why and
+ * how: see abi.h, rm_sock_addr and rm_fp_credit). */
 #ifndef RINGMESH_BPF_LIB_MSG_H_
 #define RINGMESH_BPF_LIB_MSG_H_
 
 #include <linux/bpf.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include "lib/addr.h"
 #include "lib/decide.h"
 #include "lib/maps.h"
+
+/* Minimal kernel types, relocated by CO-RE against the running kernel's
+ * BTF (fields are matched by name, so the build needs no vmlinux.h). */
+struct sock___rm {
+	void *sk_user_data;
+} __attribute__((preserve_access_index));
+
+struct sk_psock___rm {
+	__u32 msg_tot_len;
+} __attribute__((preserve_access_index));
+
+/* sk_user_data carries flag bits (SK_USER_DATA_NOCOPY, _BPF, _PSOCK). */
+#define RM_SK_USER_DATA_PTRMASK (~7ULL)
+
+/* Bytes in the peer's redirect queue (its psock's ingress list) that its
+ * reader has not taken yet: the kernel's own count. -1 when unknown
+ * (kernel before 6.12, peer not recorded, read failed). */
+static __always_inline __s64 rm_peer_unread(const struct rm_sock_key *peer)
+{
+	struct rm_sock_addr *a;
+	__u64 ud = 0;
+	__u32 len = 0;
+
+	if (!bpf_core_field_exists(struct sk_psock___rm, msg_tot_len))
+		return -1;
+	a = bpf_map_lookup_elem(&rm_sock_addr, peer);
+	if (!a || !a->kaddr)
+		return -1;
+	if (bpf_probe_read_kernel(&ud, sizeof(ud),
+				  (const void *)(a->kaddr + bpf_core_field_offset(struct sock___rm, sk_user_data))))
+		return -1;
+	ud &= RM_SK_USER_DATA_PTRMASK;
+	if (!ud || bpf_probe_read_kernel(&len, sizeof(len),
+					 (const void *)(ud + bpf_core_field_offset(struct sk_psock___rm, msg_tot_len))))
+		return -1;
+	return len;
+}
 
 static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 {
@@ -23,6 +61,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	struct rm_fp_credit *credit;
 	struct bpf_sock *sk = msg->sk;
 	__u64 queued;
+	__s64 unread;
 
 	if (!sk)
 		return SK_PASS;
@@ -55,12 +94,19 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	self.local_port = rm_local_port_be(msg->local_port);
 	self.remote_port = rm_remote_port_be(msg->remote_port);
 	rm_peer_key(&peer, &self);
-	/* Only the proxy's sockets have credit: for the app -> proxy direction
-	 * this is what the proxy has read so far, otherwise nothing. */
-	credit = bpf_map_lookup_elem(&rm_fp_credit, &peer);
-	queued = st->redirected;
-	if (credit)
-		queued = credit->consumed >= queued ? 0 : queued - credit->consumed;
+	unread = cfg->flow_control == RM_FLOW_CONTROL_AUTO ? rm_peer_unread(&peer) : -1;
+	if (unread >= 0) {
+		queued = unread;
+		rm_count(RM_CTR_MSG_PEER_QUEUE_READ);
+	} else {
+		/* Older kernel: only the proxy's sockets have credit, what the
+		 * proxy has read so far; the proxy -> app direction has none. */
+		rm_count(RM_CTR_MSG_PEER_QUEUE_UNKNOWN);
+		credit = bpf_map_lookup_elem(&rm_fp_credit, &peer);
+		queued = st->redirected;
+		if (credit)
+			queued = credit->consumed >= queued ? 0 : queued - credit->consumed;
+	}
 	if (queued + msg->size > cfg->fastpath_budget) {
 		st->tcp_committed = 1;
 		rm_count(RM_CTR_MSG_PASS_BUDGET);

@@ -47,10 +47,22 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 	rm_sockops_remote(skops, k.remote_addr);
 	k.local_port = rm_local_port_be(skops->local_port);
 	k.remote_port = rm_remote_port_be(skops->remote_port);
-	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST))
+	struct rm_sock_addr a = {};
+	struct bpf_sock *sk = skops->sk;
+
+	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST)) {
 		rm_count(RM_CTR_SOCKHASH_FULL);
-	else
-		rm_count(added);
+		return;
+	}
+	rm_count(added);
+	if (!sk)
+		return;
+	/* A kernel address kept as a number: the peer's sk_msg reads through
+	 * it with bpf_probe_read_kernel only (msg.h). BPF_ANY: an entry a
+	 * missed close left behind is replaced. */
+	a.kaddr = (__u64)sk;
+	if (bpf_map_update_elem(&rm_sock_addr, &k, &a, BPF_ANY))
+		rm_count(RM_CTR_SOCK_ADDR_FULL);
 }
 
 static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
@@ -110,7 +122,10 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 }
 
-static __always_inline void rm_credit_forget(struct bpf_sock_ops *skops)
+/* The closing socket's entries keyed by its own view. Both ends of an
+ * app <-> proxy connection live in the pod's netns, so the netns cookie
+ * here is the one they were inserted with. */
+static __always_inline void rm_forget_sock(struct bpf_sock_ops *skops, int proxy_end)
 {
 	struct rm_sock_key k = {};
 
@@ -119,8 +134,10 @@ static __always_inline void rm_credit_forget(struct bpf_sock_ops *skops)
 	rm_sockops_remote(skops, k.remote_addr);
 	k.local_port = rm_local_port_be(skops->local_port);
 	k.remote_port = rm_remote_port_be(skops->remote_port);
-	if (bpf_map_delete_elem(&rm_fp_credit, &k) == 0)
+	if (proxy_end && bpf_map_delete_elem(&rm_fp_credit, &k) == 0)
 		rm_count(RM_CTR_FP_CREDIT_CLOSED);
+	if (bpf_map_delete_elem(&rm_sock_addr, &k) == 0)
+		rm_count(RM_CTR_SOCK_ADDR_CLOSED);
 }
 
 static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
@@ -133,9 +150,10 @@ static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
 		return;
 	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
 	if (!od) {
-		rm_credit_forget(skops); /* a proxy end (or nothing of ours) */
+		rm_forget_sock(skops, 1); /* a proxy end (or nothing of ours) */
 		return;
 	}
+	rm_forget_sock(skops, 0);
 	rm_tuple_key_of(skops, od, &tk);
 	if (bpf_map_delete_elem(&rm_orig_dst, &tk) == 0)
 		rm_count(RM_CTR_ORIG_DST_CLOSED);

@@ -113,10 +113,20 @@ TEST_F(AbiBtf, Config) {
   const btf_type* t = Struct("rm_config");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_config));
-  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_EQ(MemberCount(t), 5);
   EXPECT_FIELD(rm_config, abi_version);
   EXPECT_FIELD(rm_config, fastpath_enabled);
   EXPECT_FIELD(rm_config, fastpath_budget);
+  EXPECT_FIELD(rm_config, flow_control);
+  EXPECT_FIELD(rm_config, _pad);
+}
+
+TEST_F(AbiBtf, SockAddr) {
+  const btf_type* t = Struct("rm_sock_addr");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_sock_addr));
+  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_FIELD(rm_sock_addr, kaddr);
 }
 
 TEST_F(AbiBtf, FpCredit) {
@@ -149,6 +159,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_ORIG_DST, sizeof(rm_tuple_key), sizeof(rm_orig_dst)},
       {RM_MAP_SOCKHASH, sizeof(rm_sock_key), sizeof(__u64)},
       {RM_MAP_FP_CREDIT, sizeof(rm_sock_key), sizeof(rm_fp_credit)},
+      {RM_MAP_SOCK_ADDR, sizeof(rm_sock_key), sizeof(rm_sock_addr)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

@@ -301,6 +301,11 @@ TEST_F(DatapathTest, RedirectsRecordsOrigDstAndFastPathCarriesBytes) {
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u);
   for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_SOCKHASH) != 0; ++i) usleep(10000);
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SOCKHASH), 0u);
+  // Both ends' kernel addresses were recorded and go with their sockets.
+  EXPECT_GE(Counter(RM_CTR_MSG_PEER_QUEUE_READ), 2u) << "the kernel's unread count was not used";
+  for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_SOCK_ADDR) != 0; ++i) usleep(10000);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SOCK_ADDR), 0u);
+  EXPECT_EQ(Counter(RM_CTR_SOCK_ADDR_CLOSED), 2u);
 }
 
 TEST_F(DatapathTest, FastPathOffStillRedirectsOverTcp) {
@@ -436,6 +441,8 @@ TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
   Enroll(RM_POD_ENROLLED);
   Listen();
   ASSERT_TRUE(dp_->maps().SetFastpathBudget(kBudget).ok());
+  // The fallback of kernels before 6.12, which cannot count the unread bytes.
+  ASSERT_TRUE(dp_->maps().SetFlowControl(RM_FLOW_CONTROL_PROXY_CREDIT).ok());
   int tok[2];
   ASSERT_EQ(pipe(tok), 0);
   // A token to an app that already failed must fail the test, not kill it.
@@ -494,6 +501,61 @@ TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
   for (int i = 0; i < 100 && *dp_->maps().CountEntries(RM_MAP_FP_CREDIT) != 0; ++i) usleep(10000);
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_FP_CREDIT), 0u);
   EXPECT_EQ(Counter(RM_CTR_FP_CREDIT_CLOSED), 1u);
+}
+
+// The proxy -> app direction: nobody credits it, but the kernel counts
+// what the app has not read yet, so a reply stream far larger than the
+// budget stays on the fast path while the app keeps reading, even slowly.
+// With proxy credit only (older kernels) the same stream leaves it once the
+// budget is spent: the contrast shows what this test measures.
+TEST_F(DatapathTest, FastPathFollowsWhatTheAppReads) {
+  constexpr uint64_t kBudget = 2ULL << 20;
+  constexpr uint64_t kTotal = 12ULL << 20;
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  ASSERT_TRUE(dp_->maps().SetFastpathBudget(kBudget).ok());
+  signal(SIGPIPE, SIG_IGN);
+  auto stream = [&](uint32_t mode) {
+    ASSERT_TRUE(dp_->maps().SetFlowControl(mode).ok());
+    pid_t pid = fork();
+    if (pid == 0) {
+      int s = ChildConnect("198.18.0.10", 80, 10);
+      uint64_t got = 0;
+      char buf[65536];
+      for (ssize_t n; (n = read(s, buf, sizeof(buf))) > 0;) {
+        for (ssize_t i = 0; i < n; ++i) {
+          if (buf[i] != static_cast<char>((got + i) % 251)) _exit(6);
+        }
+        got += static_cast<uint64_t>(n);
+        if (got % (1 << 20) < static_cast<uint64_t>(n)) usleep(2000);  // a slow reader
+      }
+      _exit(got == kTotal ? 0 : 7);
+    }
+    UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    ASSERT_TRUE(c.valid());
+    // Blocking writes: on the fast path a write never waits, so the proxy end
+    // runs ahead of the app by up to the budget, then TCP would hold it.
+    std::vector<char> chunk(64 << 10);
+    for (uint64_t sent = 0; sent < kTotal;) {
+      for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<char>((sent + i) % 251);
+      ssize_t n = write(c.get(), chunk.data(), chunk.size());
+      ASSERT_GT(n, 0) << std::strerror(errno);
+      sent += static_cast<uint64_t>(n);
+      // Pauses longer than the reader's, so the app keeps up on average
+      // and its unread bytes stay under the budget.
+      if (sent % (1 << 20) == 0) usleep(5000);
+    }
+    c.Reset();
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  };
+  stream(RM_FLOW_CONTROL_AUTO);
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 0u) << "the reply stream left the fast path";
+  EXPECT_GE(Counter(RM_CTR_MSG_REDIRECTED), kTotal / (64 << 10));
+  EXPECT_GT(Counter(RM_CTR_MSG_PEER_QUEUE_READ), 0u);
+  stream(RM_FLOW_CONTROL_PROXY_CREDIT);
+  EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 1u) << "without the kernel's count the budget is a total";
 }
 
 TEST_F(DatapathTest, EntryRemovedWhenAppClosesBeforeAccept) {

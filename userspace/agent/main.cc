@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool uninstall = false;
   std::string fastpath = "on";
+  std::string flow_control = "auto";
   std::string source = "auto";
   ringmesh::agent::k8s::KubernetesOptions ko;
   std::string cgroup_driver = "auto";
@@ -66,9 +67,13 @@ int main(int argc, char** argv) {
   app.add_option("--fastpath", fastpath, "initial sk_msg fast path state when nothing is pinned")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--fastpath-budget-bytes", opts.datapath.fastpath_budget,
-                 "bytes one socket may send over the sk_msg fast path before it stays on TCP (bounds the "
-                 "receiver's queue, which the fast path does not flow-control)")
+                 "bytes one socket may have sent over the sk_msg fast path that its peer has not read yet; "
+                 "the write that would exceed it goes over TCP, and so does everything after it")
       ->check(CLI::Range(uint64_t{RM_MIN_FASTPATH_BUDGET}, uint64_t{1} << 40));
+  app.add_option("--fastpath-flow-control", flow_control,
+                 "how the budget learns what a fast-path reader took: auto (the kernel's count of the "
+                 "peer's unread bytes, Linux 6.12+, else proxy credit) or proxy-credit")
+      ->check(CLI::IsMember({"auto", "proxy-credit"}));
   app.add_option("--poll-interval-ms", opts.poll_interval_ms, "node file polling period")
       ->check(CLI::Range(10, 60000));
   app.add_option("--lease-timeout-ms", opts.lease_timeout_ms,
@@ -79,6 +84,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
   opts.datapath.fastpath = fastpath == "on";
+  opts.datapath.flow_control = flow_control == "auto" ? RM_FLOW_CONTROL_AUTO : RM_FLOW_CONTROL_PROXY_CREDIT;
 
   if (uninstall) {
     auto st = ringmesh::bpf::Datapath::Uninstall(opts.datapath.pin_dir);

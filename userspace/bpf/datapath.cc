@@ -105,7 +105,8 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
                          {skel_->maps.rm_opt_out_cidrs, opts.max_opt_out_cidrs},
                          {skel_->maps.rm_orig_dst, opts.max_orig_dst},
                          {skel_->maps.rm_sockhash, opts.max_sockhash},
-                         {skel_->maps.rm_fp_credit, opts.max_sockhash}};
+                         {skel_->maps.rm_fp_credit, opts.max_sockhash},
+                         {skel_->maps.rm_sock_addr, opts.max_sockhash}};
   for (const auto& s : sized) {
     if (s.max == 0) return absl::InvalidArgumentError(absl::StrCat(bpf_map__name(s.map), ": capacity 0"));
     bpf_map__set_max_entries(s.map, s.max);
@@ -147,6 +148,7 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
     cfg.fastpath_enabled = opts.fastpath ? 1 : 0;  // later starts keep the runtime switch as it is
   }
   cfg.fastpath_budget = opts.fastpath_budget;
+  cfg.flow_control = opts.flow_control;
   if (bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY) != 0) return Errno("write rm_config");
   return absl::OkStatus();
 }

@@ -38,6 +38,8 @@ struct DatapathOptions {
   bool fastpath = true;  // initial value only when nothing is pinned yet
   // rm_config.fastpath_budget, written at every start (see abi.h).
   uint64_t fastpath_budget = RM_DEFAULT_FASTPATH_BUDGET;
+  // rm_config.flow_control (RM_FLOW_CONTROL_*), written at every start.
+  uint32_t flow_control = RM_FLOW_CONTROL_AUTO;
 };
 
 struct PodEntry {

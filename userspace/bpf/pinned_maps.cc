@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -131,6 +131,15 @@ bool PinnedMaps::FastpathEnabled() const {
 
 absl::Status PinnedMaps::SetFastpathBudget(uint64_t bytes) const {
   return UpdateConfig([bytes](rm_config& c) { c.fastpath_budget = bytes; });
+}
+
+uint32_t PinnedMaps::FlowControl() const {
+  std::optional<rm_config> cfg = ReadConfig();
+  return cfg ? cfg->flow_control : UINT32_MAX;
+}
+
+absl::Status PinnedMaps::SetFlowControl(uint32_t mode) const {
+  return UpdateConfig([mode](rm_config& c) { c.flow_control = mode; });
 }
 
 absl::Status PinnedMaps::SetFastpath(bool enabled) const {

@@ -49,6 +49,9 @@ class PinnedMaps {
   absl::Status SetFastpath(bool enabled) const;
   // rm_config.fastpath_budget (bytes per socket; see abi.h).
   absl::Status SetFastpathBudget(uint64_t bytes) const;
+  // rm_config.flow_control (RM_FLOW_CONTROL_*; UINT32_MAX if unreadable).
+  uint32_t FlowControl() const;
+  absl::Status SetFlowControl(uint32_t mode) const;
   absl::StatusOr<Counters> ReadCounters() const;
   // Number of entries currently in a map (iterates keys; for tests/ctl).
   absl::StatusOr<size_t> CountEntries(const char* map_name) const;

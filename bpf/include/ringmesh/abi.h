@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-#define RM_ABI_VERSION 2
+#define RM_ABI_VERSION 3
 
 /* Names of maps and programs as pinned under <pin-dir>/maps and
  * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
@@ -27,6 +27,7 @@
 #define RM_MAP_SOCKHASH "rm_sockhash"
 #define RM_MAP_CONFIG "rm_config"
 #define RM_MAP_FP_CREDIT "rm_fp_credit"
+#define RM_MAP_SOCK_ADDR "rm_sock_addr"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -126,14 +127,31 @@ struct rm_fp_credit {
 	__u64 consumed; /* bytes the proxy has read from its socket */
 };
 
+/* rm_sock_addr (hash): where the kernel keeps each socket of the sockhash,
+ * so that sk_msg on its peer can read how many redirected bytes it has not
+ * read yet (the psock's msg_tot_len, Linux 6.12+): the fast path's
+ * flow control whoever the reader is, app or proxy. Key: the socket's own
+ * rm_sock_key; written by sockops when it inserts the socket, deleted when
+ * the socket closes. Read only with bpf_probe_read_kernel, so a stale entry
+ * can misjudge one budget check but never fault. Where msg_tot_len does not
+ * exist, rm_fp_credit (the proxy's own count) is used instead. */
+struct rm_sock_addr {
+	__u64 kaddr; /* struct sock * */
+};
+
+/* rm_config.flow_control */
+#define RM_FLOW_CONTROL_AUTO 0         /* the peer's unread bytes where the kernel counts them, else proxy credit */
+#define RM_FLOW_CONTROL_PROXY_CREDIT 1 /* rm_fp_credit only (what kernels before 6.12 allow) */
+
 /* rm_config (array, one entry): runtime switches. */
 struct rm_config {
 	__u32 abi_version;      /* RM_ABI_VERSION of the agent that wrote it */
 	__u32 fastpath_enabled; /* sk_msg redirect kill switch: 0 = off */
 	/* Bytes one socket may have queued at its peer over the fast path
-	 * (everything it redirected, less what the proxy reported as read in
-	 * rm_fp_credit: so the app -> proxy direction is flow-controlled and the
-	 * proxy -> app direction, which nobody credits, has a total budget);
+	 * (what its peer has not read yet, see rm_sock_addr; on kernels before
+	 * 6.12 everything it redirected, less what the proxy reported as read
+	 * in rm_fp_credit, so there only app -> proxy is flow-controlled and
+	 * proxy -> app has a total budget);
 	 * the message that would pass it goes over TCP, and so does everything
 	 * after it. A redirect
 	 * lands in the receiver's queue without any receive-window check, so
@@ -143,6 +161,9 @@ struct rm_config {
 	 * into ENOMEM. This bounds that queue per socket, like a receive
 	 * buffer does on the TCP path. */
 	__u64 fastpath_budget;
+	/* RM_FLOW_CONTROL_*: how the budget learns what the peer has read. */
+	__u32 flow_control;
+	__u32 _pad;
 };
 
 /* Per-CPU counters of every decision. X(enum suffix, metric name). */
@@ -171,7 +192,11 @@ struct rm_config {
 	X(MSG_PASS_BUDGET, "msg_pass_budget_spent")                       \
 	X(FP_CREDIT_CLOSED, "fp_credit_removed_at_close")                 \
 	X(MSG_STATE_FULL, "msg_state_full")                               \
-	X(PROXY_SOCKHASH_ADDED, "proxy_sockhash_added")
+	X(PROXY_SOCKHASH_ADDED, "proxy_sockhash_added")                   \
+	X(SOCK_ADDR_FULL, "sock_addr_full")                               \
+	X(SOCK_ADDR_CLOSED, "sock_addr_removed_at_close")                 \
+	X(MSG_PEER_QUEUE_READ, "msg_peer_queue_read")                     \
+	X(MSG_PEER_QUEUE_UNKNOWN, "msg_peer_queue_unknown")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
