@@ -51,6 +51,16 @@ static __always_inline int rm_addr_is_loopback(const __u8 a[16])
 	return 0;
 }
 
+/* The netns part of a socket's rm_sock_key. Loopback addresses repeat in
+ * every pod, so an app <-> proxy connection is keyed with its netns; a
+ * connection between two pods' addresses crosses namespaces (the proxy's
+ * upstream socket lives in the client pod, the server's socket in its own)
+ * and pod addresses are unique on a node, so both of its ends use 0. */
+static __always_inline __u64 rm_key_netns(__u64 netns_cookie, const __u8 local[16])
+{
+	return rm_addr_is_loopback(local) ? netns_cookie : 0;
+}
+
 /* sock_ops and sk_msg expose remote_port as the network-order port in the
  * upper 16 bits of a u32 on little-endian (the kernel shifts it left by 16),
  * and local_port in host order. */

@@ -83,7 +83,6 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		rm_count(RM_CTR_MSG_PASS_FASTPATH_OFF);
 		return SK_PASS;
 	}
-	self.netns_cookie = bpf_get_netns_cookie(msg);
 	if (msg->family == AF_INET) {
 		rm_addr_from_v4(self.local_addr, msg->local_ip4);
 		rm_addr_from_v4(self.remote_addr, msg->remote_ip4);
@@ -91,6 +90,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		RM_ADDR_FROM_CTX_V6(self.local_addr, msg->local_ip6);
 		RM_ADDR_FROM_CTX_V6(self.remote_addr, msg->remote_ip6);
 	}
+	self.netns_cookie = rm_key_netns(bpf_get_netns_cookie(msg), self.local_addr);
 	self.local_port = rm_local_port_be(msg->local_port);
 	self.remote_port = rm_remote_port_be(msg->remote_port);
 	rm_peer_key(&peer, &self);

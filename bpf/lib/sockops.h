@@ -36,17 +36,24 @@ static __always_inline void rm_tuple_key_of(const struct bpf_sock_ops *skops, co
 	k->port = rm_local_port_be(skops->local_port);
 }
 
+/* This socket's own (local, remote) view, keyed as in msg.h. */
+static __always_inline void rm_sockops_key(const struct bpf_sock_ops *skops, __u64 netns_cookie,
+					   struct rm_sock_key *k)
+{
+	rm_sockops_local(skops, k->local_addr);
+	rm_sockops_remote(skops, k->remote_addr);
+	k->netns_cookie = rm_key_netns(netns_cookie, k->local_addr);
+	k->local_port = rm_local_port_be(skops->local_port);
+	k->remote_port = rm_remote_port_be(skops->remote_port);
+}
+
 /* Inserts this socket into the sockhash under its own (local, remote) view. */
 static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64 netns_cookie,
 					       enum rm_counter added)
 {
 	struct rm_sock_key k = {};
 
-	k.netns_cookie = netns_cookie;
-	rm_sockops_local(skops, k.local_addr);
-	rm_sockops_remote(skops, k.remote_addr);
-	k.local_port = rm_local_port_be(skops->local_port);
-	k.remote_port = rm_remote_port_be(skops->remote_port);
+	rm_sockops_key(skops, netns_cookie, &k);
 	struct rm_sock_addr a = {};
 	struct bpf_sock *sk = skops->sk;
 
@@ -65,6 +72,44 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 		rm_count(RM_CTR_SOCK_ADDR_FULL);
 }
 
+/* The proxy's upstream socket to an enrolled pod on this node (the proxy
+ * marked it in rm_upstream): into the sockhash, so that once the server's
+ * end joins (rm_on_server_established) the proxy -> server leg skips the
+ * TCP stack too. If the server never joins, the proxy's first write finds
+ * no peer and that socket stays on TCP. */
+static __always_inline void rm_on_upstream_established(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+{
+	struct rm_upstream *up;
+	__u8 local[16], remote[16];
+
+	up = bpf_sk_storage_get(&rm_upstream, sk, 0, 0);
+	if (!up || !up->to_local_pod || !rm_fastpath_enabled())
+		return;
+	rm_sockops_local(skops, local);
+	rm_sockops_remote(skops, remote);
+	if (rm_addr_is_loopback(local) || rm_addr_is_loopback(remote))
+		return;
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	rm_sockhash_insert(skops, bpf_get_netns_cookie(skops), RM_CTR_UPSTREAM_SOCKHASH_ADDED);
+}
+
+/* A server socket in an enrolled pod accepting the proxy's upstream
+ * connection: that socket is already in the sockhash (it completed its
+ * handshake first), so this end joins it. */
+static __always_inline void rm_on_server_established(struct bpf_sock_ops *skops, __u64 cookie)
+{
+	struct rm_sock_key self = {}, peer = {};
+
+	rm_sockops_key(skops, cookie, &self);
+	if (self.netns_cookie != 0)
+		return; /* loopback: not a pod-to-pod connection */
+	rm_peer_key(&peer, &self);
+	if (!bpf_map_lookup_elem(&rm_sock_addr, &peer))
+		return; /* the client is not the proxy's upstream socket */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	rm_sockhash_insert(skops, cookie, RM_CTR_SERVER_SOCKHASH_ADDED);
+}
+
 static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 {
 	struct rm_tuple_key tk = {};
@@ -74,8 +119,10 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 	if (!sk)
 		return;
 	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
-	if (!od)
-		return; /* not a redirected connection */
+	if (!od) {
+		rm_on_upstream_established(skops, sk);
+		return;
+	}
 	rm_tuple_key_of(skops, od, &tk);
 	if (bpf_map_update_elem(&rm_orig_dst, &tk, od, BPF_ANY))
 		rm_count(RM_CTR_ORIG_DST_MAP_FULL);
@@ -108,11 +155,12 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	pod = bpf_map_lookup_elem(&rm_pods, &cookie);
 	if (!pod || !(pod->flags & RM_POD_ENROLLED))
 		return;
-	if (rm_local_port_be(skops->local_port) != pod->proxy_port)
-		return;
 	rm_sockops_local(skops, local);
-	if (!rm_addr_is_loopback(local))
+	if (rm_local_port_be(skops->local_port) != pod->proxy_port || !rm_addr_is_loopback(local)) {
+		if (rm_fastpath_enabled())
+			rm_on_server_established(skops, cookie);
 		return;
+	}
 	/* Its close removes the proxy's credit entry, should the proxy not
 	 * (killed mid-connection); the proxy credits whether or not the fast
 	 * path was on when the connection began. */
@@ -129,11 +177,7 @@ static __always_inline void rm_forget_sock(struct bpf_sock_ops *skops, int proxy
 {
 	struct rm_sock_key k = {};
 
-	k.netns_cookie = bpf_get_netns_cookie(skops);
-	rm_sockops_local(skops, k.local_addr);
-	rm_sockops_remote(skops, k.remote_addr);
-	k.local_port = rm_local_port_be(skops->local_port);
-	k.remote_port = rm_remote_port_be(skops->remote_port);
+	rm_sockops_key(skops, bpf_get_netns_cookie(skops), &k);
 	if (proxy_end && bpf_map_delete_elem(&rm_fp_credit, &k) == 0)
 		rm_count(RM_CTR_FP_CREDIT_CLOSED);
 	if (bpf_map_delete_elem(&rm_sock_addr, &k) == 0)

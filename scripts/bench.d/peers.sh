@@ -93,7 +93,7 @@ peer_up() {
       PEER_T_ECHO=$BENCH_VIP:$PORT_ECHO PEER_T_IPERF=$BENCH_VIP:$PORT_IPERF PEER_T_HTTP=$BENCH_VIP:$PORT_HTTP
       _PEER_COUNTERS0=()
       local c
-      for c in redirected msg_redirected; do _PEER_COUNTERS0[$c]=$(mesh_counter n1 "$c"); done
+      for c in $_RM_RECORDED_COUNTERS; do _PEER_COUNTERS0[$c]=$(mesh_counter n1 "$c"); done
       ;;
     *) rm_fail "unknown peer $peer" ;;
   esac
@@ -129,10 +129,13 @@ peer_down() {
       rm_stop "${PEER_PIDS[0]}" 5
       ;;
     rm-*)
-      local red msg fp=${peer##*-}
+      local red msg fp=${peer##*-} c json=""
       red=$(($(mesh_counter n1 redirected) - ${_PEER_COUNTERS0[redirected]}))
       msg=$(($(mesh_counter n1 msg_redirected) - ${_PEER_COUNTERS0[msg_redirected]}))
-      bench_record peer down "{\"bpf_redirected\": $red, \"bpf_msg_redirected\": $msg}"
+      for c in $_RM_RECORDED_COUNTERS; do
+        json+="\"bpf_$c\": $(($(mesh_counter n1 "$c") - ${_PEER_COUNTERS0[$c]})), "
+      done
+      bench_record peer down "{${json%, }}"
       ((red > 0)) || rm_fail "$peer: the BPF connect hook redirected nothing"
       if [[ $fp == fp ]] && ((msg == 0)); then
         rm_fail "$peer: fast path on but no sk_msg redirect"
@@ -238,12 +241,15 @@ EOF
 
 # ------------------------------------------------------------ ringmesh ---
 
+# BPF counters recorded per ringmesh peer slot (raw.jsonl "peer down").
+_RM_RECORDED_COUNTERS="redirected msg_redirected msg_pass_budget_spent msg_pass_miss upstream_sockhash_added server_sockhash_added"
+
 _bench_rm_nodefile() {
   MESH_NODE_FILE=$RM_TMP/node.yaml
   cat >"$MESH_NODE_FILE" <<EOF
 pods:
   - {namespace: bench, name: client, netns: $(rm_pod_netns_path client), ips: [$CLIENT_IP], failMode: closed}
-  - {namespace: bench, name: server, ips: [$SERVER_IP], mode: disabled}
+  - {namespace: bench, name: server, netns: $(rm_pod_netns_path server), ips: [$SERVER_IP]}
 services:
   - namespace: bench
     name: server
@@ -268,7 +274,7 @@ bench_rm_up() {
     taskset -c "$BENCH_CPU_PROXY" "$MESH_AGENT" --pin-dir "$(rm_node_pindir n1)" \
     --cgroup "$(mesh_node_cgroup n1)" --node-file "$MESH_NODE_FILE" \
     --agent-socket "$(mesh_agent_socket n1)" --status-file "$(mesh_status_file n1)" \
-    --poll-interval-ms 1000 --fastpath "$fp")
+    --poll-interval-ms 1000 --fastpath "$fp" ${BENCH_RM_AGENT_ARGS:-})
   for ((i = 0; i < 200; i++)); do
     if [[ -S $(mesh_agent_socket n1) && -f $(mesh_status_file n1) ]] &&
       [[ $(rm_json --default 0 generation <"$(mesh_status_file n1)" 2>/dev/null) != 0 ]]; then
@@ -279,7 +285,8 @@ bench_rm_up() {
   done
   local -a extra=()
   ((delay > 0)) && extra+=(--delay-us "$delay")
-  # BENCH_RM_PROXY_ARGS: extra ringmesh-proxy flags for experiments (recorded in the log)
+  # BENCH_RM_PROXY_ARGS / BENCH_RM_AGENT_ARGS: extra ringmesh-proxy / agent
+  # flags for experiments (recorded in their logs)
   [[ -n ${BENCH_RM_PROXY_ARGS:-} ]] && read -r -a _rm_more <<<"$BENCH_RM_PROXY_ARGS" && extra+=("${_rm_more[@]}")
   _RM_PROXY_PID=$(rm_spawn --log "$OUT/logs/proxy-$BENCH_PEER-r$BENCH_ROUND.log" n1:system \
     taskset -c "$BENCH_CPU_PROXY" prlimit --nofile="$BENCH_NOFILE:$BENCH_NOFILE" -- \

@@ -442,7 +442,8 @@ def checks(d):
         if r["scenario"] != "peer" or r["case"] != "down":
             continue
         m = r["m"]
-        a = agg.setdefault(r["peer"], {"rounds": 0, "conn": [], "msg": [], "passed": 0, "miss": 0})
+        a = agg.setdefault(r["peer"], {"rounds": 0, "conn": [], "msg": [], "passed": 0, "miss": 0, "budget": 0,
+                                       "upstream": 0, "server": 0})
         a["rounds"] += 1
         if "kshortcut" in m:
             k = m["kshortcut"]
@@ -452,15 +453,21 @@ def checks(d):
         if "bpf_redirected" in m:
             a["conn"].append(m["bpf_redirected"])
             a["msg"].append(m["bpf_msg_redirected"])
+            a["budget"] += m.get("bpf_msg_pass_budget_spent", 0)
+            a["miss"] += m.get("bpf_msg_pass_miss", 0)
+            a["upstream"] += m.get("bpf_upstream_sockhash_added", 0)
+            a["server"] += m.get("bpf_server_sockhash_added", 0)
     lines = []
     for p in d.peers:
         if p not in agg:
             continue
         a = agg[p]
         if a["conn"]:
-            lines.append("%s: per round %s–%s connects redirected to the proxy, %s–%s sk_msg redirects (%d rounds)" % (
+            lines.append("%s: per round %s–%s connects redirected to the proxy, %s–%s sk_msg redirects; in all "
+                         "%d proxy -> server sockets joined by the server's end (%d upstream sockets inserted), "
+                         "%d sockets left the fast path on the budget, %d on a first-write miss (%d rounds)" % (
                 p, fmt(min(a["conn"]), 0), fmt(max(a["conn"]), 0), fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0),
-                a["rounds"]))
+                a["server"], a["upstream"], a["budget"], a["miss"], a["rounds"]))
         else:
             lines.append("%s: per round %s–%s messages redirected; %d passed over TCP in all (%d first-write misses) "
                          "(%d rounds)" % (p, fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0), a["passed"], a["miss"],

@@ -121,6 +121,15 @@ TEST_F(AbiBtf, Config) {
   EXPECT_FIELD(rm_config, _pad);
 }
 
+TEST_F(AbiBtf, Upstream) {
+  const btf_type* t = Struct("rm_upstream");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_upstream));
+  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_FIELD(rm_upstream, to_local_pod);
+  EXPECT_FIELD(rm_upstream, _pad);
+}
+
 TEST_F(AbiBtf, SockAddr) {
   const btf_type* t = Struct("rm_sock_addr");
   ASSERT_NE(t, nullptr);

@@ -3,7 +3,8 @@
 # backends. Run once per io backend and fast-path setting:
 #   l4_test.sh --io-backend io_uring|epoll --fastpath on|off
 # Topology (node n1): client (enrolled, fail-open), strict (enrolled,
-# fail-closed), plain (not enrolled), backends b1 and b2.
+# fail-closed), plain (not enrolled), backends b1 (enrolled: the proxy ->
+# b1 leg joins the fast path) and b2 (not enrolled: that leg stays TCP).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
@@ -32,7 +33,7 @@ pods:
   - {namespace: default, name: client, netns: $(rm_pod_netns_path client), ips: [$(rm_pod_ip client)], serviceAccount: client}
   - {namespace: default, name: strict, netns: $(rm_pod_netns_path strict), ips: [$(rm_pod_ip strict)], failMode: closed}
   - {namespace: default, name: plain, netns: $(rm_pod_netns_path plain), ips: [$(rm_pod_ip plain)], mode: disabled}
-  - {namespace: default, name: b1, ips: [$B1], mode: disabled}
+  - {namespace: default, name: b1, netns: $(rm_pod_netns_path b1), ips: [$B1]}
   - {namespace: default, name: b2, ips: [$B2], mode: disabled}
 services:
   - namespace: default
@@ -43,6 +44,11 @@ services:
       - {name: bulk, port: 81, targetPort: 9000}
       - {name: hold, port: 84, targetPort: 8081}
     endpoints: [{ip: $B1, pod: default/b1}, {ip: $B2, pod: default/b2}]
+  - namespace: default
+    name: b1-only
+    vips: [198.18.200.14]
+    ports: [{name: bulk, port: 85, targetPort: 9000}]
+    endpoints: [{ip: $B1, pod: default/b1}]
   - namespace: default
     name: refused
     vips: [198.18.200.12]
@@ -91,17 +97,22 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 
 rm_case balance_200
 red0=$(counter redirected) conn0=$(mesh_metric n1 ringmesh_proxy_connections_total)
-msg0=$(counter msg_redirected)
+msg0=$(counter msg_redirected) up0=$(counter upstream_sockhash_added) sv0=$(counter server_sockhash_added)
 out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 200 --parallel 8)
 rm_assert_eq "$(rm_json ok <<<"$out")" 200 "connections ok"
 rm_assert_between "$(rm_json --default 0 tags.b1 <<<"$out")" 60 140 "share of b1 (30%-70%)"
 rm_assert_between "$(rm_json --default 0 tags.b2 <<<"$out")" 60 140 "share of b2 (30%-70%)"
 rm_assert_eq "$(($(counter redirected) - red0))" 200 "BPF redirected delta"
 rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" 200 "proxy connections delta"
+up=$(($(counter upstream_sockhash_added) - up0)) sv=$(($(counter server_sockhash_added) - sv0))
 if [[ $fastpath == on ]]; then
   (($(counter msg_redirected) > msg0)) || rm_fail "fast path on but no sk_msg redirect"
+  # Only the connections to the enrolled backend b1 join on the server leg.
+  rm_assert_eq "$up" "$(rm_json --default 0 tags.b1 <<<"$out")" "upstream sockets in the sockhash (one per b1 connection)"
+  rm_assert_eq "$sv" "$up" "b1's ends joined them"
 else
   rm_assert_eq "$(($(counter msg_redirected) - msg0))" 0 "no sk_msg redirect with the fast path off"
+  rm_assert_eq "$((up + sv))" 0 "no server leg with the fast path off"
 fi
 rm_pass balance_200
 
@@ -120,6 +131,26 @@ out=$(rm_exec client "$RM_TCP" bulk --to "$VIP:81" --bytes 64MiB --idle-ms 10000
 rm_assert_eq "$(rm_json received <<<"$out")" 67108864 "reply bytes"
 rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "reply sha256"
 rm_pass bulk_64MiB_half_close
+
+rm_case bulk_pod_to_pod_leg
+# To the enrolled backend b1 only: with the fast path on, both legs (app ->
+# proxy and proxy -> b1) skip TCP while their readers keep up, and every
+# byte still arrives in order.
+msg0=$(counter msg_redirected) up0=$(counter upstream_sockhash_added) sv0=$(counter server_sockhash_added)
+out=$(rm_exec client "$RM_TCP" bulk --to "198.18.200.14:85" --bytes 64MiB --idle-ms 10000)
+rm_assert_eq "$(rm_json received <<<"$out")" 67108864 "reply bytes"
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "reply sha256"
+if [[ $fastpath == on ]]; then
+  rm_assert_eq "$(($(counter upstream_sockhash_added) - up0))" 1 "the upstream socket joined the sockhash"
+  rm_assert_eq "$(($(counter server_sockhash_added) - sv0))" 1 "b1's socket joined it"
+  # 64 MiB each way; the proxy forwards in chunks of at most 64 KiB.
+  (($(counter msg_redirected) - msg0 >= 1024)) || rm_fail "the transfer did not use the fast path"
+else
+  rm_assert_eq "$(($(counter upstream_sockhash_added) - up0 + $(counter server_sockhash_added) - sv0))" 0 \
+    "no server leg with the fast path off"
+fi
+mesh_wait_for "socket addresses removed with the sockets" 5 map_empty rm_sock_addr
+rm_pass bulk_pod_to_pod_leg
 
 # A backend that refuses (nothing listens) or resets: the client sees a
 # refusal or a reset within 1 s, never a hang.

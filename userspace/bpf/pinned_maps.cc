@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -117,6 +117,11 @@ absl::Status PinnedMaps::UpdateConfig(const std::function<void(rm_config&)>& cha
     return absl::InternalError(absl::StrCat("write rm_config: ", std::strerror(errno)));
   }
   return absl::OkStatus();
+}
+
+bool PinnedMaps::MarkUpstreamToLocalPod(int fd) const {
+  rm_upstream value{.to_local_pod = 1, ._pad = 0};
+  return bpf_map_update_elem(map_fd(RM_MAP_UPSTREAM), &fd, &value, BPF_ANY) == 0;
 }
 
 uint64_t PinnedMaps::FastpathBudget() const {

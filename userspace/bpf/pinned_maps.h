@@ -40,6 +40,9 @@ class PinnedMaps {
   SockhashAdd AddToSockhash(int fd, uint64_t netns_cookie, const SocketAddress& local,
                             const SocketAddress& remote) const;
   bool FastpathEnabled() const;
+  // rm_upstream (see abi.h): the unconnected socket `fd` will connect to an
+  // enrolled pod on this node and may join the fast path. False on error.
+  bool MarkUpstreamToLocalPod(int fd) const;
   // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
   // `consumed` bytes in total; false when the map is full.
   bool Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote, uint64_t consumed) const;

@@ -126,6 +126,9 @@ void Connection::ConnectNext() {
     return;
   }
   fd_[kUp] = fd;
+  if (w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip)) {
+    w_->resolver().OnUpstreamToLocalPod(fd);
+  }
   up_len_ = target.ToSockaddr(&up_addr_);
   connect_start_ns_ = MonotonicNowNs();
   w_->loop()->Connect(&connect_op_, fd, reinterpret_cast<const sockaddr*>(&up_addr_), up_len_);

@@ -61,6 +61,10 @@ int Main(int argc, char** argv) {
   app.add_option("--static-destination", static_destination, "Plain mode: forward everything to IP:PORT");
   app.add_option("--listen", listen, "Plain mode: listen on IP:PORT (repeatable)");
   app.add_option("--proxy-mark", proxy_mark, "SO_MARK of upstream sockets");
+  std::string fastpath_upstream = "on";
+  app.add_option("--fastpath-upstream", fastpath_upstream,
+                 "upstream connections to enrolled pods on this node join the sk_msg fast path (on|off)")
+      ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--buffer-bytes", buffer_bytes, "Per-direction buffer cap per connection")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20));
   app.add_option("--connect-timeout-ms", connect_timeout_ms, "Upstream connect timeout")->check(CLI::PositiveNumber);
@@ -88,6 +92,7 @@ int Main(int argc, char** argv) {
   options.workers = workers;
   options.backend = *rp::ParseIoBackend(io_backend);
   options.buffer_bytes = buffer_bytes;
+  options.fastpath_upstream = fastpath_upstream == "on";
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.max_connections_per_worker = max_connections;

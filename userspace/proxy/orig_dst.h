@@ -60,6 +60,9 @@ class OrigDstResolver {
   virtual uint64_t credit_step() const { return 0; }
   virtual void OnConsumed(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/, uint64_t /*total*/) {}
   virtual void OnConnectionEnd(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {}
+  // Before connecting an upstream socket to an enrolled pod on this node:
+  // lets that socket, and the server's end, join the fast path.
+  virtual void OnUpstreamToLocalPod(int /*fd*/) {}
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -94,6 +97,7 @@ class BpfOrigDstResolver final : public OrigDstResolver {
                                        const SocketAddress& peer) override;
   bool OnAccepted(int accepted_fd, const ListenerInfo& listener, const SocketAddress& peer) override;
   uint64_t credit_step() const override { return credit_step_; }
+  void OnUpstreamToLocalPod(int fd) override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

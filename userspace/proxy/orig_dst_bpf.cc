@@ -32,6 +32,11 @@ void BpfOrigDstResolver::OnConnectionEnd(const ListenerInfo& listener, const Soc
   if (auto local = ProxyEndLocal(-1, listener)) maps_->ForgetCredit(listener.netns_cookie, *local, peer);
 }
 
+void BpfOrigDstResolver::OnUpstreamToLocalPod(int fd) {
+  // Best effort: without the mark this connection's server leg stays on TCP.
+  maps_->MarkUpstreamToLocalPod(fd);
+}
+
 std::optional<SocketAddress> BpfOrigDstResolver::Resolve(int /*accepted_fd*/, const ListenerInfo& listener,
                                                          const SocketAddress& peer) {
   auto od = maps_->TakeOrigDst(listener.netns_cookie, peer);

@@ -21,6 +21,9 @@ struct ProxyOptions {
   // SO_MARK on upstream sockets so the BPF hooks (and policy routing) can
   // tell the proxy's own traffic apart.
   uint32_t proxy_mark = 0x539;
+  // An upstream connection to an enrolled pod on this node joins the sk_msg
+  // fast path too (proxy -> server leg), when the fast path is on.
+  bool fastpath_upstream = true;
   // Total connect attempts per connection to a service (first try plus
   // retries on other endpoints).
   int connect_attempts = 2;

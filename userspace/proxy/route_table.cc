@@ -12,6 +12,9 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
   }
   auto table = std::make_shared<RouteTable>();
   table->generation_ = snapshot.generation;
+  for (const Pod& pod : snapshot.pods) {
+    if (pod.enrolled && !pod.netns_path.empty()) table->local_pod_ips_.insert(pod.ips.begin(), pod.ips.end());
+  }
   for (const Service& svc : snapshot.services) {
     std::vector<IpAddress> ready, not_ready;
     for (const Endpoint& ep : svc.endpoints) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <utility>
@@ -40,6 +41,8 @@ class RouteTable {
                                                  const LbOptions& lb_options = {});
 
   const ServiceRoute* Find(const SocketAddress& dst) const;
+  // An address of an enrolled pod on this node (one the proxy listens in).
+  bool IsLocalEnrolledPod(const IpAddress& ip) const { return local_pod_ips_.contains(ip); }
   uint64_t generation() const { return generation_; }
   const std::vector<std::unique_ptr<ServiceRoute>>& routes() const { return routes_; }
 
@@ -47,6 +50,7 @@ class RouteTable {
   uint64_t generation_ = 0;
   std::vector<std::unique_ptr<ServiceRoute>> routes_;
   std::map<std::pair<IpAddress, uint16_t>, const ServiceRoute*> by_vip_;
+  std::set<IpAddress> local_pod_ips_;
 };
 
 }  // namespace ringmesh::proxy

@@ -28,6 +28,7 @@
 #define RM_MAP_CONFIG "rm_config"
 #define RM_MAP_FP_CREDIT "rm_fp_credit"
 #define RM_MAP_SOCK_ADDR "rm_sock_addr"
+#define RM_MAP_UPSTREAM "rm_upstream"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -139,6 +140,17 @@ struct rm_sock_addr {
 	__u64 kaddr; /* struct sock * */
 };
 
+/* rm_upstream (socket-local storage, written by the proxy through the
+ * socket's fd before it connects): this upstream socket goes to an enrolled
+ * pod on this node, so sockops puts it into the sockhash when it connects
+ * and the server's end joins it there (the proxy -> server leg of the fast
+ * path). Upstream sockets without it (other nodes, unenrolled pods) never
+ * join: they would only pay for a fast path they cannot use. */
+struct rm_upstream {
+	__u32 to_local_pod; /* 1 */
+	__u32 _pad;
+};
+
 /* rm_config.flow_control */
 #define RM_FLOW_CONTROL_AUTO 0         /* the peer's unread bytes where the kernel counts them, else proxy credit */
 #define RM_FLOW_CONTROL_PROXY_CREDIT 1 /* rm_fp_credit only (what kernels before 6.12 allow) */
@@ -196,7 +208,9 @@ struct rm_config {
 	X(SOCK_ADDR_FULL, "sock_addr_full")                               \
 	X(SOCK_ADDR_CLOSED, "sock_addr_removed_at_close")                 \
 	X(MSG_PEER_QUEUE_READ, "msg_peer_queue_read")                     \
-	X(MSG_PEER_QUEUE_UNKNOWN, "msg_peer_queue_unknown")
+	X(MSG_PEER_QUEUE_UNKNOWN, "msg_peer_queue_unknown")               \
+	X(UPSTREAM_SOCKHASH_ADDED, "upstream_sockhash_added")             \
+	X(SERVER_SOCKHASH_ADDED, "server_sockhash_added")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
