@@ -82,6 +82,13 @@ struct {
 } rm_sock_addr SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_SOCKHASH);
+	__type(key, struct rm_sock_key);
+	__type(value, struct rm_splice);
+} rm_splice SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, RM_CTR_MAX);
 	__type(key, __u32);

@@ -53,6 +53,72 @@ static __always_inline __s64 rm_peer_unread(const struct rm_sock_key *peer)
 	return len;
 }
 
+static __always_inline void rm_msg_key(struct sk_msg_md *msg, struct rm_sock_key *self)
+{
+	if (msg->family == AF_INET) {
+		rm_addr_from_v4(self->local_addr, msg->local_ip4);
+		rm_addr_from_v4(self->remote_addr, msg->remote_ip4);
+	} else {
+		RM_ADDR_FROM_CTX_V6(self->local_addr, msg->local_ip6);
+		RM_ADDR_FROM_CTX_V6(self->remote_addr, msg->remote_ip6);
+	}
+	self->netns_cookie = rm_key_netns(bpf_get_netns_cookie(msg), self->local_addr);
+	self->local_port = rm_local_port_be(msg->local_port);
+	self->remote_port = rm_remote_port_be(msg->remote_port);
+}
+
+/* From now on this socket sends over TCP; rm_splice writers that forward
+ * through it must stop going around the proxy (see abi.h). */
+static __always_inline int rm_commit_tcp(struct rm_msg_state *st, const struct rm_sock_key *self,
+					 enum rm_counter why)
+{
+	struct rm_sock_addr *me;
+
+	if (st)
+		st->tcp_committed = 1;
+	me = bpf_map_lookup_elem(&rm_sock_addr, self);
+	if (me)
+		me->committed = 1;
+	rm_count(why);
+	return SK_PASS;
+}
+
+/* Bytes the far end `k` has not read yet, against the budget: 1 if `size`
+ * more fit. Unknown counts as no room. */
+static __always_inline int rm_room_at(const struct rm_sock_key *k, __u64 size, const struct rm_config *cfg)
+{
+	__s64 unread = rm_peer_unread(k);
+
+	return unread >= 0 && (__u64)unread + size <= cfg->fastpath_budget;
+}
+
+/* Straight to the far end when the proxy has forwarded everything this
+ * socket sent it (rm_splice in abi.h). 1 when the message went. */
+static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_sock_key *self,
+					 const struct rm_msg_state *st, const struct rm_config *cfg)
+{
+	struct rm_splice *sp;
+	struct rm_sock_addr *via, *me;
+	struct rm_sock_key target;
+
+	sp = bpf_map_lookup_elem(&rm_splice, self);
+	if (!sp || sp->forwarded != st->redirected)
+		return 0;
+	via = bpf_map_lookup_elem(&rm_sock_addr, &sp->via);
+	if (!via || via->committed)
+		return 0;
+	__builtin_memcpy(&target, &sp->target, sizeof(target));
+	if (!rm_room_at(&target, msg->size, cfg))
+		return 0;
+	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &target, BPF_F_INGRESS) != SK_PASS)
+		return 0;
+	me = bpf_map_lookup_elem(&rm_sock_addr, self);
+	if (me)
+		__sync_fetch_and_add(&me->direct, (__u64)msg->size);
+	rm_count(RM_CTR_MSG_SPLICED);
+	return 1;
+}
+
 static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 {
 	struct rm_sock_key self = {}, peer = {};
@@ -70,29 +136,19 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		/* No state, no ordering guarantee: stay on TCP. This is safe
 		 * only because nothing was redirected for this socket before
 		 * (the state is created on its first message). */
-		rm_count(RM_CTR_MSG_STATE_FULL);
-		return SK_PASS;
+		rm_msg_key(msg, &self);
+		return rm_commit_tcp(st, &self, RM_CTR_MSG_STATE_FULL);
 	}
 	if (st->tcp_committed) {
 		rm_count(RM_CTR_MSG_PASS_TCP_COMMITTED);
 		return SK_PASS;
 	}
+	rm_msg_key(msg, &self);
 	cfg = rm_config_get();
-	if (!cfg || !cfg->fastpath_enabled) {
-		st->tcp_committed = 1;
-		rm_count(RM_CTR_MSG_PASS_FASTPATH_OFF);
+	if (!cfg || !cfg->fastpath_enabled)
+		return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_FASTPATH_OFF);
+	if (rm_try_splice(msg, &self, st, cfg))
 		return SK_PASS;
-	}
-	if (msg->family == AF_INET) {
-		rm_addr_from_v4(self.local_addr, msg->local_ip4);
-		rm_addr_from_v4(self.remote_addr, msg->remote_ip4);
-	} else {
-		RM_ADDR_FROM_CTX_V6(self.local_addr, msg->local_ip6);
-		RM_ADDR_FROM_CTX_V6(self.remote_addr, msg->remote_ip6);
-	}
-	self.netns_cookie = rm_key_netns(bpf_get_netns_cookie(msg), self.local_addr);
-	self.local_port = rm_local_port_be(msg->local_port);
-	self.remote_port = rm_remote_port_be(msg->remote_port);
 	rm_peer_key(&peer, &self);
 	unread = cfg->flow_control == RM_FLOW_CONTROL_AUTO ? rm_peer_unread(&peer) : -1;
 	if (unread >= 0) {
@@ -107,19 +163,14 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		if (credit)
 			queued = credit->consumed >= queued ? 0 : queued - credit->consumed;
 	}
-	if (queued + msg->size > cfg->fastpath_budget) {
-		st->tcp_committed = 1;
-		rm_count(RM_CTR_MSG_PASS_BUDGET);
-		return SK_PASS;
-	}
+	if (queued + msg->size > cfg->fastpath_budget)
+		return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_BUDGET);
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		st->redirected += msg->size;
 		rm_count(RM_CTR_MSG_REDIRECTED);
 		return SK_PASS;
 	}
-	st->tcp_committed = 1;
-	rm_count(RM_CTR_MSG_PASS_MISS);
-	return SK_PASS;
+	return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_MISS);
 }
 
 #endif /* RINGMESH_BPF_LIB_MSG_H_ */

@@ -180,6 +180,8 @@ static __always_inline void rm_forget_sock(struct bpf_sock_ops *skops, int proxy
 	rm_sockops_key(skops, bpf_get_netns_cookie(skops), &k);
 	if (proxy_end && bpf_map_delete_elem(&rm_fp_credit, &k) == 0)
 		rm_count(RM_CTR_FP_CREDIT_CLOSED);
+	if (bpf_map_delete_elem(&rm_splice, &k) == 0)
+		rm_count(RM_CTR_SPLICE_CLOSED);
 	if (bpf_map_delete_elem(&rm_sock_addr, &k) == 0)
 		rm_count(RM_CTR_SOCK_ADDR_CLOSED);
 }

@@ -47,7 +47,7 @@ services:
   - namespace: default
     name: b1-only
     vips: [198.18.200.14]
-    ports: [{name: bulk, port: 85, targetPort: 9000}]
+    ports: [{name: bulk, port: 85, targetPort: 9000}, {name: echo, port: 86, targetPort: 8081}]
     endpoints: [{ip: $B1, pod: default/b1}]
   - namespace: default
     name: refused
@@ -136,21 +136,45 @@ rm_case bulk_pod_to_pod_leg
 # To the enrolled backend b1 only: with the fast path on, both legs (app ->
 # proxy and proxy -> b1) skip TCP while their readers keep up, and every
 # byte still arrives in order.
-msg0=$(counter msg_redirected) up0=$(counter upstream_sockhash_added) sv0=$(counter server_sockhash_added)
+msg0=$(($(counter msg_redirected) + $(counter msg_spliced)))
+up0=$(counter upstream_sockhash_added) sv0=$(counter server_sockhash_added)
 out=$(rm_exec client "$RM_TCP" bulk --to "198.18.200.14:85" --bytes 64MiB --idle-ms 10000)
 rm_assert_eq "$(rm_json received <<<"$out")" 67108864 "reply bytes"
 rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "reply sha256"
 if [[ $fastpath == on ]]; then
   rm_assert_eq "$(($(counter upstream_sockhash_added) - up0))" 1 "the upstream socket joined the sockhash"
   rm_assert_eq "$(($(counter server_sockhash_added) - sv0))" 1 "b1's socket joined it"
-  # 64 MiB each way; the proxy forwards in chunks of at most 64 KiB.
-  (($(counter msg_redirected) - msg0 >= 1024)) || rm_fail "the transfer did not use the fast path"
+  # 64 MiB each way, in messages of at most 1 MiB, through the proxy or
+  # (once it has caught up) straight to the far end.
+  (($(counter msg_redirected) + $(counter msg_spliced) - msg0 >= 128)) || rm_fail "the transfer did not use the fast path"
 else
   rm_assert_eq "$(($(counter upstream_sockhash_added) - up0 + $(counter server_sockhash_added) - sv0))" 0 \
     "no server leg with the fast path off"
 fi
 mesh_wait_for "socket addresses removed with the sockets" 5 map_empty rm_sock_addr
 rm_pass bulk_pod_to_pod_leg
+
+rm_case splice_request_response
+# Both legs on the fast path: after a few exchanges the proxy leaves the
+# data path and the app and b1 write straight into each other (rm_splice).
+# rr checks every reply byte; the proxy still counts the bytes.
+for size in 1KiB 256KiB; do
+  sp0=$(counter msg_spliced) sent0=$(mesh_metric n1 ringmesh_proxy_bytes_total direction=\"upstream\")
+  out=$(rm_exec client "$RM_TCP" rr --to "198.18.200.14:86" --size "$size" --count 300)
+  rm_assert_eq "$(rm_json mismatches <<<"$out")" 0 "rr $size: replies intact"
+  rm_assert_eq "$(rm_json count <<<"$out")" 300 "rr $size: round trips"
+  bytes=$(($(numfmt --from=iec "${size%iB}") * 310))  # 300 measured + 10 warm-up
+  if [[ $fastpath == on ]]; then
+    (($(counter msg_spliced) - sp0 >= 400)) || rm_fail "rr $size: the proxy did not leave the data path ($(($(counter msg_spliced) - sp0)) direct messages)"
+  else
+    rm_assert_eq "$(($(counter msg_spliced) - sp0))" 0 "rr $size: nothing around the proxy with the fast path off"
+  fi
+  mesh_wait_for "connection closed" 5 no_connections
+  (($(mesh_metric n1 ringmesh_proxy_bytes_total direction=\"upstream\") - sent0 >= bytes)) ||
+    rm_fail "rr $size: the proxy's byte count misses the direct bytes"
+done
+mesh_wait_for "splice entries removed" 5 map_empty rm_splice
+rm_pass splice_request_response
 
 # A backend that refuses (nothing listens) or resets: the client sees a
 # refusal or a reset within 1 s, never a hang.

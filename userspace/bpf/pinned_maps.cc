@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -23,9 +23,18 @@ constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
 
 void FillAddr(uint8_t out[16], const IpAddress& ip) { std::memcpy(out, ip.bytes().data(), 16); }
 
+bool IsLoopback(const IpAddress& ip) {
+  const auto& b = ip.bytes();
+  static constexpr uint8_t kV6Loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  if (ip.is_v4()) return b[12] == 127;
+  return std::memcmp(b.data(), kV6Loopback, 16) == 0;
+}
+
+// As the BPF side builds it (rm_key_netns in bpf/lib/addr.h): loopback
+// connections are keyed with their netns, pod-to-pod ones with 0.
 rm_sock_key SockKey(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote) {
   rm_sock_key key{};
-  key.netns_cookie = netns_cookie;
+  key.netns_cookie = IsLoopback(local.ip) ? netns_cookie : 0;
   FillAddr(key.local_addr, local.ip);
   FillAddr(key.remote_addr, remote.ip);
   key.local_port = htons(local.port);
@@ -122,6 +131,35 @@ absl::Status PinnedMaps::UpdateConfig(const std::function<void(rm_config&)>& cha
 bool PinnedMaps::MarkUpstreamToLocalPod(int fd) const {
   rm_upstream value{.to_local_pod = 1, ._pad = 0};
   return bpf_map_update_elem(map_fd(RM_MAP_UPSTREAM), &fd, &value, BPF_ANY) == 0;
+}
+
+bool PinnedMaps::LegOnFastPath(const SpliceLeg& leg) const {
+  rm_sock_addr value{};
+  rm_sock_key via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
+  rm_sock_key target = SockKey(leg.netns_cookie, leg.target, leg.target_peer);
+  return bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &via, &value) == 0 &&
+         bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &target, &value) == 0;
+}
+
+bool PinnedMaps::SetSplice(const SpliceLeg& leg, uint64_t forwarded) const {
+  rm_sock_key writer = SockKey(leg.netns_cookie, leg.writer, leg.writer_peer);
+  rm_splice value{};
+  value.target = SockKey(leg.netns_cookie, leg.target, leg.target_peer);
+  value.via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
+  value.forwarded = forwarded;
+  return bpf_map_update_elem(map_fd(RM_MAP_SPLICE), &writer, &value, BPF_ANY) == 0;
+}
+
+void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {
+  rm_sock_key writer = SockKey(leg.netns_cookie, leg.writer, leg.writer_peer);
+  bpf_map_delete_elem(map_fd(RM_MAP_SPLICE), &writer);
+}
+
+uint64_t PinnedMaps::DirectBytes(const SpliceLeg& leg) const {
+  rm_sock_key writer = SockKey(leg.netns_cookie, leg.writer, leg.writer_peer);
+  rm_sock_addr value{};
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &writer, &value) != 0) return 0;
+  return value.direct;
 }
 
 uint64_t PinnedMaps::FastpathBudget() const {

@@ -43,6 +43,23 @@ class PinnedMaps {
   // rm_upstream (see abi.h): the unconnected socket `fd` will connect to an
   // enrolled pod on this node and may join the fast path. False on error.
   bool MarkUpstreamToLocalPod(int fd) const;
+  // One direction of a connection the proxy may leave (rm_splice in
+  // abi.h): `writer` sends to `target`, through the proxy's socket `via`.
+  // Each socket is given as (own address, peer address); netns_cookie is
+  // the pod's (used for loopback ends only, as the BPF side keys them).
+  struct SpliceLeg {
+    uint64_t netns_cookie = 0;
+    SocketAddress writer, writer_peer;
+    SocketAddress target, target_peer;
+    SocketAddress via, via_peer;
+  };
+  // Whether the sockhash holds both ends of the leg's `via` connection
+  // (the proxy's socket and the far end), i.e. that leg is on the fast path.
+  bool LegOnFastPath(const SpliceLeg& leg) const;
+  bool SetSplice(const SpliceLeg& leg, uint64_t forwarded) const;
+  void ClearSplice(const SpliceLeg& leg) const;
+  // Bytes the writer sent straight to its target so far (rm_sock_addr).
+  uint64_t DirectBytes(const SpliceLeg& leg) const;
   // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
   // `consumed` bytes in total; false when the map is full.
   bool Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote, uint64_t consumed) const;

@@ -98,6 +98,7 @@ nlohmann::json ConnectionsJson(const std::vector<ConnectionInfo>& conns) {
                    {"service", c.service},
                    {"endpoint", c.endpoint},
                    {"bytes_up", c.bytes_up},
+                   {"spliced", c.spliced},
                    {"bytes_down", c.bytes_down},
                    {"age_ms", c.age_ms},
                    {"state", c.state},

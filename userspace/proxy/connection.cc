@@ -126,9 +126,8 @@ void Connection::ConnectNext() {
     return;
   }
   fd_[kUp] = fd;
-  if (w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip)) {
-    w_->resolver().OnUpstreamToLocalPod(fd);
-  }
+  to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip);
+  if (to_local_pod_) w_->resolver().OnUpstreamToLocalPod(fd);
   up_len_ = target.ToSockaddr(&up_addr_);
   connect_start_ns_ = MonotonicNowNs();
   w_->loop()->Connect(&connect_op_, fd, reinterpret_cast<const sockaddr*>(&up_addr_), up_len_);
@@ -195,6 +194,11 @@ void Connection::OnRecv(Side s, const Completion& c) {
   }
   if (c.res == 0) {
     eof_[s] = true;
+    // The end of a spliced connection: its direct byte counts are final
+    // (and still there: the sockets' entries go when they reach CLOSE, which
+    // needs the shutdown below), and what follows of the other direction
+    // is little enough to go through the proxy again.
+    EndSplice();
     MaybeShutdown(Other(s));
     return;
   }
@@ -243,8 +247,69 @@ void Connection::OnSend(Side to, int res) {
     stats.Add(stats.bytes_downstream, n);
     stats.Add(cell_->received_bytes, n);
   }
+  if (to_local_pod_) MaybeSplice(from);
   StartRecv(from);  // room again: lift backpressure
   Pump(to);
+}
+
+// Tells the datapath how much of one direction the proxy has forwarded; once
+// that is all its writer sent, the writer's next message goes straight to
+// the far end (rm_splice in abi.h). Only when this direction's queue is
+// empty: with bytes still queued here the counts cannot match anyway.
+void Connection::MaybeSplice(Side from) {
+  ++forwards_;
+  const int after = w_->options().splice_after_forwards;
+  if (after <= 0 || !q_[from].empty()) return;
+  OrigDstResolver& r = w_->resolver();
+  if (splice_) {
+    r.SpliceSet(*splice_, from == kDown, bytes_[from]);
+    return;
+  }
+  if (forwards_ < after) return;
+  SpliceEnds e;
+  e.pod_cookie = listener_->netns_cookie;
+  e.app = peer_;
+  auto down_local = listener_->local.port != 0 && !listener_->local.ip.is_unspecified()
+                        ? std::optional<SocketAddress>(listener_->local)
+                        : LocalAddress(fd_[kDown]);
+  auto up_local = LocalAddress(fd_[kUp]);
+  if (!down_local || !up_local) {
+    to_local_pod_ = false;
+    return;
+  }
+  e.proxy_down = *down_local;
+  e.proxy_up = *up_local;
+  e.server = upstream_;
+  if (!r.SpliceAvailable(e)) {
+    to_local_pod_ = false;  // the server leg is on TCP: nothing to leave
+    return;
+  }
+  if (!r.SpliceSet(e, true, bytes_[kDown]) || !r.SpliceSet(e, false, bytes_[kUp])) {
+    r.SpliceClear(e);
+    to_local_pod_ = false;  // not available here: stop trying
+    return;
+  }
+  splice_ = e;
+}
+
+// At the first end of stream, or before the proxy lets go of either socket:
+// nothing may go around it any more, and what went around it counts in the
+// connection's bytes.
+void Connection::EndSplice() {
+  if (!splice_) return;
+  OrigDstResolver& r = w_->resolver();
+  r.SpliceClear(*splice_);
+  const uint64_t up = r.SpliceDirect(*splice_, true), down = r.SpliceDirect(*splice_, false);
+  splice_.reset();
+  bytes_[kDown] += up;
+  bytes_[kUp] += down;
+  ProxyStats& stats = w_->stats();
+  stats.Add(stats.bytes_upstream, up);
+  stats.Add(stats.bytes_downstream, down);
+  if (cell_ != nullptr) {
+    stats.Add(cell_->sent_bytes, up);
+    stats.Add(cell_->received_bytes, down);
+  }
 }
 
 void Connection::MaybeShutdown(Side to) {
@@ -274,6 +339,17 @@ void Connection::OnTimer(int res) {
     return;
   }
   if (now - last_activity_ns_ >= absl::ToInt64Nanoseconds(w_->options().idle_timeout)) {
+    if (splice_) {
+      // Bytes going around the proxy are activity too.
+      const uint64_t direct =
+          w_->resolver().SpliceDirect(*splice_, true) + w_->resolver().SpliceDirect(*splice_, false);
+      if (direct != direct_seen_) {
+        direct_seen_ = direct;
+        last_activity_ns_ = now;
+        ArmTimer();
+        return;
+      }
+    }
     Close(CloseReason::kIdleTimeout, false, false);
     return;
   }
@@ -323,6 +399,7 @@ void Connection::Close(CloseReason reason, bool reset_down, bool reset_up) {
   if (state_ == State::kClosing) return;
   state_ = State::kClosing;
   reason_ = reason;
+  EndSplice();
   reset_[kDown] = reset_down;
   reset_[kUp] = reset_up;
   EventLoop* loop = w_->loop();
@@ -350,6 +427,7 @@ bool Connection::AnyInFlight() const {
 void Connection::MaybeFinish() {
   if (finished_ || AnyInFlight()) return;
   finished_ = true;
+  EndSplice();
   for (int s = 0; s < 2; ++s) {
     if (fd_[s] < 0) continue;
     if (reset_[s]) {
@@ -385,6 +463,11 @@ ConnectionInfo Connection::Info() const {
   if (have_upstream_) info.endpoint = upstream_.ToString();
   info.bytes_up = bytes_[kDown];
   info.bytes_down = bytes_[kUp];
+  if (splice_) {
+    info.spliced = true;
+    info.bytes_up += w_->resolver().SpliceDirect(*splice_, true);
+    info.bytes_down += w_->resolver().SpliceDirect(*splice_, false);
+  }
   info.age_ms = (MonotonicNowNs() - start_ns_) / 1'000'000;
   switch (state_) {
     case State::kConnecting:

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,7 @@ struct ConnectionInfo {
   std::string endpoint;
   uint64_t bytes_up = 0;    // downstream -> upstream
   uint64_t bytes_down = 0;  // upstream -> downstream
+  bool spliced = false;     // the proxy left the data path (bytes include the direct ones)
   int64_t age_ms = 0;
   std::string state;
   size_t buffered_up = 0;  // queued toward upstream now
@@ -90,6 +92,8 @@ class Connection final : public IoHandler {
   bool AnyInFlight() const;
   void MaybeFinish();
   void ReleaseEndpoint();
+  void MaybeSplice(Side from);
+  void EndSplice();
 
   Worker* w_;
   uint64_t id_;
@@ -132,6 +136,10 @@ class Connection final : public IoHandler {
   std::vector<size_t> tried_;
   int attempts_ = 0;
   TcpMetricCell* cell_ = nullptr;
+  bool to_local_pod_ = false;  // upstream marked to join the fast path
+  int forwards_ = 0;           // completed sends, both directions
+  std::optional<SpliceEnds> splice_;
+  uint64_t direct_seen_ = 0;  // direct bytes at the last idle check
 };
 
 int64_t MonotonicNowNs();

@@ -65,6 +65,11 @@ int Main(int argc, char** argv) {
   app.add_option("--fastpath-upstream", fastpath_upstream,
                  "upstream connections to enrolled pods on this node join the sk_msg fast path (on|off)")
       ->check(CLI::IsMember({"on", "off"}));
+  int splice_after_forwards = 3;
+  app.add_option("--splice-after-forwards", splice_after_forwards,
+                 "leave the data path of a connection between two pods of this node after this many forwards "
+                 "(both legs on the fast path; 0 = never)")
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("--buffer-bytes", buffer_bytes, "Per-direction buffer cap per connection")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20));
   app.add_option("--connect-timeout-ms", connect_timeout_ms, "Upstream connect timeout")->check(CLI::PositiveNumber);
@@ -93,6 +98,7 @@ int Main(int argc, char** argv) {
   options.backend = *rp::ParseIoBackend(io_backend);
   options.buffer_bytes = buffer_bytes;
   options.fastpath_upstream = fastpath_upstream == "on";
+  options.splice_after_forwards = splice_after_forwards;
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.max_connections_per_worker = max_connections;

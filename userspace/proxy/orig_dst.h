@@ -42,6 +42,16 @@ struct ListenerInfo {
   int netns_fd() const { return netns ? netns->get() : -1; }
 };
 
+// The four sockets of a connection between two pods of this node whose
+// legs are both on the fast path: the app's, the proxy's two, the server's.
+struct SpliceEnds {
+  uint64_t pod_cookie = 0;  // the client pod's netns
+  SocketAddress app;        // the app socket's own address
+  SocketAddress proxy_down; // the proxy's accepted socket (its own address)
+  SocketAddress proxy_up;   // the proxy's upstream socket (its own address)
+  SocketAddress server;     // the server socket's own address
+};
+
 class OrigDstResolver {
  public:
   virtual ~OrigDstResolver() = default;
@@ -63,6 +73,15 @@ class OrigDstResolver {
   // Before connecting an upstream socket to an enrolled pod on this node:
   // lets that socket, and the server's end, join the fast path.
   virtual void OnUpstreamToLocalPod(int /*fd*/) {}
+  // Leaving the data path (rm_splice): the writer of one direction (`up`:
+  // app -> server) may send straight to its far end once the proxy has
+  // forwarded `forwarded` bytes of it, all it sent. False: not available.
+  virtual bool SpliceSet(const SpliceEnds& /*e*/, bool /*up*/, uint64_t /*forwarded*/) { return false; }
+  virtual void SpliceClear(const SpliceEnds& /*e*/) {}
+  // Both legs are on the fast path (checked once, before SpliceSet).
+  virtual bool SpliceAvailable(const SpliceEnds& /*e*/) { return false; }
+  // Bytes the writer of that direction sent straight to its far end.
+  virtual uint64_t SpliceDirect(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -98,6 +117,10 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   bool OnAccepted(int accepted_fd, const ListenerInfo& listener, const SocketAddress& peer) override;
   uint64_t credit_step() const override { return credit_step_; }
   void OnUpstreamToLocalPod(int fd) override;
+  bool SpliceSet(const SpliceEnds& e, bool up, uint64_t forwarded) override;
+  bool SpliceAvailable(const SpliceEnds& e) override;
+  void SpliceClear(const SpliceEnds& e) override;
+  uint64_t SpliceDirect(const SpliceEnds& e, bool up) override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

@@ -17,7 +17,39 @@ std::optional<SocketAddress> ProxyEndLocal(int accepted_fd, const ListenerInfo& 
   return LocalAddress(accepted_fd);
 }
 
+bpf::PinnedMaps::SpliceLeg Leg(const SpliceEnds& e, bool up) {
+  bpf::PinnedMaps::SpliceLeg l;
+  l.netns_cookie = e.pod_cookie;
+  if (up) {  // app -> server, through the proxy's upstream socket
+    l.writer = e.app, l.writer_peer = e.proxy_down;
+    l.target = e.server, l.target_peer = e.proxy_up;
+    l.via = e.proxy_up, l.via_peer = e.server;
+  } else {  // server -> app, through the proxy's accepted socket
+    l.writer = e.server, l.writer_peer = e.proxy_up;
+    l.target = e.app, l.target_peer = e.proxy_down;
+    l.via = e.proxy_down, l.via_peer = e.app;
+  }
+  return l;
+}
+
 }  // namespace
+
+bool BpfOrigDstResolver::SpliceSet(const SpliceEnds& e, bool up, uint64_t forwarded) {
+  return maps_->SetSplice(Leg(e, up), forwarded);
+}
+
+bool BpfOrigDstResolver::SpliceAvailable(const SpliceEnds& e) {
+  // The server leg is what may be missing (fast path off, the server's end
+  // did not join); the app leg joined at accept.
+  return maps_->LegOnFastPath(Leg(e, true));
+}
+
+void BpfOrigDstResolver::SpliceClear(const SpliceEnds& e) {
+  maps_->ClearSplice(Leg(e, true));
+  maps_->ClearSplice(Leg(e, false));
+}
+
+uint64_t BpfOrigDstResolver::SpliceDirect(const SpliceEnds& e, bool up) { return maps_->DirectBytes(Leg(e, up)); }
 
 BpfOrigDstResolver::BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {
   const uint64_t budget = maps_->FastpathBudget();

@@ -24,6 +24,12 @@ struct ProxyOptions {
   // An upstream connection to an enrolled pod on this node joins the sk_msg
   // fast path too (proxy -> server leg), when the fast path is on.
   bool fastpath_upstream = true;
+  // With both legs of a connection between two pods of this node on the
+  // fast path, the proxy leaves its data path after this many forwards
+  // (rm_splice; 0 = never): the two apps' writes then go straight to each
+  // other. Short connections (connect, one exchange, close) never pay for
+  // setting it up.
+  int splice_after_forwards = 3;
   // Total connect attempts per connection to a service (first try plus
   // retries on other endpoints).
   int connect_attempts = 2;

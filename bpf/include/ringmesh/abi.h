@@ -29,6 +29,7 @@
 #define RM_MAP_FP_CREDIT "rm_fp_credit"
 #define RM_MAP_SOCK_ADDR "rm_sock_addr"
 #define RM_MAP_UPSTREAM "rm_upstream"
+#define RM_MAP_SPLICE "rm_splice"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -137,7 +138,31 @@ struct rm_fp_credit {
  * can misjudge one budget check but never fault. Where msg_tot_len does not
  * exist, rm_fp_credit (the proxy's own count) is used instead. */
 struct rm_sock_addr {
-	__u64 kaddr; /* struct sock * */
+	__u64 kaddr;     /* struct sock * */
+	__u64 direct;    /* bytes this socket sent straight to its far end (rm_splice) */
+	__u32 committed; /* 1 once this socket has sent over TCP (rm_msg_state) */
+	__u32 _pad;
+};
+
+/* rm_splice (hash): the proxy leaves the data path of a connection between
+ * two pods of this node. Key: a writer's own rm_sock_key (the app's socket
+ * for app -> server, the server's for server -> app). Written by the proxy
+ * once both legs are on the fast path, `forwarded` updated after each of
+ * its writes through `via`; deleted by the proxy when the connection ends
+ * and by sockops when the writer closes.
+ *
+ * sk_msg on the writer sends a message straight into `target` (the far
+ * end) when everything it ever sent toward the proxy has been forwarded:
+ * rm_msg_state.redirected == forwarded, and `via` (the proxy's socket
+ * toward the far end) never sent over TCP. Then every earlier byte already
+ * sits in the far end's queue (the proxy's redirect through `via` is
+ * synchronous), so the new one lands behind it. Going back through the
+ * proxy is always safe (it only appends later), so a far end over budget
+ * just sends the message the normal way. */
+struct rm_splice {
+	struct rm_sock_key target; /* the far end's own key */
+	struct rm_sock_key via;    /* the proxy's socket toward the far end */
+	__u64 forwarded;           /* bytes of this writer the proxy wrote through via */
 };
 
 /* rm_upstream (socket-local storage, written by the proxy through the
@@ -210,7 +235,9 @@ struct rm_config {
 	X(MSG_PEER_QUEUE_READ, "msg_peer_queue_read")                     \
 	X(MSG_PEER_QUEUE_UNKNOWN, "msg_peer_queue_unknown")               \
 	X(UPSTREAM_SOCKHASH_ADDED, "upstream_sockhash_added")             \
-	X(SERVER_SOCKHASH_ADDED, "server_sockhash_added")
+	X(SERVER_SOCKHASH_ADDED, "server_sockhash_added")                 \
+	X(MSG_SPLICED, "msg_spliced")                                     \
+	X(SPLICE_CLOSED, "splice_removed_at_close")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
