@@ -107,8 +107,11 @@ rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" 2
 up=$(($(counter upstream_sockhash_added) - up0)) sv=$(($(counter server_sockhash_added) - sv0))
 if [[ $fastpath == on ]]; then
   (($(counter msg_redirected) > msg0)) || rm_fail "fast path on but no sk_msg redirect"
-  # Only the connections to the enrolled backend b1 join on the server leg.
-  rm_assert_eq "$up" "$(rm_json --default 0 tags.b1 <<<"$out")" "upstream sockets in the sockhash (one per b1 connection)"
+  # Only connections to the enrolled backend b1 join on the server leg, and
+  # only until the route's connections prove short (one read of a tag
+  # line): the first ones join, later ones do not.
+  b1=$(rm_json --default 0 tags.b1 <<<"$out")
+  ((up >= 1 && up < b1)) || rm_fail "upstream sockets in the sockhash: $up of $b1 b1 connections (want some, not all)"
   rm_assert_eq "$sv" "$up" "b1's ends joined them"
 else
   rm_assert_eq "$(($(counter msg_redirected) - msg0))" 0 "no sk_msg redirect with the fast path off"

@@ -237,3 +237,23 @@ TEST(RouteTable, MapsVipsToReadyEndpoints) {
 
 }  // namespace
 }  // namespace ringmesh::proxy
+
+namespace ringmesh::proxy {
+namespace {
+
+// The server-leg join follows how long a route's connections are.
+TEST(ServiceRoute, JoinsUntilItsConnectionsProveShort) {
+  ServiceRoute r;
+  EXPECT_TRUE(r.LongLived(3)) << "no samples yet: join";
+  for (int i = 0; i < 15; ++i) r.RecordForwards(2);
+  EXPECT_TRUE(r.LongLived(3)) << "15 samples are not enough to decide";
+  r.RecordForwards(2);
+  EXPECT_FALSE(r.LongLived(3)) << "connect, one exchange, close";
+  for (int i = 0; i < 40; ++i) r.RecordForwards(500);
+  EXPECT_TRUE(r.LongLived(3)) << "keep-alive connections again";
+  for (int i = 0; i < 60; ++i) r.RecordForwards(1);
+  EXPECT_FALSE(r.LongLived(3));
+}
+
+}  // namespace
+}  // namespace ringmesh::proxy

@@ -126,7 +126,9 @@ void Connection::ConnectNext() {
     return;
   }
   fd_[kUp] = fd;
-  to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip);
+  const int after = w_->options().splice_after_forwards;
+  to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip) &&
+                  (route_ == nullptr || route_->LongLived(after > 0 ? after : 3));
   if (to_local_pod_) w_->resolver().OnUpstreamToLocalPod(fd);
   up_len_ = target.ToSockaddr(&up_addr_);
   connect_start_ns_ = MonotonicNowNs();
@@ -138,6 +140,7 @@ void Connection::OnConnect(int res) {
   if (res == 0) {
     if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, ConnectLatencySample(fd_[kUp], latency), true);
     state_ = State::kEstablished;
+    established_ = true;
     last_activity_ns_ = MonotonicNowNs();
     StartRecv(kUp);
     Pump(kUp);
@@ -247,6 +250,7 @@ void Connection::OnSend(Side to, int res) {
     stats.Add(stats.bytes_downstream, n);
     stats.Add(cell_->received_bytes, n);
   }
+  ++forwards_;
   if (to_local_pod_) MaybeSplice(from);
   StartRecv(from);  // room again: lift backpressure
   Pump(to);
@@ -257,7 +261,6 @@ void Connection::OnSend(Side to, int res) {
 // the far end (rm_splice in abi.h). Only when this direction's queue is
 // empty: with bytes still queued here the counts cannot match anyway.
 void Connection::MaybeSplice(Side from) {
-  ++forwards_;
   const int after = w_->options().splice_after_forwards;
   if (after <= 0 || !q_[from].empty()) return;
   OrigDstResolver& r = w_->resolver();
@@ -442,6 +445,7 @@ void Connection::MaybeFinish() {
   q_[kDown].Clear();
   q_[kUp].Clear();
   if (credited_ != 0) w_->resolver().OnConnectionEnd(*listener_, peer_);
+  if (route_ != nullptr && established_) route_->RecordForwards(forwards_);
   ReleaseEndpoint();
   ProxyStats& stats = w_->stats();
   stats.Closed(reason_);

@@ -138,6 +138,7 @@ class Connection final : public IoHandler {
   TcpMetricCell* cell_ = nullptr;
   bool to_local_pod_ = false;  // upstream marked to join the fast path
   int forwards_ = 0;           // completed sends, both directions
+  bool established_ = false;   // the upstream connect succeeded
   std::optional<SpliceEnds> splice_;
   uint64_t direct_seen_ = 0;  // direct bytes at the last idle check
 };

@@ -5,6 +5,8 @@
 // connection keeps the table (and so its load balancer) alive until it ends.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -28,6 +30,29 @@ struct ServiceRoute {
   std::vector<IpAddress> vips;
   std::vector<IpAddress> not_ready;  // endpoints kept out of the balancer
   std::shared_ptr<LoadBalancer> lb;  // ready endpoints only
+
+  // How many forwards this route's connections make (moving average over
+  // closed connections, x16 fixed point; shared by the workers). Joining
+  // the server leg to the fast path costs each connection two more psocks;
+  // it pays only for connections that live long enough to be spliced, so
+  // routes whose connections are one exchange long stop joining.
+  mutable std::atomic<uint32_t> forwards_avg_x16{0};
+  mutable std::atomic<uint32_t> closed_samples{0};
+  void RecordForwards(int forwards) const {
+    const uint32_t v = static_cast<uint32_t>(std::min(forwards, 1024)) * 16;
+    if (closed_samples.fetch_add(1, std::memory_order_relaxed) == 0) {
+      forwards_avg_x16.store(v, std::memory_order_relaxed);
+      return;
+    }
+    // avg += (v - avg) / 8; lost updates between workers only blur it.
+    const uint32_t avg = forwards_avg_x16.load(std::memory_order_relaxed);
+    forwards_avg_x16.store(avg + (static_cast<int32_t>(v - avg) / 8), std::memory_order_relaxed);
+  }
+  // Too few closed connections to tell: join.
+  bool LongLived(int min_forwards) const {
+    return closed_samples.load(std::memory_order_relaxed) < 16 ||
+           forwards_avg_x16.load(std::memory_order_relaxed) >= static_cast<uint32_t>(min_forwards) * 16;
+  }
 
   // "name.ns.svc.cluster.local", Istio's destination_service label.
   std::string Fqdn() const { return name + "." + ns + ".svc.cluster.local"; }
