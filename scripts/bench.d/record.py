@@ -97,8 +97,10 @@ def derive(scenario, m, cpu_s, wall_s, extra, proxy):
         m["cpu_us_per_req"] = cpu_s * 1e6 / m["sent"]
     elif scenario == "S4" and m.get("ok"):
         m["cpu_us_per_conn"] = cpu_s * 1e6 / m["ok"]
-    elif scenario == "S5" and m.get("requests") and cpu_s > 0:
-        m["rps_per_core"] = m["requests"] / cpu_s
+    elif scenario == "S5" and m.get("requests"):
+        # CPU time comes in clock ticks (10 ms): a proxy that is out of the
+        # data path (spliced) may show none; count one tick, a lower bound.
+        m["rps_per_core"] = m["requests"] / max(cpu_s, 0.01)
         m["proxy_cores"] = cpu_s / wall_s if wall_s else 0
     elif scenario == "S6" and "rss_loaded_kib" in m:
         ok = max(1, m.get("ok", 0))
