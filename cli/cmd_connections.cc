@@ -22,7 +22,9 @@ int RunConnections(const Globals& g) {
     }
     t.Add({JsonStr(c, "id"), src, JsonStr(c, "original_destination", JsonStr(c, "orig_dst")),
            JsonStr(c, "service", "-"), JsonStr(c, "endpoint", "-"), HumanBytes(c.value("bytes_up", 0ull)),
-           HumanBytes(c.value("bytes_down", 0ull)), HumanAge(c.value("age_ms", 0ull)), JsonStr(c, "state")});
+           HumanBytes(c.value("bytes_down", 0ull)), HumanAge(c.value("age_ms", 0ull)),
+           // "spliced": the two pods write straight to each other; the bytes include theirs.
+           c.value("spliced", false) ? JsonStr(c, "state") + ",spliced" : JsonStr(c, "state")});
   }
   return Emit(g, list, t.Render());
 }

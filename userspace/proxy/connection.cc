@@ -262,7 +262,8 @@ void Connection::OnSend(Side to, int res) {
 // empty: with bytes still queued here the counts cannot match anyway.
 void Connection::MaybeSplice(Side from) {
   const int after = w_->options().splice_after_forwards;
-  if (after <= 0 || !q_[from].empty()) return;
+  // An artificial forward delay (--delay-us) must stay in the data path.
+  if (after <= 0 || w_->options().forward_delay > absl::ZeroDuration() || !q_[from].empty()) return;
   OrigDstResolver& r = w_->resolver();
   if (splice_) {
     r.SpliceSet(*splice_, from == kDown, bytes_[from]);

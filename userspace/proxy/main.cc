@@ -84,7 +84,7 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   app.add_option("--spare-socket-idle-ms", spare_socket_idle_ms, "Close a pod's spare upstream sockets unused this long")
       ->check(CLI::PositiveNumber);
-  app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check)")
+  app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check; no splice then)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
