@@ -52,11 +52,10 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 					       enum rm_counter added)
 {
 	struct rm_sock_key k = {};
-
-	rm_sockops_key(skops, netns_cookie, &k);
 	struct rm_sock_addr a = {};
 	struct bpf_sock *sk = skops->sk;
 
+	rm_sockops_key(skops, netns_cookie, &k);
 	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST)) {
 		rm_count(RM_CTR_SOCKHASH_FULL);
 		return;
@@ -170,9 +169,8 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 }
 
-/* The closing socket's entries keyed by its own view. Both ends of an
- * app <-> proxy connection live in the pod's netns, so the netns cookie
- * here is the one they were inserted with. */
+/* The closing socket's entries, keyed by its own view exactly as when it
+ * was inserted (rm_sockops_key: its netns for loopback, 0 pod-to-pod). */
 static __always_inline void rm_forget_sock(struct bpf_sock_ops *skops, int proxy_end)
 {
 	struct rm_sock_key k = {};
