@@ -134,8 +134,21 @@ TEST_F(AbiBtf, SockAddr) {
   const btf_type* t = Struct("rm_sock_addr");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_sock_addr));
-  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_EQ(MemberCount(t), 4);
   EXPECT_FIELD(rm_sock_addr, kaddr);
+  EXPECT_FIELD(rm_sock_addr, direct);
+  EXPECT_FIELD(rm_sock_addr, committed);
+  EXPECT_FIELD(rm_sock_addr, _pad);
+}
+
+TEST_F(AbiBtf, Splice) {
+  const btf_type* t = Struct("rm_splice");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_splice));
+  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_FIELD(rm_splice, target);
+  EXPECT_FIELD(rm_splice, via);
+  EXPECT_FIELD(rm_splice, forwarded);
 }
 
 TEST_F(AbiBtf, FpCredit) {
@@ -169,6 +182,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_SOCKHASH, sizeof(rm_sock_key), sizeof(__u64)},
       {RM_MAP_FP_CREDIT, sizeof(rm_sock_key), sizeof(rm_fp_credit)},
       {RM_MAP_SOCK_ADDR, sizeof(rm_sock_key), sizeof(rm_sock_addr)},
+      {RM_MAP_SPLICE, sizeof(rm_sock_key), sizeof(rm_splice)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},
