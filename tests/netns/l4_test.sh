@@ -163,12 +163,16 @@ rm_case splice_request_response
 # rr checks every reply byte; the proxy still counts the bytes.
 for size in 1KiB 256KiB; do
   sp0=$(counter msg_spliced) sent0=$(mesh_metric n1 ringmesh_proxy_bytes_total direction=\"upstream\")
+  sc0=$(mesh_metric n1 ringmesh_proxy_spliced_connections_total) sb0=$(mesh_metric n1 ringmesh_proxy_spliced_bytes_total)
   out=$(rm_exec client "$RM_TCP" rr --to "198.18.200.14:86" --size "$size" --count 300)
   rm_assert_eq "$(rm_json mismatches <<<"$out")" 0 "rr $size: replies intact"
   rm_assert_eq "$(rm_json count <<<"$out")" 300 "rr $size: round trips"
   bytes=$(($(numfmt --from=iec "${size%iB}") * 310))  # 300 measured + 10 warm-up
   if [[ $fastpath == on ]]; then
     (($(counter msg_spliced) - sp0 >= 400)) || rm_fail "rr $size: the proxy did not leave the data path ($(($(counter msg_spliced) - sp0)) direct messages)"
+    rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_spliced_connections_total) - sc0))" 1 "rr $size: spliced connections metric"
+    mesh_wait_for "connection closed" 5 no_connections
+    (($(mesh_metric n1 ringmesh_proxy_spliced_bytes_total) - sb0 > 0)) || rm_fail "rr $size: no spliced bytes counted"
   else
     rm_assert_eq "$(($(counter msg_spliced) - sp0))" 0 "rr $size: nothing around the proxy with the fast path off"
   fi

@@ -294,6 +294,7 @@ void Connection::MaybeSplice(Side from) {
     return;
   }
   splice_ = e;
+  w_->stats().Add(w_->stats().spliced_connections);
 }
 
 // At the first end of stream, or before the proxy lets go of either socket:
@@ -310,6 +311,7 @@ void Connection::EndSplice() {
   ProxyStats& stats = w_->stats();
   stats.Add(stats.bytes_upstream, up);
   stats.Add(stats.bytes_downstream, down);
+  stats.Add(stats.spliced_bytes, up + down);
   if (cell_ != nullptr) {
     stats.Add(cell_->sent_bytes, up);
     stats.Add(cell_->received_bytes, down);

@@ -89,6 +89,12 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_sockhash_add_failures_total", "counter",
          "Accepted sockets that stayed off the sk_msg fast path.");
   absl::StrAppend(&out, "ringmesh_proxy_sockhash_add_failures_total ", load(s.sockhash_add_failures), "\n");
+  Metric(out, "ringmesh_proxy_spliced_connections_total", "counter",
+         "Connections between two pods of this node whose data path the proxy left (--splice-after-forwards).");
+  absl::StrAppend(&out, "ringmesh_proxy_spliced_connections_total ", load(s.spliced_connections), "\n");
+  Metric(out, "ringmesh_proxy_spliced_bytes_total", "counter",
+         "Bytes those pods sent straight to each other (also in the byte totals).");
+  absl::StrAppend(&out, "ringmesh_proxy_spliced_bytes_total ", load(s.spliced_bytes), "\n");
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");

@@ -69,6 +69,10 @@ class ProxyStats {
   std::atomic<uint64_t> upstream_connect_failures{0};
   std::atomic<uint64_t> overloaded{0};
   std::atomic<uint64_t> sockhash_add_failures{0};
+  // Connections whose data path the proxy left (rm_splice), and the bytes
+  // their two pods then sent straight to each other (counted at the end).
+  std::atomic<uint64_t> spliced_connections{0};
+  std::atomic<uint64_t> spliced_bytes{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};
 
