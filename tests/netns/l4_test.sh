@@ -244,9 +244,15 @@ rm_pass bad_node_files_keep_last_good
 rm_case agent_restart_mid_transfer
 red0=$(counter redirected)
 bulk=$(rm_spawn client "$RM_TCP" bulk --to "$VIP:81" --bytes 1GiB --idle-ms 10000)
-# The proxy credits what it read from the app (rm_fp_credit, every MiB).
-credit_present() { (($(mesh_map_entries n1 rm_fp_credit) >= 1)); }
-mesh_wait_for "a fast-path credit entry for the transfer" 5 credit_present
+# Kill the agent once 16 MiB have gone up (through the proxy or, spliced,
+# around it: /connections counts both).
+transfer_underway() {
+  mesh_admin n1 /connections | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if any(c.get("bytes_up", 0) >= 16 << 20 for c in d) else 1)'
+}
+mesh_wait_for "16 MiB of the transfer" 10 transfer_underway
 kill -KILL "$(mesh_agent_pid n1)"
 mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
 for ((i = 0; i < 600; i++)); do [[ -e /proc/$bulk ]] || break; sleep 0.05; done
