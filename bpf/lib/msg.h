@@ -98,7 +98,7 @@ static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_
 					 const struct rm_msg_state *st, const struct rm_config *cfg)
 {
 	struct rm_splice *sp;
-	struct rm_sock_addr *via, *me;
+	struct rm_sock_addr *via;
 	struct rm_sock_key target;
 
 	sp = bpf_map_lookup_elem(&rm_splice, self);
@@ -112,9 +112,9 @@ static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_
 		return 0;
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &target, BPF_F_INGRESS) != SK_PASS)
 		return 0;
-	me = bpf_map_lookup_elem(&rm_sock_addr, self);
-	if (me)
-		__sync_fetch_and_add(&me->direct, (__u64)msg->size);
+	/* Counted on the proxy's socket: it lives until the proxy has read
+	 * the count (the writer's own entry may go as soon as it closes). */
+	__sync_fetch_and_add(&via->direct, (__u64)msg->size);
 	rm_count(RM_CTR_MSG_SPLICED);
 	return 1;
 }

@@ -156,9 +156,11 @@ void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {
 }
 
 uint64_t PinnedMaps::DirectBytes(const SpliceLeg& leg) const {
-  rm_sock_key writer = SockKey(leg.netns_cookie, leg.writer, leg.writer_peer);
+  // Counted on the proxy's socket (msg.h): the writer's entry goes when the
+  // writer closes, which may be before the proxy reads it.
+  rm_sock_key via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
   rm_sock_addr value{};
-  if (bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &writer, &value) != 0) return 0;
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &via, &value) != 0) return 0;
   return value.direct;
 }
 

@@ -58,7 +58,8 @@ class PinnedMaps {
   bool LegOnFastPath(const SpliceLeg& leg) const;
   bool SetSplice(const SpliceLeg& leg, uint64_t forwarded) const;
   void ClearSplice(const SpliceLeg& leg) const;
-  // Bytes the writer sent straight to its target so far (rm_sock_addr).
+  // Bytes the writer sent straight to its target so far (kept on `via`'s
+  // rm_sock_addr entry).
   uint64_t DirectBytes(const SpliceLeg& leg) const;
   // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
   // `consumed` bytes in total; false when the map is full.

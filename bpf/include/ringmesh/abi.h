@@ -139,7 +139,7 @@ struct rm_fp_credit {
  * exist, rm_fp_credit (the proxy's own count) is used instead. */
 struct rm_sock_addr {
 	__u64 kaddr;     /* struct sock * */
-	__u64 direct;    /* bytes this socket sent straight to its far end (rm_splice) */
+	__u64 direct;    /* on a proxy socket: bytes its rm_splice writer sent around it */
 	__u32 committed; /* 1 once this socket has sent over TCP (rm_msg_state) */
 	__u32 _pad;
 };
