@@ -273,9 +273,7 @@ void Connection::MaybeSplice(Side from) {
   SpliceEnds e;
   e.pod_cookie = listener_->netns_cookie;
   e.app = peer_;
-  auto down_local = listener_->local.port != 0 && !listener_->local.ip.is_unspecified()
-                        ? std::optional<SocketAddress>(listener_->local)
-                        : LocalAddress(fd_[kDown]);
+  auto down_local = AcceptedLocalAddress(fd_[kDown], *listener_);
   auto up_local = LocalAddress(fd_[kUp]);
   if (!down_local || !up_local) {
     to_local_pod_ = false;

@@ -138,5 +138,9 @@ class BpfOrigDstResolver final : public OrigDstResolver {
 // Peer / local address of a socket.
 std::optional<SocketAddress> PeerAddress(int fd);
 std::optional<SocketAddress> LocalAddress(int fd);
+// The local address of a socket accepted on `listener`: the listener's own
+// when it is bound to a specific address and port (no syscall), else
+// getsockname(accepted_fd) (none when accepted_fd < 0).
+std::optional<SocketAddress> AcceptedLocalAddress(int accepted_fd, const ListenerInfo& listener);
 
 }  // namespace ringmesh::proxy

@@ -10,13 +10,6 @@
 namespace ringmesh::proxy {
 namespace {
 
-// The proxy end's own address: the listener's, unless it is a wildcard.
-std::optional<SocketAddress> ProxyEndLocal(int accepted_fd, const ListenerInfo& listener) {
-  if (listener.local.port != 0 && !listener.local.ip.is_unspecified()) return listener.local;
-  if (accepted_fd < 0) return std::nullopt;
-  return LocalAddress(accepted_fd);
-}
-
 bpf::PinnedMaps::SpliceLeg Leg(const SpliceEnds& e, bool up) {
   bpf::PinnedMaps::SpliceLeg l;
   l.netns_cookie = e.pod_cookie;
@@ -57,11 +50,11 @@ BpfOrigDstResolver::BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps
 }
 
 void BpfOrigDstResolver::OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) {
-  if (auto local = ProxyEndLocal(-1, listener)) maps_->Credit(listener.netns_cookie, *local, peer, total);
+  if (auto local = AcceptedLocalAddress(-1, listener)) maps_->Credit(listener.netns_cookie, *local, peer, total);
 }
 
 void BpfOrigDstResolver::OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) {
-  if (auto local = ProxyEndLocal(-1, listener)) maps_->ForgetCredit(listener.netns_cookie, *local, peer);
+  if (auto local = AcceptedLocalAddress(-1, listener)) maps_->ForgetCredit(listener.netns_cookie, *local, peer);
 }
 
 void BpfOrigDstResolver::OnUpstreamToLocalPod(int fd) {
@@ -86,7 +79,7 @@ bool BpfOrigDstResolver::OnAccepted(int accepted_fd, const ListenerInfo& listene
   }
   // A listener bound to a specific address and port is the accepted
   // socket's local address; only a wildcard one needs the syscall.
-  std::optional<SocketAddress> local = ProxyEndLocal(accepted_fd, listener);
+  std::optional<SocketAddress> local = AcceptedLocalAddress(accepted_fd, listener);
   if (!local) return false;
   switch (maps_->AddToSockhash(accepted_fd, listener.netns_cookie, *local, peer)) {
     case bpf::PinnedMaps::SockhashAdd::kAdded:
