@@ -130,11 +130,12 @@ peer_down() {
       ;;
     rm-*)
       local red msg fp=${peer##*-} c json=""
-      red=$(($(mesh_counter n1 redirected) - ${_PEER_COUNTERS0[redirected]}))
-      msg=$(($(mesh_counter n1 msg_redirected) - ${_PEER_COUNTERS0[msg_redirected]}))
+      local -A delta=()
       for c in $_RM_RECORDED_COUNTERS; do
-        json+="\"bpf_$c\": $(($(mesh_counter n1 "$c") - ${_PEER_COUNTERS0[$c]})), "
+        delta[$c]=$(($(mesh_counter n1 "$c") - ${_PEER_COUNTERS0[$c]}))
+        json+="\"bpf_$c\": ${delta[$c]}, "
       done
+      red=${delta[redirected]} msg=${delta[msg_redirected]}
       bench_record peer down "{${json%, }}"
       ((red > 0)) || rm_fail "$peer: the BPF connect hook redirected nothing"
       if [[ $fp == fp ]] && ((msg == 0)); then

@@ -295,9 +295,9 @@ void Connection::MaybeSplice(Side from) {
   w_->stats().Add(w_->stats().spliced_connections);
 }
 
-// At the first end of stream, or before the proxy lets go of either socket:
-// nothing may go around it any more, and what went around it counts in the
-// connection's bytes.
+// At the first end of stream, or in Close() (every way to the end passes
+// there, before either socket is let go): nothing may go around the proxy
+// any more, and what went around it counts in the connection's bytes.
 void Connection::EndSplice() {
   if (!splice_) return;
   OrigDstResolver& r = w_->resolver();
@@ -431,7 +431,6 @@ bool Connection::AnyInFlight() const {
 void Connection::MaybeFinish() {
   if (finished_ || AnyInFlight()) return;
   finished_ = true;
-  EndSplice();
   for (int s = 0; s < 2; ++s) {
     if (fd_[s] < 0) continue;
     if (reset_[s]) {
