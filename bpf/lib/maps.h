@@ -89,6 +89,13 @@ struct {
 } rm_splice SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_SHORT_DST);
+	__type(key, struct rm_dst_key);
+	__type(value, struct rm_short_dst);
+} rm_short_dst SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, RM_CTR_MAX);
 	__type(key, __u32);

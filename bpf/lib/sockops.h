@@ -71,6 +71,20 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 		rm_count(RM_CTR_SOCK_ADDR_FULL);
 }
 
+/* 1 when the proxy has seen connections to `od`'s destination to be short
+ * (rm_short_dst): both ends of this one stay out of the sockhash. */
+static __always_inline int rm_short_route(const struct rm_orig_dst *od)
+{
+	struct rm_dst_key k = {};
+
+	__builtin_memcpy(k.addr, od->addr, sizeof(k.addr));
+	k.port = od->port;
+	if (!bpf_map_lookup_elem(&rm_short_dst, &k))
+		return 0;
+	rm_count(RM_CTR_SOCKHASH_SKIPPED_SHORT);
+	return 1;
+}
+
 /* The proxy's upstream socket to an enrolled pod on this node (the proxy
  * marked it in rm_upstream): into the sockhash, so that once the server's
  * end joins (rm_on_server_established) the proxy -> server leg skips the
@@ -134,6 +148,8 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 		rm_count(RM_CTR_SOCKHASH_SKIPPED_FASTPATH_OFF);
 		return;
 	}
+	if (rm_short_route(od))
+		return;
 	rm_sockhash_insert(skops, od->netns_cookie, RM_CTR_SOCKHASH_ADDED);
 }
 
@@ -146,6 +162,8 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
  * kubepods in a cluster). */
 static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops)
 {
+	struct rm_tuple_key tk = {};
+	struct rm_orig_dst *od;
 	struct rm_pod_info *pod;
 	__u8 local[16];
 	__u64 cookie;
@@ -165,6 +183,15 @@ static __always_inline void rm_on_passive_established(struct bpf_sock_ops *skops
 	 * path was on when the connection began. */
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	if (!rm_fastpath_enabled())
+		return;
+	/* The app's end re-keyed its original destination under its own
+	 * address at its ESTABLISHED, which came first (it sent the ACK that
+	 * made this one): a short route leaves this end out too. */
+	tk.netns_cookie = cookie;
+	rm_sockops_remote(skops, tk.addr);
+	tk.port = rm_remote_port_be(skops->remote_port);
+	od = bpf_map_lookup_elem(&rm_orig_dst, &tk);
+	if (od && rm_short_route(od))
 		return;
 	rm_sockhash_insert(skops, cookie, RM_CTR_PROXY_SOCKHASH_ADDED);
 }

@@ -130,6 +130,25 @@ TEST_F(AbiBtf, Upstream) {
   EXPECT_FIELD(rm_upstream, _pad);
 }
 
+TEST_F(AbiBtf, ShortDstKey) {
+  const btf_type* t = Struct("rm_dst_key");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_dst_key));
+  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_FIELD(rm_dst_key, addr);
+  EXPECT_FIELD(rm_dst_key, port);
+  EXPECT_FIELD(rm_dst_key, _pad);
+}
+
+TEST_F(AbiBtf, ShortDst) {
+  const btf_type* t = Struct("rm_short_dst");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_short_dst));
+  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_FIELD(rm_short_dst, short_lived);
+  EXPECT_FIELD(rm_short_dst, _pad);
+}
+
 TEST_F(AbiBtf, SockAddr) {
   const btf_type* t = Struct("rm_sock_addr");
   ASSERT_NE(t, nullptr);
@@ -183,6 +202,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_FP_CREDIT, sizeof(rm_sock_key), sizeof(rm_fp_credit)},
       {RM_MAP_SOCK_ADDR, sizeof(rm_sock_key), sizeof(rm_sock_addr)},
       {RM_MAP_SPLICE, sizeof(rm_sock_key), sizeof(rm_splice)},
+      {RM_MAP_SHORT_DST, sizeof(rm_dst_key), sizeof(rm_short_dst)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

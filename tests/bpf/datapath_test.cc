@@ -325,6 +325,42 @@ TEST_F(DatapathTest, FastPathOffStillRedirectsOverTcp) {
   EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 0u);
 }
 
+// A destination the proxy found to carry short connections (rm_short_dst)
+// keeps both ends of new connections out of the sockhash; the bytes still
+// flow over TCP. Clearing it brings the next connection back.
+TEST_F(DatapathTest, ShortRouteStaysOffTheFastPath) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  const SocketAddress dst = *SocketAddress::Parse("198.18.0.10:80");
+  auto exchange = [&] {
+    auto r = RunApp("198.18.0.10", 80, [&] {
+      UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      ASSERT_TRUE(c.valid());
+      char buf[8] = {};
+      ASSERT_EQ(read(c.get(), buf, 4), 4);
+      ASSERT_EQ(write(c.get(), "pong", 4), 4);
+    });
+    EXPECT_EQ(r.connect_errno, 0) << std::strerror(r.connect_errno);
+    EXPECT_STREQ(r.reply, "pong");
+  };
+  ASSERT_TRUE(dp_->maps().SetShortRoute(dst, true));
+  ASSERT_TRUE(dp_->maps().SetShortRoute(*SocketAddress::Parse("198.18.0.10:81"), true));
+  exchange();
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_SKIPPED_SHORT), 2u) << "the app's end and the proxy's end";
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_ADDED), 0u);
+  EXPECT_EQ(Counter(RM_CTR_PROXY_SOCKHASH_ADDED), 0u);
+  EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 0u);
+  ASSERT_TRUE(dp_->maps().SetShortRoute(dst, false));
+  ASSERT_TRUE(dp_->maps().SetShortRoute(dst, false)) << "clearing twice is not an error";
+  exchange();
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_SKIPPED_SHORT), 2u);
+  EXPECT_EQ(Counter(RM_CTR_SOCKHASH_ADDED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_PROXY_SOCKHASH_ADDED), 1u);
+  EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 2u);
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SHORT_DST), 1u) << "the other port's entry stays";
+}
+
 // Switching the fast path off and on again mid-connection must not reorder
 // bytes: a socket that passed once stays on TCP.
 TEST_F(DatapathTest, KillSwitchTogglePreservesOrder) {

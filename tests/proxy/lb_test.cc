@@ -1,10 +1,10 @@
 #include "userspace/proxy/lb.h"
 
-#include <array>
-
 #include <gtest/gtest.h>
 
+#include <array>
 #include <map>
+#include <optional>
 
 #include "userspace/proxy/route_table.h"
 
@@ -253,6 +253,46 @@ TEST(ServiceRoute, JoinsUntilItsConnectionsProveShort) {
   EXPECT_TRUE(r.LongLived(3)) << "keep-alive connections again";
   for (int i = 0; i < 60; ++i) r.RecordForwards(1);
   EXPECT_FALSE(r.LongLived(3));
+}
+
+// A new snapshot keeps what a route's connections looked like and what the
+// datapath was told, unless the route's VIPs changed.
+TEST(RouteTable, CarriesTheRouteShapeOverSnapshots) {
+  Snapshot snap;
+  Service svc;
+  svc.ns = "default";
+  svc.name = "web";
+  svc.vips = {*IpAddress::Parse("198.18.200.10")};
+  svc.ports = {ServicePort{.port = 80, .target_port = 8080}};
+  svc.endpoints = {Endpoint{.ip = *IpAddress::Parse("198.18.1.11")}};
+  snap.services = {svc};
+  auto t1 = RouteTable::Build(snap, nullptr, {});
+  const ServiceRoute* r1 = t1->Find(SocketAddress{svc.vips[0], 80});
+  ASSERT_NE(r1, nullptr);
+  for (int i = 0; i < 16; ++i) r1->RecordForwards(2);
+  ASSERT_EQ(r1->ShortRouteChange(3), std::optional<bool>(true));
+  auto t2 = RouteTable::Build(snap, t1.get(), {});
+  const ServiceRoute* r2 = t2->Find(SocketAddress{svc.vips[0], 80});
+  ASSERT_NE(r2, nullptr);
+  EXPECT_FALSE(r2->LongLived(3));
+  EXPECT_EQ(r2->ShortRouteChange(3), std::nullopt) << "already told";
+  snap.services[0].vips.push_back(*IpAddress::Parse("198.18.200.11"));
+  auto t3 = RouteTable::Build(snap, t2.get(), {});
+  EXPECT_EQ(t3->Find(SocketAddress{svc.vips[0], 80})->ShortRouteChange(3), std::optional<bool>(true))
+      << "a new VIP must hear it";
+}
+
+// The datapath (rm_short_dst) hears about a route once per change of state.
+TEST(ServiceRoute, TellsTheDatapathOncePerChange) {
+  ServiceRoute r;
+  EXPECT_EQ(r.ShortRouteChange(3), std::optional<bool>(false)) << "first closed connection: long until shown short";
+  EXPECT_EQ(r.ShortRouteChange(3), std::nullopt);
+  for (int i = 0; i < 16; ++i) r.RecordForwards(2);
+  EXPECT_EQ(r.ShortRouteChange(3), std::optional<bool>(true));
+  r.RecordForwards(2);
+  EXPECT_EQ(r.ShortRouteChange(3), std::nullopt);
+  for (int i = 0; i < 40; ++i) r.RecordForwards(500);
+  EXPECT_EQ(r.ShortRouteChange(3), std::optional<bool>(false));
 }
 
 }  // namespace

@@ -64,6 +64,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 22));
   app.add_option("--max-sockhash", opts.datapath.max_sockhash, "capacity of the sk_msg sockhash")
       ->check(CLI::Range(1, 1 << 22));
+  app.add_option("--max-short-routes", opts.datapath.max_short_routes,
+                 "capacity of the map of service destinations whose connections are too short for the fast path "
+                 "(LRU: the oldest joins again)")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--fastpath", fastpath, "initial sk_msg fast path state when nothing is pinned")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--fastpath-budget-bytes", opts.datapath.fastpath_budget,

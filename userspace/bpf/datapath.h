@@ -35,6 +35,7 @@ struct DatapathOptions {
   uint32_t max_opt_out_cidrs = RM_DEFAULT_MAX_OPT_OUT_CIDRS;
   uint32_t max_orig_dst = RM_DEFAULT_MAX_ORIG_DST;
   uint32_t max_sockhash = RM_DEFAULT_MAX_SOCKHASH;
+  uint32_t max_short_routes = RM_DEFAULT_MAX_SHORT_DST;
   bool fastpath = true;  // initial value only when nothing is pinned yet
   // rm_config.fastpath_budget, written at every start (see abi.h).
   uint64_t fastpath_budget = RM_DEFAULT_FASTPATH_BUDGET;

@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE, RM_MAP_SHORT_DST};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -148,6 +148,16 @@ bool PinnedMaps::SetSplice(const SpliceLeg& leg, uint64_t forwarded) const {
   value.via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
   value.forwarded = forwarded;
   return bpf_map_update_elem(map_fd(RM_MAP_SPLICE), &writer, &value, BPF_ANY) == 0;
+}
+
+bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short) const {
+  rm_dst_key key{};
+  FillAddr(key.addr, dst.ip);
+  key.port = htons(dst.port);
+  if (!is_short) return bpf_map_delete_elem(map_fd(RM_MAP_SHORT_DST), &key) == 0 || errno == ENOENT;
+  rm_short_dst value{};
+  value.short_lived = 1;
+  return bpf_map_update_elem(map_fd(RM_MAP_SHORT_DST), &key, &value, BPF_ANY) == 0;
 }
 
 void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {

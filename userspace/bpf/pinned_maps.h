@@ -58,6 +58,9 @@ class PinnedMaps {
   bool LegOnFastPath(const SpliceLeg& leg) const;
   bool SetSplice(const SpliceLeg& leg, uint64_t forwarded) const;
   void ClearSplice(const SpliceLeg& leg) const;
+  // rm_short_dst: app <-> proxy connections to `dst` (a service VIP:port)
+  // stay out of the sockhash while `is_short`. False on a map error.
+  bool SetShortRoute(const SocketAddress& dst, bool is_short) const;
   // Bytes the writer sent straight to its target so far (kept on `via`'s
   // rm_sock_addr entry).
   uint64_t DirectBytes(const SpliceLeg& leg) const;

@@ -445,7 +445,13 @@ void Connection::MaybeFinish() {
   q_[kDown].Clear();
   q_[kUp].Clear();
   if (credited_ != 0) w_->resolver().OnConnectionEnd(*listener_, peer_);
-  if (route_ != nullptr && established_) route_->RecordForwards(forwards_);
+  if (route_ != nullptr && established_) {
+    route_->RecordForwards(forwards_);
+    const int after = w_->options().splice_after_forwards;
+    if (auto is_short = route_->ShortRouteChange(after > 0 ? after : 3)) {
+      for (const IpAddress& vip : route_->vips) w_->resolver().MarkShortRoute(SocketAddress{vip, route_->port}, *is_short);
+    }
+  }
   ReleaseEndpoint();
   ProxyStats& stats = w_->stats();
   stats.Closed(reason_);

@@ -82,6 +82,9 @@ class OrigDstResolver {
   virtual bool SpliceAvailable(const SpliceEnds& /*e*/) { return false; }
   // Bytes the writer of that direction sent straight to its far end.
   virtual uint64_t SpliceDirect(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
+  // App <-> proxy connections to `dst` stay off the fast path while
+  // `is_short` (rm_short_dst in abi.h).
+  virtual void MarkShortRoute(const SocketAddress& /*dst*/, bool /*is_short*/) {}
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -121,6 +124,7 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   bool SpliceAvailable(const SpliceEnds& e) override;
   void SpliceClear(const SpliceEnds& e) override;
   uint64_t SpliceDirect(const SpliceEnds& e, bool up) override;
+  void MarkShortRoute(const SocketAddress& dst, bool is_short) override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

@@ -3,7 +3,10 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
+#include "spdlog/spdlog.h"
 #include "userspace/bpf/pinned_maps.h"
 #include "userspace/proxy/orig_dst.h"
 
@@ -40,6 +43,12 @@ bool BpfOrigDstResolver::SpliceAvailable(const SpliceEnds& e) {
 void BpfOrigDstResolver::SpliceClear(const SpliceEnds& e) {
   maps_->ClearSplice(Leg(e, true));
   maps_->ClearSplice(Leg(e, false));
+}
+
+void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short) {
+  if (!maps_->SetShortRoute(dst, is_short)) {
+    spdlog::warn("rm_short_dst {} {}: {}", is_short ? "set" : "clear", dst.ToString(), std::strerror(errno));
+  }
 }
 
 uint64_t BpfOrigDstResolver::SpliceDirect(const SpliceEnds& e, bool up) { return maps_->DirectBytes(Leg(e, up)); }

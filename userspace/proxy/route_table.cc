@@ -32,6 +32,14 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       auto it = old.find({svc.ns, svc.name, port.port});
       const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
       route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);
+      if (it != old.end()) {
+        // What the route's connections look like, and what the datapath was
+        // told about its VIPs (again if they changed), survive the snapshot.
+        const ServiceRoute& prev = *it->second;
+        route->forwards_avg_x16.store(prev.forwards_avg_x16.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        route->closed_samples.store(prev.closed_samples.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        if (prev.vips == svc.vips) route->told.store(prev.told.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      }
       for (const IpAddress& vip : svc.vips) table->by_vip_[{vip, port.port}] = route.get();
       table->routes_.push_back(std::move(route));
     }

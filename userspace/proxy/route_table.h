@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,18 @@ struct ServiceRoute {
   bool LongLived(int min_forwards) const {
     return closed_samples.load(std::memory_order_relaxed) < 16 ||
            forwards_avg_x16.load(std::memory_order_relaxed) >= static_cast<uint32_t>(min_forwards) * 16;
+  }
+
+  // What the datapath was last told about this route's VIPs (rm_short_dst):
+  // 0 nothing yet, 1 long-lived, 2 short. A new route object (every
+  // snapshot) tells it again once, so a stale entry lasts one connection.
+  mutable std::atomic<uint8_t> told{0};
+  // The short/long state to tell the datapath now, if it differs from what
+  // it was told last.
+  std::optional<bool> ShortRouteChange(int min_forwards) const {
+    const uint8_t want = LongLived(min_forwards) ? 1 : 2;
+    if (told.exchange(want, std::memory_order_relaxed) == want) return std::nullopt;
+    return want == 2;
   }
 
   // "name.ns.svc.cluster.local", Istio's destination_service label.

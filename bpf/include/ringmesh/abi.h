@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-#define RM_ABI_VERSION 3
+#define RM_ABI_VERSION 4
 
 /* Names of maps and programs as pinned under <pin-dir>/maps and
  * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
@@ -30,6 +30,7 @@
 #define RM_MAP_SOCK_ADDR "rm_sock_addr"
 #define RM_MAP_UPSTREAM "rm_upstream"
 #define RM_MAP_SPLICE "rm_splice"
+#define RM_MAP_SHORT_DST "rm_short_dst"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -37,6 +38,7 @@
 #define RM_DEFAULT_MAX_OPT_OUT_CIDRS 16384
 #define RM_DEFAULT_MAX_ORIG_DST 65536
 #define RM_DEFAULT_MAX_SOCKHASH 65536
+#define RM_DEFAULT_MAX_SHORT_DST 4096
 /* Bytes one socket may send over the sk_msg fast path before it commits to
  * TCP (see rm_config.fastpath_budget). */
 #define RM_DEFAULT_FASTPATH_BUDGET (16ULL << 20)
@@ -165,6 +167,26 @@ struct rm_splice {
 	__u64 forwarded;           /* bytes of this writer the proxy wrote through via */
 };
 
+/* rm_short_dst (LRU hash): original destinations (a service VIP:port)
+ * whose connections the proxy has seen to be short (its route's moving
+ * average of forwards per connection is below --splice-after-forwards).
+ * sockops leaves both ends of a new app <-> proxy connection to such a
+ * destination out of the sockhash: a connect-exchange-close connection
+ * would pay for two psocks and gain nothing. Written and deleted by the
+ * proxy when its view of the route changes; a stale entry only keeps a
+ * destination off the fast path until the proxy's next closed connection
+ * to it. Full: LRU evicts the oldest (that destination joins again). */
+struct rm_dst_key {
+	__u8 addr[16];
+	__u16 port;
+	__u16 _pad;
+};
+
+struct rm_short_dst {
+	__u32 short_lived; /* 1 */
+	__u32 _pad;
+};
+
 /* rm_upstream (socket-local storage, written by the proxy through the
  * socket's fd before it connects): this upstream socket goes to an enrolled
  * pod on this node, so sockops puts it into the sockhash when it connects
@@ -237,7 +259,8 @@ struct rm_config {
 	X(UPSTREAM_SOCKHASH_ADDED, "upstream_sockhash_added")             \
 	X(SERVER_SOCKHASH_ADDED, "server_sockhash_added")                 \
 	X(MSG_SPLICED, "msg_spliced")                                     \
-	X(SPLICE_CLOSED, "splice_removed_at_close")
+	X(SPLICE_CLOSED, "splice_removed_at_close")                       \
+	X(SOCKHASH_SKIPPED_SHORT, "sockhash_skipped_short_route")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
