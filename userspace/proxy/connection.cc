@@ -83,10 +83,14 @@ void Connection::Start() {
     return;
   }
   orig_dst_ = *od;
-  if (!w_->resolver().OnAccepted(fd_[kDown], *listener_, peer_)) stats.Add(stats.sockhash_add_failures);
-
   routes_ = w_->routes();
   route_ = routes_ ? routes_->Find(orig_dst_) : nullptr;
+  // A route whose connections are short keeps this end off the fast path
+  // too, as sockops does once the datapath knows (rm_short_dst).
+  if ((route_ == nullptr || route_->LongLived(w_->options().long_route_forwards())) &&
+      !w_->resolver().OnAccepted(fd_[kDown], *listener_, peer_)) {
+    stats.Add(stats.sockhash_add_failures);
+  }
   cell_ = stats.Cell(listener_->workload, listener_->pod_ns, route_ ? route_->Fqdn() : orig_dst_.ToString());
   stats.Add(cell_->opened);
 
@@ -126,9 +130,8 @@ void Connection::ConnectNext() {
     return;
   }
   fd_[kUp] = fd;
-  const int after = w_->options().splice_after_forwards;
   to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip) &&
-                  (route_ == nullptr || route_->LongLived(after > 0 ? after : 3));
+                  (route_ == nullptr || route_->LongLived(w_->options().long_route_forwards()));
   if (to_local_pod_) w_->resolver().OnUpstreamToLocalPod(fd);
   up_len_ = target.ToSockaddr(&up_addr_);
   connect_start_ns_ = MonotonicNowNs();
@@ -447,8 +450,7 @@ void Connection::MaybeFinish() {
   if (credited_ != 0) w_->resolver().OnConnectionEnd(*listener_, peer_);
   if (route_ != nullptr && established_) {
     route_->RecordForwards(forwards_);
-    const int after = w_->options().splice_after_forwards;
-    if (auto is_short = route_->ShortRouteChange(after > 0 ? after : 3)) {
+    if (auto is_short = route_->ShortRouteChange(w_->options().long_route_forwards())) {
       for (const IpAddress& vip : route_->vips) w_->resolver().MarkShortRoute(SocketAddress{vip, route_->port}, *is_short);
     }
   }

@@ -30,6 +30,9 @@ struct ProxyOptions {
   // other. Short connections (connect, one exchange, close) never pay for
   // setting it up.
   int splice_after_forwards = 3;
+  // A route whose connections average fewer forwards than this is short:
+  // its connections stay off the fast path on both legs (rm_short_dst).
+  int long_route_forwards() const { return splice_after_forwards > 0 ? splice_after_forwards : 3; }
   // Total connect attempts per connection to a service (first try plus
   // retries on other endpoints).
   int connect_attempts = 2;
