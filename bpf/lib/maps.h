@@ -96,6 +96,13 @@ struct {
 } rm_short_dst SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_SOCKHASH);
+	__type(key, struct rm_sock_key);
+	__type(value, struct rm_splice_bytes);
+} rm_splice_bytes SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, RM_CTR_MAX);
 	__type(key, __u32);

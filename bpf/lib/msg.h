@@ -98,6 +98,7 @@ static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_
 					 const struct rm_msg_state *st, const struct rm_config *cfg)
 {
 	struct rm_splice *sp;
+	struct rm_splice_bytes *n;
 	struct rm_sock_addr *via;
 	struct rm_sock_key target;
 
@@ -112,9 +113,11 @@ static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_
 		return 0;
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &target, BPF_F_INGRESS) != SK_PASS)
 		return 0;
-	/* Counted on the proxy's socket: it lives until the proxy has read
-	 * the count (the writer's own entry may go as soon as it closes). */
-	__sync_fetch_and_add(&via->direct, (__u64)msg->size);
+	/* Counted under the proxy's socket, in an entry only the proxy
+	 * deletes (the writer's own may go as soon as it closes). */
+	n = bpf_map_lookup_elem(&rm_splice_bytes, &sp->via);
+	if (n)
+		__sync_fetch_and_add(&n->direct, (__u64)msg->size);
 	rm_count(RM_CTR_MSG_SPLICED);
 	return 1;
 }

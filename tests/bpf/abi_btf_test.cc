@@ -149,13 +149,20 @@ TEST_F(AbiBtf, ShortDst) {
   EXPECT_FIELD(rm_short_dst, _pad);
 }
 
+TEST_F(AbiBtf, SpliceBytes) {
+  const btf_type* t = Struct("rm_splice_bytes");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_splice_bytes));
+  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_FIELD(rm_splice_bytes, direct);
+}
+
 TEST_F(AbiBtf, SockAddr) {
   const btf_type* t = Struct("rm_sock_addr");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_sock_addr));
-  EXPECT_EQ(MemberCount(t), 4);
+  EXPECT_EQ(MemberCount(t), 3);
   EXPECT_FIELD(rm_sock_addr, kaddr);
-  EXPECT_FIELD(rm_sock_addr, direct);
   EXPECT_FIELD(rm_sock_addr, committed);
   EXPECT_FIELD(rm_sock_addr, _pad);
 }
@@ -203,6 +210,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_SOCK_ADDR, sizeof(rm_sock_key), sizeof(rm_sock_addr)},
       {RM_MAP_SPLICE, sizeof(rm_sock_key), sizeof(rm_splice)},
       {RM_MAP_SHORT_DST, sizeof(rm_dst_key), sizeof(rm_short_dst)},
+      {RM_MAP_SPLICE_BYTES, sizeof(rm_sock_key), sizeof(rm_splice_bytes)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

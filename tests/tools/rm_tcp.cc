@@ -1111,7 +1111,7 @@ int Exchange(int fd, const uint8_t* out, uint8_t* in, size_t n, Clock::time_poin
   return 0;
 }
 
-int RunRr(const Endpoint& to, size_t size, int count, int warmup, int timeout_ms) {
+int RunRr(const Endpoint& to, size_t size, int count, int warmup, int timeout_ms, bool reset) {
   Json out;
   Fd fd;
   int err = ConnectWithTimeout(to, timeout_ms, &fd);
@@ -1159,6 +1159,11 @@ int RunRr(const Endpoint& to, size_t size, int count, int warmup, int timeout_ms
          {"rps", Round3(total_ms > 0 ? static_cast<double>(lat_us.size()) * 1000.0 / total_ms : 0)},
          {"mismatches", mismatches}};
   if (!error.empty()) out["error"] = error;
+  if (reset) {
+    // Every reply is read: end with RST instead of FIN.
+    linger lg{1, 0};
+    setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  }
   EmitJson(out);
   if (error == "DEADLINE") return kExitDeadline;
   return (error.empty() && mismatches == 0) ? 0 : kExitCheckFailed;
@@ -1226,6 +1231,8 @@ int main(int argc, char** argv) {
   rr->add_option("--count", count, "measured round trips")->check(CLI::PositiveNumber);
   rr->add_option("--warmup", warmup, "unmeasured round trips first")->check(CLI::NonNegativeNumber);
   rr->add_option("--timeout-ms", timeout_ms, "connect and per round trip bound")->check(CLI::PositiveNumber);
+  bool rr_reset = false;
+  rr->add_flag("--reset", rr_reset, "close with RST (SO_LINGER 0) once every reply is read");
 
   try {
     app.parse(argc, argv);
@@ -1279,7 +1286,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "rm-tcp: bad --size (1 byte .. 64MiB)\n");
       return kExitUsage;
     }
-    return RunRr(*ep, static_cast<size_t>(*size), count, warmup, timeout_ms);
+    return RunRr(*ep, static_cast<size_t>(*size), count, warmup, timeout_ms, rr_reset);
   }
   return kExitUsage;
 }

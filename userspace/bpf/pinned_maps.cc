@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE, RM_MAP_SHORT_DST};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE, RM_MAP_SHORT_DST, RM_MAP_SPLICE_BYTES};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -165,12 +165,23 @@ void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {
   bpf_map_delete_elem(map_fd(RM_MAP_SPLICE), &writer);
 }
 
-uint64_t PinnedMaps::DirectBytes(const SpliceLeg& leg) const {
-  // Counted on the proxy's socket (msg.h): the writer's entry goes when the
-  // writer closes, which may be before the proxy reads it.
+bool PinnedMaps::StartDirectCount(const SpliceLeg& leg) const {
   rm_sock_key via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
-  rm_sock_addr value{};
-  if (bpf_map_lookup_elem(map_fd(RM_MAP_SOCK_ADDR), &via, &value) != 0) return 0;
+  rm_splice_bytes zero{};
+  return bpf_map_update_elem(map_fd(RM_MAP_SPLICE_BYTES), &via, &zero, BPF_ANY) == 0;
+}
+
+uint64_t PinnedMaps::DirectBytes(const SpliceLeg& leg) const {
+  rm_sock_key via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
+  rm_splice_bytes value{};
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_SPLICE_BYTES), &via, &value) != 0) return 0;
+  return value.direct;
+}
+
+uint64_t PinnedMaps::TakeDirectBytes(const SpliceLeg& leg) const {
+  rm_sock_key via = SockKey(leg.netns_cookie, leg.via, leg.via_peer);
+  rm_splice_bytes value{};
+  if (bpf_map_lookup_and_delete_elem(map_fd(RM_MAP_SPLICE_BYTES), &via, &value) != 0) return 0;
   return value.direct;
 }
 

@@ -61,9 +61,12 @@ class PinnedMaps {
   // rm_short_dst: app <-> proxy connections to `dst` (a service VIP:port)
   // stay out of the sockhash while `is_short`. False on a map error.
   bool SetShortRoute(const SocketAddress& dst, bool is_short) const;
-  // Bytes the writer sent straight to its target so far (kept on `via`'s
-  // rm_sock_addr entry).
+  // rm_splice_bytes: the count of bytes the writer sends straight to its
+  // target, kept under `via` by the proxy's own entry. Start creates it
+  // at 0; Direct reads it; Take reads and deletes it (the splice's end).
+  bool StartDirectCount(const SpliceLeg& leg) const;
   uint64_t DirectBytes(const SpliceLeg& leg) const;
+  uint64_t TakeDirectBytes(const SpliceLeg& leg) const;
   // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
   // `consumed` bytes in total; false when the map is full.
   bool Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote, uint64_t consumed) const;

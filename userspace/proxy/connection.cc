@@ -266,7 +266,7 @@ void Connection::OnSend(Side to, int res) {
 void Connection::MaybeSplice(Side from) {
   const int after = w_->options().splice_after_forwards;
   // An artificial forward delay (--delay-us) must stay in the data path.
-  if (after <= 0 || w_->options().forward_delay > absl::ZeroDuration() || !q_[from].empty()) return;
+  if (after <= 0 || splice_ended_ || w_->options().forward_delay > absl::ZeroDuration() || !q_[from].empty()) return;
   OrigDstResolver& r = w_->resolver();
   if (splice_) {
     r.SpliceSet(*splice_, from == kDown, bytes_[from]);
@@ -289,8 +289,10 @@ void Connection::MaybeSplice(Side from) {
     to_local_pod_ = false;  // the server leg is on TCP: nothing to leave
     return;
   }
-  if (!r.SpliceSet(e, true, bytes_[kDown]) || !r.SpliceSet(e, false, bytes_[kUp])) {
+  if (!r.SpliceCountStart(e) || !r.SpliceSet(e, true, bytes_[kDown]) || !r.SpliceSet(e, false, bytes_[kUp])) {
     r.SpliceClear(e);
+    r.SpliceCountTake(e, true);
+    r.SpliceCountTake(e, false);
     to_local_pod_ = false;  // not available here: stop trying
     return;
   }
@@ -305,8 +307,9 @@ void Connection::EndSplice() {
   if (!splice_) return;
   OrigDstResolver& r = w_->resolver();
   r.SpliceClear(*splice_);
-  const uint64_t up = r.SpliceDirect(*splice_, true), down = r.SpliceDirect(*splice_, false);
+  const uint64_t up = r.SpliceCountTake(*splice_, true), down = r.SpliceCountTake(*splice_, false);
   splice_.reset();
+  splice_ended_ = true;  // its counts are taken: never again on this connection
   bytes_[kDown] += up;
   bytes_[kUp] += down;
   ProxyStats& stats = w_->stats();

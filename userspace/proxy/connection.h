@@ -140,6 +140,7 @@ class Connection final : public IoHandler {
   int forwards_ = 0;           // completed sends, both directions
   bool established_ = false;   // the upstream connect succeeded
   std::optional<SpliceEnds> splice_;
+  bool splice_ended_ = false;
   uint64_t direct_seen_ = 0;  // direct bytes at the last idle check
 };
 

@@ -82,6 +82,10 @@ class OrigDstResolver {
   virtual bool SpliceAvailable(const SpliceEnds& /*e*/) { return false; }
   // Bytes the writer of that direction sent straight to its far end.
   virtual uint64_t SpliceDirect(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
+  // Starts both directions' direct counts at 0 (before SpliceSet), and
+  // reads and ends one (after SpliceClear).
+  virtual bool SpliceCountStart(const SpliceEnds& /*e*/) { return false; }
+  virtual uint64_t SpliceCountTake(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
   // App <-> proxy connections to `dst` stay off the fast path while
   // `is_short` (rm_short_dst in abi.h).
   virtual void MarkShortRoute(const SocketAddress& /*dst*/, bool /*is_short*/) {}
@@ -124,6 +128,8 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   bool SpliceAvailable(const SpliceEnds& e) override;
   void SpliceClear(const SpliceEnds& e) override;
   uint64_t SpliceDirect(const SpliceEnds& e, bool up) override;
+  bool SpliceCountStart(const SpliceEnds& e) override;
+  uint64_t SpliceCountTake(const SpliceEnds& e, bool up) override;
   void MarkShortRoute(const SocketAddress& dst, bool is_short) override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;

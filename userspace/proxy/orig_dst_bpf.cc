@@ -53,6 +53,12 @@ void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short)
 
 uint64_t BpfOrigDstResolver::SpliceDirect(const SpliceEnds& e, bool up) { return maps_->DirectBytes(Leg(e, up)); }
 
+bool BpfOrigDstResolver::SpliceCountStart(const SpliceEnds& e) {
+  return maps_->StartDirectCount(Leg(e, true)) && maps_->StartDirectCount(Leg(e, false));
+}
+
+uint64_t BpfOrigDstResolver::SpliceCountTake(const SpliceEnds& e, bool up) { return maps_->TakeDirectBytes(Leg(e, up)); }
+
 BpfOrigDstResolver::BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {
   const uint64_t budget = maps_->FastpathBudget();
   credit_step_ = budget == 0 ? 0 : std::min<uint64_t>(uint64_t{1} << 20, std::max<uint64_t>(1, budget / 4));

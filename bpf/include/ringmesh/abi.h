@@ -31,6 +31,7 @@
 #define RM_MAP_UPSTREAM "rm_upstream"
 #define RM_MAP_SPLICE "rm_splice"
 #define RM_MAP_SHORT_DST "rm_short_dst"
+#define RM_MAP_SPLICE_BYTES "rm_splice_bytes"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -141,7 +142,6 @@ struct rm_fp_credit {
  * exist, rm_fp_credit (the proxy's own count) is used instead. */
 struct rm_sock_addr {
 	__u64 kaddr;     /* struct sock * */
-	__u64 direct;    /* on a proxy socket: bytes its rm_splice writer sent around it */
 	__u32 committed; /* 1 once this socket has sent over TCP (rm_msg_state) */
 	__u32 _pad;
 };
@@ -185,6 +185,18 @@ struct rm_dst_key {
 struct rm_short_dst {
 	__u32 short_lived; /* 1 */
 	__u32 _pad;
+};
+
+/* rm_splice_bytes (LRU hash): bytes an rm_splice writer sent around the
+ * proxy. Key: the proxy socket it bypasses (rm_splice.via). Created by the
+ * proxy when the splice starts, added to by sk_msg, read and deleted by
+ * the proxy when the splice ends. Not in rm_sock_addr: that entry goes
+ * when its socket closes, and a server that closes with unread bytes
+ * resets the connection, closing the proxy's socket before the proxy has
+ * read the count. LRU: a proxy killed mid-splice leaves entries that
+ * capacity pressure evicts. */
+struct rm_splice_bytes {
+	__u64 direct;
 };
 
 /* rm_upstream (socket-local storage, written by the proxy through the
