@@ -441,7 +441,7 @@ def checks(d):
             continue
         m = r["m"]
         a = agg.setdefault(r["peer"], {"rounds": 0, "conn": [], "msg": [], "passed": 0, "miss": 0, "budget": 0,
-                                       "upstream": 0, "server": 0, "spliced": None})
+                                       "upstream": 0, "server": 0, "spliced": None, "short": None})
         a["rounds"] += 1
         if "kshortcut" in m:
             k = m["kshortcut"]
@@ -457,6 +457,8 @@ def checks(d):
             a["server"] += m.get("bpf_server_sockhash_added", 0)
             if "bpf_msg_spliced" in m:  # recorded since 2026-11-26 12:00
                 a["spliced"] = (a["spliced"] or 0) + m["bpf_msg_spliced"]
+            if "bpf_sockhash_skipped_short_route" in m:  # recorded since 2026-11-26 15:00
+                a["short"] = (a["short"] or 0) + m["bpf_sockhash_skipped_short_route"]
     lines = []
     for p in d.peers:
         if p not in agg:
@@ -466,9 +468,11 @@ def checks(d):
             lines.append("%s: per round %s–%s connects redirected to the proxy, %s–%s sk_msg redirects; in all "
                          "%d proxy -> server sockets joined by the server's end (%d upstream sockets inserted), "
                          "messages sent around the proxy (spliced): %s, "
+                         "socket ends kept off the fast path on short routes: %s, "
                          "%d sockets left the fast path on the budget, %d on a first-write miss (%d rounds)" % (
                 p, fmt(min(a["conn"]), 0), fmt(max(a["conn"]), 0), fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0),
-                a["server"], a["upstream"], "not recorded in this run" if a["spliced"] is None else a["spliced"], a["budget"],
+                a["server"], a["upstream"], "not recorded in this run" if a["spliced"] is None else a["spliced"],
+                "not recorded in this run" if a["short"] is None else a["short"], a["budget"],
                 a["miss"], a["rounds"]))
         else:
             lines.append("%s: per round %s–%s messages redirected; %d passed over TCP in all (%d first-write misses) "
