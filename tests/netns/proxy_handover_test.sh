@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Restarting the proxy without dropping a connection: a new proxy starts
-# beside the old one (both listen with SO_REUSEPORT in every pod netns),
-# then the old one gets SIGTERM, stops accepting — its queued connections
-# migrate to the new listeners (tcp_migrate_req) — and drains. A client
+# beside the old one and takes over its listening sockets in every pod
+# netns (--take-over-from the old one's --handover-socket); both accept
+# from them until the old one gets SIGTERM, stops accepting and drains.
+# The sockets never close, so nothing queued on them is lost. A client
 # opening connections all along must see every one succeed.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -32,7 +33,7 @@ for b in b1 b2; do
   rm_wait_port $b "$(rm_pod_ip $b)" 8080 5
 done
 mesh_start_agent n1 "$nodefile"
-mesh_start_proxy n1 --io-backend "$backend"
+mesh_start_proxy n1 --io-backend "$backend" --handover-socket "$RM_TMP/handover.sock"
 old=$(mesh_proxy_pid n1)
 
 rm_case restart_under_load
@@ -40,9 +41,11 @@ load=$(rm_spawn client "$RM_TCP" --deadline-ms 60000 connect --to "$VIP:80" --co
   --timeout-ms 5000 --allow-fail)
 sleep 0.2
 new=$(rm_spawn n1:system prlimit --nofile=16384:16384 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket n1)" \
-  --admin-socket "$RM_TMP/new-admin.sock" --bpf-pin-dir "$(rm_node_pindir n1)" --io-backend "$backend")
+  --admin-socket "$RM_TMP/new-admin.sock" --bpf-pin-dir "$(rm_node_pindir n1)" --io-backend "$backend" \
+  --take-over-from "$RM_TMP/handover.sock" --handover-socket "$RM_TMP/handover.sock")
 ready() { curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/healthz/ready >/dev/null; }
 mesh_wait_for "new proxy ready" 10 ready
+grep -q "listening socket(s) taken over" "$(rm_spawn_log "$new")" || rm_fail "the new proxy did not take over the old one's listeners"
 kill -TERM "$old"
 gone() { ! kill -0 "$1" 2>/dev/null; }
 mesh_wait_for "old proxy drained and gone" 30 gone "$old"

@@ -86,6 +86,11 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check; no splice then)")
       ->check(CLI::NonNegativeNumber);
+  std::string handover_socket, take_over_from;
+  app.add_option("--handover-socket", handover_socket,
+                 "Unix socket on which a successor proxy takes over the pod listening sockets (restart without drops)");
+  app.add_option("--take-over-from", take_over_from,
+                 "a running proxy's --handover-socket: listen on its sockets instead of opening new ones");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 
@@ -167,6 +172,30 @@ int Main(int argc, char** argv) {
     spdlog::info("listening on {}", bound->ToString());
   }
 
+  if (!take_over_from.empty()) {
+    // Before the first snapshot, so its pods listen on these sockets. A
+    // predecessor that is not there is not an error: new sockets join the
+    // SO_REUSEPORT group of whatever still listens.
+    auto inherited = rp::TakeOverListeners(take_over_from, 5000);
+    if (inherited.ok()) {
+      size_t n = 0;
+      for (const auto& [key, fds] : *inherited) n += fds.size();
+      spdlog::info("took over {} listening socket(s) in {} set(s) from {}", n, inherited->size(), take_over_from);
+      (*core)->Inherit(std::move(*inherited));
+    } else {
+      spdlog::warn("no listeners taken over from {}: {}", take_over_from, inherited.status().ToString());
+    }
+  }
+  std::unique_ptr<rp::HandoverServer> handover;
+  if (!handover_socket.empty()) {
+    auto h = rp::HandoverServer::Start(handover_socket, [c = core->get()] { return c->HandoverSets(); });
+    if (!h.ok()) {
+      spdlog::error("handover socket: {}", h.status().ToString());
+      return 1;
+    }
+    handover = std::move(*h);
+  }
+
   std::unique_ptr<rp::AdminServer> admin;
   if (!admin_socket.empty() || admin_port != 0) {
     auto a = rp::AdminServer::Start({.unix_path = admin_socket, .tcp_port = admin_port}, core->get());
@@ -188,6 +217,7 @@ int Main(int argc, char** argv) {
   spdlog::info("signal {}: draining (deadline {} ms)", sig, drain_timeout_ms);
   if (agent) agent->Stop();
   bool clean = (*core)->Drain(absl::Milliseconds(drain_timeout_ms));
+  handover.reset();
   if (admin) admin->Stop();
   (*core)->Stop();
   core->reset();

@@ -165,15 +165,55 @@ static void EnableListenerMigration() {
   ::close(fd);
 }
 
+// Sockets a predecessor handed over for `address` in the netns with
+// `cookie`, topped up to one per worker with new ones (same SO_REUSEPORT
+// group); nullopt when nothing was handed over for it.
+std::optional<absl::StatusOr<std::vector<UniqueFd>>> ProxyCore::TakeInherited(uint64_t cookie,
+                                                                              const SocketAddress& address) {
+  auto it = inherited_.find({cookie, address.ToString()});
+  if (it == inherited_.end()) return std::nullopt;
+  std::vector<UniqueFd> fds = std::move(it->second);
+  inherited_.erase(it);
+  // The epoll loop needs non-blocking listeners. Never the other way: the
+  // file is shared with the predecessor, whose epoll loop would block.
+  if ((SocketFlagsFor(backend_) & SOCK_NONBLOCK) != 0) {
+    for (UniqueFd& f : fds) {
+      const int fl = fcntl(f.get(), F_GETFL);
+      if (fl >= 0 && (fl & O_NONBLOCK) == 0) fcntl(f.get(), F_SETFL, fl | O_NONBLOCK);
+    }
+  }
+  while (fds.size() < workers_.size()) {
+    auto fd = OpenListenSocket(address, SocketFlagsFor(backend_), options_.listen_backlog);
+    if (!fd.ok()) return fd.status();
+    fds.push_back(std::move(*fd));
+  }
+  return fds;
+}
+
 absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   auto sw = NetnsSwitch::ForCurrentThread();
   if (!sw.ok()) return sw.status();
   std::vector<std::pair<SocketAddress, std::vector<UniqueFd>>> sets;
   absl::Status status;
+  size_t inherited = 0;
   if (status = sw->Enter(p.netns->get()); !status.ok()) return status;
   {
     EnableListenerMigration();
-    auto v4 = OpenListenerSet(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port});
+    uint64_t cookie = 0;
+    if (!inherited_.empty()) {
+      UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+      if (auto c = probe ? SocketNetnsCookie(probe.get()) : absl::StatusOr<uint64_t>(0); c.ok()) cookie = *c;
+    }
+    auto open = [&](const SocketAddress& a) -> absl::StatusOr<std::vector<UniqueFd>> {
+      if (cookie != 0) {
+        if (auto taken = TakeInherited(cookie, a)) {
+          if (taken->ok()) inherited += (*taken)->size();
+          return std::move(*taken);
+        }
+      }
+      return OpenListenerSet(a);
+    };
+    auto v4 = open(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port});
     if (v4.ok()) {
       sets.emplace_back(SocketAddress{*IpAddress::Parse("127.0.0.1"), p.port}, std::move(*v4));
     } else {
@@ -181,11 +221,12 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
     }
     // IPv6 only where the namespace has it (disabled IPv6 or no ::1 on lo
     // is common); its absence is not an error.
-    auto v6 = OpenListenerSet(SocketAddress{*IpAddress::Parse("::1"), p.port});
+    auto v6 = open(SocketAddress{*IpAddress::Parse("::1"), p.port});
     if (v6.ok()) sets.emplace_back(SocketAddress{*IpAddress::Parse("::1"), p.port}, std::move(*v6));
   }
   sw->Leave();
   if (!status.ok()) return status;
+  if (inherited > 0) spdlog::info("pod {}/{}: {} listening socket(s) taken over", p.pod.ns, p.pod.name, inherited);
 
   auto cookie = SocketNetnsCookie(sets[0].second[0].get());
   if (!cookie.ok()) return cookie.status();
@@ -193,12 +234,18 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   for (auto& [addr, fds] : sets) {
     auto info = MakeInfo(p, addr);
     p.addresses.push_back(addr.ToString());
-    for (size_t i = 0; i < workers_.size(); ++i) {
-      Worker* w = workers_[i].get();
+    std::vector<UniqueFd> dups;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      UniqueFd dup(fcntl(fds[i].get(), F_DUPFD_CLOEXEC, 0));
+      if (dup) dups.push_back(std::move(dup));
+      // More sockets than workers (a predecessor had more): round robin.
+      const size_t wi = i % workers_.size();
+      Worker* w = workers_[wi].get();
       uint64_t key = next_key_++;
-      p.keys.push_back({key, static_cast<int>(i), addr});
+      p.keys.push_back({key, static_cast<int>(wi), addr});
       w->Post([w, key, fd = std::move(fds[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
     }
+    if (accepting_) p.dups.emplace_back(addr.ToString(), std::move(dups));
   }
   return absl::OkStatus();
 }
@@ -214,6 +261,11 @@ void ProxyCore::ClosePodListeners(const PodListeners& p) {
 absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<UniqueFd> netns_fds) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) return absl::FailedPreconditionError("proxy stopped");
+  // Routes first: a worker handles posts in order, so no listener of this
+  // snapshot accepts a connection before its routes are there (a taken-over
+  // listener has connections waiting at once).
+  routes_ = RouteTable::Build(snapshot, routes_.get(), options_.lb);
+  PublishRoutes(routes_);
   std::map<NetnsId, PodListeners> next;
   int failed = 0;
   for (size_t i = 0; i < snapshot.pods.size(); ++i) {
@@ -255,6 +307,7 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
       ClosePodListeners(p);
       p.keys.clear();
       p.addresses.clear();
+      p.dups.clear();
     } else {
       spdlog::info("pod {}/{}: listening on {} (netns cookie {})", pod.ns, pod.name, p.addresses[0], p.netns_cookie);
     }
@@ -265,9 +318,14 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
     ClosePodListeners(p);
   }
   pods_ = std::move(next);
-
-  routes_ = RouteTable::Build(snapshot, routes_.get(), options_.lb);
-  PublishRoutes(routes_);
+  if (!inherited_.empty()) {
+    // Handed over for pods this snapshot does not have: let them go (their
+    // queues move to the rest of their group, if any, as on any close).
+    size_t n = 0;
+    for (const auto& [key, fds] : inherited_) n += fds.size();
+    spdlog::info("{} taken-over listening socket(s) of {} set(s) not in the snapshot: closed", n, inherited_.size());
+    inherited_.clear();
+  }
   generation_ = snapshot.generation;
   snapshot_applied_ = true;
   bool all_ok = failed == 0;
@@ -306,9 +364,37 @@ size_t ProxyCore::buffer_chunks_outstanding() const {
   return n;
 }
 
+void ProxyCore::Inherit(InheritedListeners inherited) {
+  std::lock_guard<std::mutex> lock(mu_);
+  inherited_ = std::move(inherited);
+}
+
+std::vector<ListenerSet> ProxyCore::HandoverSets() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<ListenerSet> out;
+  if (!accepting_ || stopped_) return out;
+  for (const auto& [id, p] : pods_) {
+    for (const auto& [addr, fds] : p.dups) {
+      ListenerSet s;
+      s.netns_cookie = p.netns_cookie;
+      s.address = addr;
+      for (const UniqueFd& f : fds) {
+        UniqueFd d(fcntl(f.get(), F_DUPFD_CLOEXEC, 0));
+        if (d) s.fds.push_back(std::move(d));
+      }
+      if (!s.fds.empty()) out.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
 void ProxyCore::StopAccepting() {
   std::lock_guard<std::mutex> lock(mu_);
   ready_.store(false);
+  // The duplicates kept for a successor go now: with no successor holding
+  // them, the workers' closes below really close the listeners.
+  accepting_ = false;
+  for (auto& [id, p] : pods_) p.dups.clear();
   if (stopped_) return;
   for (auto& w : workers_) {
     Worker* wp = w.get();

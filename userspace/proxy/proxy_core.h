@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@
 #include "userspace/common/snapshot.h"
 #include "userspace/common/unique_fd.h"
 #include "userspace/proxy/connection.h"
+#include "userspace/proxy/handover.h"
 #include "userspace/proxy/netns_switch.h"
 #include "userspace/proxy/orig_dst.h"
 #include "userspace/proxy/proxy_options.h"
@@ -60,6 +62,14 @@ class ProxyCore {
   absl::StatusOr<SocketAddress> AddListener(const SocketAddress& address, ListenerInfo identity = {});
 
   void StopAccepting();
+
+  // Restart without drops (handover.h). The successor gives the sockets it
+  // took over before the first snapshot; pods of that snapshot listen on
+  // them instead of opening new ones (the rest close after it applies).
+  void Inherit(InheritedListeners inherited);
+  // Duplicates of every pod listening socket, for a successor; empty once
+  // this proxy stops accepting.
+  std::vector<ListenerSet> HandoverSets();
   // Stops accepting and waits up to `timeout` for connections to end on
   // their own. True if none is left; Stop() resets the rest.
   bool Drain(absl::Duration timeout);
@@ -92,11 +102,15 @@ class ProxyCore {
     };
     std::vector<std::string> addresses;
     std::vector<Key> keys;  // one per (address, worker)
+    // A duplicate of each listening socket, per address, for a successor
+    // (handover.h); closed when the pod goes and when draining starts.
+    std::vector<std::pair<std::string, std::vector<UniqueFd>>> dups;
     std::string error;           // empty when listening
   };
 
   ProxyCore(const ProxyOptions& options, std::shared_ptr<OrigDstResolver> resolver);
   absl::Status OpenPodListeners(PodListeners& p);
+  std::optional<absl::StatusOr<std::vector<UniqueFd>>> TakeInherited(uint64_t cookie, const SocketAddress& address);
   // Opens one socket per worker on `address` (in the current namespace).
   absl::StatusOr<std::vector<UniqueFd>> OpenListenerSet(const SocketAddress& address);
   void ClosePodListeners(const PodListeners& p);
@@ -119,6 +133,8 @@ class ProxyCore {
   std::map<NetnsId, PodListeners> pods_;
   std::vector<std::string> static_listeners_;
   std::shared_ptr<const RouteTable> routes_;
+  InheritedListeners inherited_;
+  bool accepting_ = true;
 };
 
 // Opens a TCP listener on `address` with SO_REUSEPORT; `sock_flags` are the

@@ -92,6 +92,9 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_spliced_connections_total", "counter",
          "Connections between two pods of this node whose data path the proxy left (--splice-after-forwards).");
   absl::StrAppend(&out, "ringmesh_proxy_spliced_connections_total ", load(s.spliced_connections), "\n");
+  Metric(out, "ringmesh_proxy_listen_queue_drained_total", "counter",
+         "Connections taken from a listening socket's queue as it was removed (no accept wake-up was lost).");
+  absl::StrAppend(&out, "ringmesh_proxy_listen_queue_drained_total ", load(s.drained_from_listen_queue), "\n");
   Metric(out, "ringmesh_proxy_spliced_bytes_total", "counter",
          "Bytes those pods sent straight to each other (also in the byte totals).");
   absl::StrAppend(&out, "ringmesh_proxy_spliced_bytes_total ", load(s.spliced_bytes), "\n");

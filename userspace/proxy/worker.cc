@@ -2,6 +2,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <future>
 
 #include "spdlog/spdlog.h"
+#include "userspace/proxy/proxy_core.h"
 
 namespace ringmesh::proxy {
 
@@ -62,6 +64,11 @@ class Worker::Listener final : public IoHandler {
   void MaybeGone() {
     if (!removing_ || gone_ || accept_op_.in_flight() || retry_op_.in_flight()) return;
     gone_ = true;
+    // Accept waits are exclusive: a wake-up this listener took while its
+    // accept was being cancelled leaves its connection queued with no other
+    // waiter told. With the socket shared (handed to a successor, or other
+    // sockets of the group), take what is queued now and serve it.
+    w_->DrainListenQueue(fd_, info_);
     w_->loop()->Close(fd_);
     Worker* w = w_;
     uint64_t key = key_;
@@ -107,6 +114,7 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
     return;
   }
   loop_ = std::move(*loop);
+  backend_ = backend;
   ready(absl::OkStatus());
 
   while (!(exiting_ && listeners_.empty() && conns_.empty())) {
@@ -162,6 +170,24 @@ void Worker::UpdateListenerInfo(uint64_t key, std::shared_ptr<const ListenerInfo
 void Worker::ListenerGone(uint64_t key) {
   listeners_.erase(key);
   UpdateCounters();
+}
+
+void Worker::DrainListenQueue(int fd, const std::shared_ptr<const ListenerInfo>& info) {
+  // A blocking listener (io_uring's) must not block this loop: the poll
+  // says something is queued, and if another process takes it first the
+  // receive timeout ends the accept at once.
+  if (exiting_) return;  // shutting down for good: nothing more is served
+  timeval tv{0, 1000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  const int flags = SocketFlagsFor(backend_);
+  for (int i = 0; i < 4096; ++i) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 0) != 1 || (p.revents & POLLIN) == 0) break;
+    const int c = accept4(fd, nullptr, nullptr, flags);
+    if (c < 0) break;
+    stats_->Add(stats_->drained_from_listen_queue);
+    OnAccepted(c, info);
+  }
 }
 
 void Worker::StopAccepting() {

@@ -47,6 +47,8 @@ class Worker {
   void RemoveListener(uint64_t key);
   void UpdateListenerInfo(uint64_t key, std::shared_ptr<const ListenerInfo> info);
   void SetRoutes(std::shared_ptr<const RouteTable> routes) { routes_ = std::move(routes); }
+  // Accepts and serves what is queued on a listening socket being removed.
+  void DrainListenQueue(int fd, const std::shared_ptr<const ListenerInfo>& info);
   void StopAccepting();
   void AbortAll(CloseReason reason);
   std::vector<ConnectionInfo> Connections() const;
@@ -90,6 +92,7 @@ class Worker {
   std::shared_ptr<OrigDstResolver> resolver_;
   std::thread thread_;
   std::unique_ptr<EventLoop> loop_;
+  IoBackend backend_ = IoBackend::kEpoll;
   std::unique_ptr<NetnsSwitch> netns_;
   ChunkPool pool_;
   std::shared_ptr<const RouteTable> routes_;
