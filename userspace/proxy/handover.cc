@@ -57,6 +57,26 @@ absl::Status SendSet(int fd, const std::string& header, const std::vector<int>& 
 
 }  // namespace
 
+absl::StatusOr<HandoverHeader> ParseHandoverHeader(std::string_view text) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::DataLossError("handover header is not a JSON object");
+  HandoverHeader h;
+  if (auto e = j.find("end"); e != j.end()) {
+    if (!e->is_boolean() || !e->get<bool>()) return absl::DataLossError("handover header: \"end\" must be true");
+    h.end = true;
+    return h;
+  }
+  auto c = j.find("netns_cookie");
+  auto a = j.find("address");
+  if (c == j.end() || !c->is_number_unsigned() || a == j.end() || !a->is_string()) {
+    return absl::DataLossError("handover header without an unsigned netns_cookie and an address");
+  }
+  h.netns_cookie = c->get<uint64_t>();
+  h.address = a->get<std::string>();
+  if (h.address.empty() || h.address.size() > 64) return absl::DataLossError("handover header: bad address");
+  return h;
+}
+
 absl::StatusOr<InheritedListeners> TakeOverListeners(const std::string& path, int timeout_ms) {
   auto sun = UnixAddress(path);
   if (!sun.ok()) return sun.status();
@@ -99,15 +119,12 @@ absl::StatusOr<InheritedListeners> TakeOverListeners(const std::string& path, in
     if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
       return absl::DataLossError("handover message truncated");
     }
-    auto header = nlohmann::json::parse(std::string_view(buf, static_cast<size_t>(n)), nullptr, false);
-    if (header.is_discarded() || !header.is_object()) return absl::DataLossError("handover header is not JSON");
-    if (header.value("end", false)) return out;
-    if (!header.contains("netns_cookie") || !header["netns_cookie"].is_number_unsigned() ||
-        !header.contains("address") || !header["address"].is_string() || fds.empty()) {
-      return absl::DataLossError("handover header without netns_cookie, address or sockets");
-    }
+    auto header = ParseHandoverHeader(std::string_view(buf, static_cast<size_t>(n)));
+    if (!header.ok()) return header.status();
+    if (header->end) return out;
+    if (fds.empty()) return absl::DataLossError("handover: a listener set without sockets");
     if (out.size() >= kMaxHandoverSets) return absl::ResourceExhaustedError("handover: too many listener sets");
-    auto& v = out[{header["netns_cookie"].get<uint64_t>(), header["address"].get<std::string>()}];
+    auto& v = out[{header->netns_cookie, header->address}];
     for (auto& f : fds) v.push_back(std::move(f));
   }
 }

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -33,6 +34,16 @@ struct ListenerSet {
 
 using ListenerSetKey = std::pair<uint64_t, std::string>;  // (netns cookie, address)
 using InheritedListeners = std::map<ListenerSetKey, std::vector<UniqueFd>>;
+
+// One handover message's header: a listener set, or the end.
+struct HandoverHeader {
+  bool end = false;
+  uint64_t netns_cookie = 0;
+  std::string address;
+};
+// Strict: a JSON object with "end": true, or with an unsigned
+// "netns_cookie" and a non-empty "address" of at most 64 bytes.
+absl::StatusOr<HandoverHeader> ParseHandoverHeader(std::string_view text);
 
 // The successor's side: every listener set of the proxy serving `path`.
 // Bounded by `timeout_ms` and by kMaxHandoverSets sets.

@@ -188,6 +188,9 @@ void Worker::DrainListenQueue(int fd, const std::shared_ptr<const ListenerInfo>&
     stats_->Add(stats_->drained_from_listen_queue);
     OnAccepted(c, info);
   }
+  // The socket may live on in a successor: leave it as it was.
+  tv = timeval{0, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
 void Worker::StopAccepting() {
