@@ -14,11 +14,11 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
+#include "userspace/common/snapshot_protocol.h"
 
 namespace ringmesh::proxy {
 namespace {
 
-constexpr size_t kMaxFdsPerMessage = 200;  // below the kernel's SCM_MAX_FD (253)
 constexpr size_t kMaxHeader = 4096;
 
 absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
@@ -29,30 +29,6 @@ absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   }
   std::memcpy(sun.sun_path, path.data(), path.size());
   return sun;
-}
-
-absl::Status SendSet(int fd, const std::string& header, const std::vector<int>& fds) {
-  if (fds.size() > kMaxFdsPerMessage) return absl::ResourceExhaustedError("too many sockets in one listener set");
-  iovec iov{const_cast<char*>(header.data()), header.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)] = {};
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return absl::ErrnoToStatus(errno, "handover sendmsg");
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -96,7 +72,7 @@ absl::StatusOr<InheritedListeners> TakeOverListeners(const std::string& path, in
     if (r <= 0) continue;
     char buf[kMaxHeader];
     iovec iov{buf, sizeof(buf)};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * proto::kMaxFdsPerMessage)];
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -177,20 +153,23 @@ void HandoverServer::Run() {
     if ((p[0].revents & POLLIN) == 0) continue;
     UniqueFd c(accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
     if (!c) continue;
-    timeval tv{5, 0};  // a successor that stops reading cannot hold us
-    setsockopt(c.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     std::vector<ListenerSet> sets = sets_();
     size_t sent = 0;
     absl::Status st;
     for (const ListenerSet& s : sets) {
       std::vector<int> fds;
       for (const UniqueFd& f : s.fds) fds.push_back(f.get());
+      if (fds.size() > proto::kMaxFdsPerMessage) {
+        st = absl::ResourceExhaustedError("too many sockets in one listener set");
+        break;
+      }
       nlohmann::json h = {{"netns_cookie", s.netns_cookie}, {"address", s.address}};
-      st = SendSet(c.get(), h.dump(), fds);
+      // At most 5 s per message: a successor that stops reading cannot hold us.
+      st = proto::SendRawMessage(c.get(), h.dump(), fds, 5000);
       if (!st.ok()) break;
       sent += fds.size();
     }
-    if (st.ok()) st = SendSet(c.get(), nlohmann::json{{"end", true}}.dump(), {});
+    if (st.ok()) st = proto::SendRawMessage(c.get(), nlohmann::json{{"end", true}}.dump(), {}, 5000);
     if (st.ok()) {
       spdlog::info("handover: {} listening socket(s) in {} set(s) handed to a successor", sent, sets.size());
     } else {
