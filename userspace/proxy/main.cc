@@ -104,6 +104,7 @@ int Main(int argc, char** argv) {
   options.buffer_bytes = buffer_bytes;
   options.fastpath_upstream = fastpath_upstream == "on";
   options.splice_after_forwards = splice_after_forwards;
+  options.listener_handover = !handover_socket.empty();
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.max_connections_per_worker = max_connections;

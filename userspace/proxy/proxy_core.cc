@@ -199,14 +199,18 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   if (status = sw->Enter(p.netns->get()); !status.ok()) return status;
   {
     EnableListenerMigration();
-    uint64_t cookie = 0;
-    if (!inherited_.empty()) {
-      UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-      if (auto c = probe ? SocketNetnsCookie(probe.get()) : absl::StatusOr<uint64_t>(0); c.ok()) cookie = *c;
+    // The namespace's identity first: it keys the sockets a predecessor
+    // handed over.
+    UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    auto cookie = probe ? SocketNetnsCookie(probe.get()) : absl::ErrnoToStatus(errno, "socket");
+    if (!cookie.ok()) {
+      sw->Leave();
+      return cookie.status();
     }
+    p.netns_cookie = *cookie;
     auto open = [&](const SocketAddress& a) -> absl::StatusOr<std::vector<UniqueFd>> {
-      if (cookie != 0) {
-        if (auto taken = TakeInherited(cookie, a)) {
+      if (!inherited_.empty()) {
+        if (auto taken = TakeInherited(p.netns_cookie, a)) {
           if (taken->ok()) inherited += (*taken)->size();
           return std::move(*taken);
         }
@@ -228,16 +232,16 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   if (!status.ok()) return status;
   if (inherited > 0) spdlog::info("pod {}/{}: {} listening socket(s) taken over", p.pod.ns, p.pod.name, inherited);
 
-  auto cookie = SocketNetnsCookie(sets[0].second[0].get());
-  if (!cookie.ok()) return cookie.status();
-  p.netns_cookie = *cookie;
   for (auto& [addr, fds] : sets) {
     auto info = MakeInfo(p, addr);
     p.addresses.push_back(addr.ToString());
+    const bool keep_dups = options_.listener_handover && accepting_;
     std::vector<UniqueFd> dups;
     for (size_t i = 0; i < fds.size(); ++i) {
-      UniqueFd dup(fcntl(fds[i].get(), F_DUPFD_CLOEXEC, 0));
-      if (dup) dups.push_back(std::move(dup));
+      if (keep_dups) {
+        UniqueFd dup(fcntl(fds[i].get(), F_DUPFD_CLOEXEC, 0));
+        if (dup) dups.push_back(std::move(dup));
+      }
       // More sockets than workers (a predecessor had more): round robin.
       const size_t wi = i % workers_.size();
       Worker* w = workers_[wi].get();
@@ -245,7 +249,7 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
       p.keys.push_back({key, static_cast<int>(wi), addr});
       w->Post([w, key, fd = std::move(fds[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
     }
-    if (accepting_) p.dups.emplace_back(addr.ToString(), std::move(dups));
+    if (keep_dups) p.dups.emplace_back(addr.ToString(), std::move(dups));
   }
   return absl::OkStatus();
 }

@@ -41,6 +41,9 @@ struct ProxyOptions {
   // Artificial delay before each forward (benchmark self-check); 0 = off.
   absl::Duration forward_delay = absl::ZeroDuration();
   int listen_backlog = 1024;
+  // Keep a duplicate of each pod listening socket for a successor proxy
+  // (--handover-socket, handover.h); off, none is held.
+  bool listener_handover = false;
   // Upstream sockets are made inside the source pod's namespace, which takes
   // two setns() calls around socket(); a worker that needs one for a pod
   // makes this many at once and keeps the rest for the next connections
