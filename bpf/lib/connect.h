@@ -1,5 +1,7 @@
 /* connect4/connect6: decide, record the original destination in
- * socket-local storage, rewrite to the proxy listener in the pod netns. */
+ * socket-local storage, rewrite to the proxy listener in the pod netns; or,
+ * for a short route the proxy armed with its endpoints, rewrite straight to
+ * one of them (socket LB). */
 #ifndef RINGMESH_BPF_LIB_CONNECT_H_
 #define RINGMESH_BPF_LIB_CONNECT_H_
 
@@ -63,6 +65,73 @@ static __always_inline void rm_rewrite_to_proxy(struct bpf_sock_addr *ctx, __u16
 	ctx->user_port = port_be;
 }
 
+static __always_inline void rm_rewrite_to(struct bpf_sock_addr *ctx, __u16 family, const struct rm_direct_backend *b)
+{
+	if (family == AF_INET) {
+		__u32 v4;
+		__builtin_memcpy(&v4, &b->addr[12], 4);
+		ctx->user_ip4 = v4;
+	} else {
+		__u32 w[4];
+		__builtin_memcpy(w, b->addr, 16);
+		ctx->user_ip6[0] = w[0];
+		ctx->user_ip6[1] = w[1];
+		ctx->user_ip6[2] = w[2];
+		ctx->user_ip6[3] = w[3];
+	}
+	ctx->user_port = b->port;
+}
+
+static __always_inline void rm_count_direct(const struct rm_direct_backend *b)
+{
+	struct rm_dst_key k = {};
+	struct rm_direct_conns one = { .connects = 1 }, *c;
+
+	__builtin_memcpy(k.addr, b->addr, 16);
+	k.port = b->port;
+	c = bpf_map_lookup_elem(&rm_direct_conns, &k);
+	if (c) {
+		__sync_fetch_and_add(&c->connects, 1);
+		return;
+	}
+	if (bpf_map_update_elem(&rm_direct_conns, &k, &one, BPF_NOEXIST) == 0)
+		return;
+	c = bpf_map_lookup_elem(&rm_direct_conns, &k); /* another CPU made it */
+	if (c)
+		__sync_fetch_and_add(&c->connects, 1);
+	else
+		rm_count(RM_CTR_DIRECT_CONNS_FULL);
+}
+
+/* Socket LB for a short route (rm_short_dst with backends, see abi.h): 1
+ * when the connect was rewritten to a backend. */
+static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, const struct rm_dst *dst)
+{
+	struct rm_dst_key k = {};
+	struct rm_short_dst *e;
+	__u32 left;
+	int i;
+
+	if (!rm_fastpath_enabled())
+		return 0;
+	__builtin_memcpy(k.addr, dst->addr, 16);
+	k.port = dst->port;
+	e = bpf_map_lookup_elem(&rm_short_dst, &k);
+	if (!e)
+		return 0;
+	left = e->direct_left;
+	if (left == 0)
+		return 0;
+	i = rm_direct_pick(e, dst->addr, bpf_get_prandom_u32());
+	if (i < 0 || i >= RM_MAX_DIRECT_BACKENDS)
+		return 0;
+	e->direct_left = left - 1;
+	rm_rewrite_to(ctx, dst->family, &e->backends[i]);
+	rm_count_direct(&e->backends[i]);
+	rm_count(RM_CTR_CONNECT_DIRECT);
+	return 1;
+}
+
 /* Always returns 1 (allow): refusing is done by redirecting to a closed
  * port, because a 0 here surfaces as EPERM/EACCES in the app. */
 static __always_inline int rm_handle_connect(struct bpf_sock_addr *ctx, const struct rm_dst *dst)
@@ -98,6 +167,8 @@ static __always_inline int rm_handle_connect(struct bpf_sock_addr *ctx, const st
 		rm_count(why);
 		return 1;
 	}
+	if (why == RM_CTR_REDIRECTED && rm_try_direct(ctx, dst))
+		return 1;
 	if (why == RM_CTR_REDIRECTED) {
 		struct rm_orig_dst *od =
 			bpf_sk_storage_get(&rm_sk_orig, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

@@ -82,6 +82,36 @@ static __always_inline enum rm_action rm_ready_action(const struct rm_pod_info *
 	return RM_ACT_PASS;
 }
 
+static __always_inline int rm_addr_v4_mapped(const __u8 a[16])
+{
+	for (int i = 0; i < 10; i++)
+		if (a[i])
+			return 0;
+	return a[10] == 0xff && a[11] == 0xff;
+}
+
+/* Socket LB: the index of the backend of short route `e` that a connect to
+ * `dst` goes straight to (`rnd` a random number), or -1 to go through the
+ * proxy: no backends, or the chosen one's address family does not match
+ * the socket's (a v4-mapped VIP needs a v4-mapped backend). Does not look
+ * at or spend e->direct_left. */
+static __always_inline int rm_direct_pick(const struct rm_short_dst *e, const __u8 dst[16], __u32 rnd)
+{
+	__u32 n = e->n_backends;
+
+	if (n == 0 || n > RM_MAX_DIRECT_BACKENDS)
+		return -1;
+	__u32 i = rnd % n;
+	/* The verifier does not bound a modulo; the compiler would drop a
+	 * bound it can prove, so hide i from it before masking (a no-op: i < n
+	 * <= RM_MAX_DIRECT_BACKENDS, a power of two). */
+	asm volatile("" : "+r"(i));
+	i &= RM_MAX_DIRECT_BACKENDS - 1;
+	if (rm_addr_v4_mapped(e->backends[i].addr) != rm_addr_v4_mapped(dst))
+		return -1;
+	return (int)i;
+}
+
 /* Sockhash key of the socket at the other end of an app<->proxy pair, from
  * one end's own (local, remote) view. */
 static __always_inline void rm_peer_key(struct rm_sock_key *peer, const struct rm_sock_key *self)

@@ -97,6 +97,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, RM_DEFAULT_MAX_DIRECT_CONNS);
+	__type(key, struct rm_dst_key);
+	__type(value, struct rm_direct_conns);
+} rm_direct_conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, RM_DEFAULT_MAX_SOCKHASH);
 	__type(key, struct rm_sock_key);
 	__type(value, struct rm_splice_bytes);

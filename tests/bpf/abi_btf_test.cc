@@ -144,9 +144,30 @@ TEST_F(AbiBtf, ShortDst) {
   const btf_type* t = Struct("rm_short_dst");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_short_dst));
-  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_EQ(MemberCount(t), 5);
   EXPECT_FIELD(rm_short_dst, short_lived);
+  EXPECT_FIELD(rm_short_dst, direct_left);
+  EXPECT_FIELD(rm_short_dst, n_backends);
   EXPECT_FIELD(rm_short_dst, _pad);
+  EXPECT_FIELD(rm_short_dst, backends);
+}
+
+TEST_F(AbiBtf, DirectBackend) {
+  const btf_type* t = Struct("rm_direct_backend");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_direct_backend));
+  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_FIELD(rm_direct_backend, addr);
+  EXPECT_FIELD(rm_direct_backend, port);
+  EXPECT_FIELD(rm_direct_backend, _pad);
+}
+
+TEST_F(AbiBtf, DirectConns) {
+  const btf_type* t = Struct("rm_direct_conns");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_direct_conns));
+  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_FIELD(rm_direct_conns, connects);
 }
 
 TEST_F(AbiBtf, SpliceBytes) {
@@ -211,6 +232,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_SPLICE, sizeof(rm_sock_key), sizeof(rm_splice)},
       {RM_MAP_SHORT_DST, sizeof(rm_dst_key), sizeof(rm_short_dst)},
       {RM_MAP_SPLICE_BYTES, sizeof(rm_sock_key), sizeof(rm_splice_bytes)},
+      {RM_MAP_DIRECT_CONNS, sizeof(rm_dst_key), sizeof(rm_direct_conns)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <thread>
 #include <vector>
 
@@ -359,6 +360,85 @@ TEST_F(DatapathTest, ShortRouteStaysOffTheFastPath) {
   EXPECT_EQ(Counter(RM_CTR_PROXY_SOCKHASH_ADDED), 1u);
   EXPECT_EQ(Counter(RM_CTR_MSG_REDIRECTED), 2u);
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SHORT_DST), 1u) << "the other port's entry stays";
+}
+
+// Socket LB: a short route armed with endpoints sends connects straight to
+// one of them while its allowance lasts, then through the proxy again; the
+// kill switch turns it off.
+TEST_F(DatapathTest, ShortRouteWithEndpointsConnectsDirect) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  // Two "pods" (listeners in the pod netns; loopback keeps the test to one
+  // namespace: the hook rewrites before any route lookup).
+  UniqueFd backend[2];
+  for (int b = 0; b < 2; ++b) {
+    auto st = RunInNetns(netns_.get(), [&]() -> absl::Status {
+      backend[b] = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<uint16_t>(9000 + b));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      if (bind(backend[b].get(), reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+          listen(backend[b].get(), 64) != 0) {
+        return absl::InternalError(std::strerror(errno));
+      }
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(st.ok()) << st;
+  }
+  int landed[3] = {};  // backend 0, backend 1, proxy
+  auto exchange = [&] {
+    auto r = RunApp("198.18.0.10", 80, [&] {
+      pollfd p[3] = {{backend[0].get(), POLLIN, 0}, {backend[1].get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+      ASSERT_EQ(poll(p, 3, 5000), 1) << "exactly one listener has the connection";
+      for (int i = 0; i < 3; ++i) {
+        if (!(p[i].revents & POLLIN)) continue;
+        ++landed[i];
+        UniqueFd c(accept4(p[i].fd, nullptr, nullptr, SOCK_CLOEXEC));
+        ASSERT_TRUE(c.valid());
+        char buf[8] = {};
+        ASSERT_EQ(read(c.get(), buf, 4), 4);
+        const char* reply[3] = {"b0", "b1", "px"};
+        ASSERT_EQ(write(c.get(), reply[i], 2), 2);
+      }
+    });
+    EXPECT_EQ(r.connect_errno, 0) << std::strerror(r.connect_errno);
+  };
+  const SocketAddress vip = *SocketAddress::Parse("198.18.0.10:80");
+  const SocketAddress eps[2] = {*SocketAddress::Parse("127.0.0.1:9000"), *SocketAddress::Parse("127.0.0.1:9001")};
+  ASSERT_TRUE(dp_->maps().SetShortRoute(vip, true, eps, 20));
+  for (int i = 0; i < 22; ++i) exchange();
+  EXPECT_EQ(landed[0] + landed[1], 20) << "the allowance";
+  EXPECT_GE(landed[0], 1) << "both endpoints are chosen";
+  EXPECT_GE(landed[1], 1);
+  EXPECT_EQ(landed[2], 2) << "then the proxy again";
+  EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT), 20u);
+  EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 2u);
+  EXPECT_EQ(dp_->maps().DirectConnects(eps[0]), static_cast<uint64_t>(landed[0]));
+  EXPECT_EQ(dp_->maps().DirectConnects(eps[1]), static_cast<uint64_t>(landed[1]));
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u) << "a direct connection leaves nothing for the proxy";
+
+  // Re-armed with one endpoint: only it is used.
+  ASSERT_TRUE(dp_->maps().SetShortRoute(vip, true, std::span(eps, 1), 5));
+  const int before0 = landed[0];
+  for (int i = 0; i < 5; ++i) exchange();
+  EXPECT_EQ(landed[0] - before0, 5);
+  EXPECT_EQ(landed[1] + landed[0], 25);
+
+  // The kill switch: through the proxy, allowance or not.
+  ASSERT_TRUE(dp_->maps().SetShortRoute(vip, true, eps, 5));
+  ASSERT_TRUE(dp_->maps().SetFastpath(false).ok());
+  exchange();
+  EXPECT_EQ(landed[2], 3);
+  ASSERT_TRUE(dp_->maps().SetFastpath(true).ok());
+  // A short route without endpoints never goes direct; a starting proxy
+  // empties the map.
+  ASSERT_TRUE(dp_->maps().SetShortRoute(vip, true));
+  exchange();
+  EXPECT_EQ(landed[2], 4);
+  dp_->maps().ClearShortRoutes();
+  EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SHORT_DST), 0u);
+  EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT), 25u);
 }
 
 // Switching the fast path off and on again mid-connection must not reorder

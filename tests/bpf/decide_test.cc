@@ -126,4 +126,49 @@ TEST(PeerKey, SwapsEnds) {
   EXPECT_EQ(std::memcmp(&back, &self, sizeof(self)), 0);
 }
 
+void V4Mapped(__u8 out[16], uint8_t last) {
+  std::memset(out, 0, 16);
+  out[10] = out[11] = 0xff;
+  out[12] = 198;
+  out[13] = 18;
+  out[14] = 1;
+  out[15] = last;
+}
+
+TEST(DirectPick, NoBackendsGoesThroughTheProxy) {
+  rm_short_dst e{};
+  __u8 vip[16];
+  V4Mapped(vip, 200);
+  EXPECT_EQ(rm_direct_pick(&e, vip, 12345), -1);
+  e.n_backends = RM_MAX_DIRECT_BACKENDS + 1;  // corrupt: never index past the array
+  EXPECT_EQ(rm_direct_pick(&e, vip, 12345), -1);
+}
+
+TEST(DirectPick, SpreadsOverEveryBackend) {
+  rm_short_dst e{};
+  e.n_backends = 3;
+  for (int i = 0; i < 3; ++i) V4Mapped(e.backends[i].addr, static_cast<uint8_t>(10 + i));
+  __u8 vip[16];
+  V4Mapped(vip, 200);
+  int seen[3] = {};
+  for (__u32 rnd = 0; rnd < 300; ++rnd) {
+    const int i = rm_direct_pick(&e, vip, rnd * 2654435761u);
+    ASSERT_GE(i, 0);
+    ASSERT_LT(i, 3);
+    ++seen[i];
+  }
+  for (int n : seen) EXPECT_GT(n, 50);
+}
+
+TEST(DirectPick, FamilyMustMatchTheSocket) {
+  rm_short_dst e{};
+  e.n_backends = 1;
+  e.backends[0].addr[15] = 1;  // a v6 address
+  __u8 vip[16];
+  V4Mapped(vip, 200);
+  EXPECT_EQ(rm_direct_pick(&e, vip, 0), -1) << "a v4 socket cannot connect to a v6 backend";
+  V4Mapped(e.backends[0].addr, 10);
+  EXPECT_EQ(rm_direct_pick(&e, vip, 0), 0);
+}
+
 }  // namespace

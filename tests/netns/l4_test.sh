@@ -4,7 +4,8 @@
 #   l4_test.sh --io-backend io_uring|epoll --fastpath on|off
 # Topology (node n1): client (enrolled, fail-open), strict (enrolled,
 # fail-closed), plain (not enrolled), backends b1 (enrolled: the proxy ->
-# b1 leg joins the fast path) and b2 (not enrolled: that leg stays TCP).
+# b1 leg joins the fast path), b2 (not enrolled: that leg stays TCP) and b3
+# (enrolled; with b1 behind the socket-LB service "direct").
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
@@ -22,10 +23,10 @@ done
 rm_init "l4_${backend}_fastpath_${fastpath}"
 mesh_init
 rm_node n1
-for p in client strict plain b1 b2; do rm_pod n1 "$p"; done
+for p in client strict plain b1 b2 b3; do rm_pod n1 "$p"; done
 
 VIP=198.18.200.10
-B1=$(rm_pod_ip b1) B2=$(rm_pod_ip b2)
+B1=$(rm_pod_ip b1) B2=$(rm_pod_ip b2) B3=$(rm_pod_ip b3) DIRECT_VIP=198.18.200.15
 nodefile=$RM_TMP/node.yaml
 write_nodefile() {  # [extra YAML appended to the first pod]
   cat >"$nodefile.tmp" <<YAML
@@ -35,6 +36,7 @@ pods:
   - {namespace: default, name: plain, netns: $(rm_pod_netns_path plain), ips: [$(rm_pod_ip plain)], mode: disabled}
   - {namespace: default, name: b1, netns: $(rm_pod_netns_path b1), ips: [$B1]}
   - {namespace: default, name: b2, ips: [$B2], mode: disabled}
+  - {namespace: default, name: b3, netns: $(rm_pod_netns_path b3), ips: [$B3]}
 services:
   - namespace: default
     name: web
@@ -49,6 +51,11 @@ services:
     vips: [198.18.200.14]
     ports: [{name: bulk, port: 85, targetPort: 9000}, {name: echo, port: 86, targetPort: 8081}]
     endpoints: [{ip: $B1, pod: default/b1}]
+  - namespace: default
+    name: direct
+    vips: [$DIRECT_VIP]
+    ports: [{name: tag, port: 87, targetPort: 8080}]
+    endpoints: [{ip: $B1, pod: default/b1}, {ip: $B3, pod: default/b3}]
   - namespace: default
     name: refused
     vips: [198.18.200.12]
@@ -71,11 +78,14 @@ for b in b1 b2; do
   rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
   for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
 done
+rm_spawn b3 "$RM_TCP" --deadline-ms 900000 serve --listen "$B3:8080" --tag b3 >/dev/null
+rm_wait_port b3 "$B3" 8080 5
 rm_spawn b2 "$RM_TCP" --deadline-ms 900000 serve --listen "$B2:7000" --tag b2 --mode reset >/dev/null
 rm_wait_port b2 "$B2" 7000 5
 
 mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
-mesh_start_proxy n1 --io-backend "$backend"
+# A small socket-LB allowance, so that 300 connections see it renewed.
+mesh_start_proxy n1 --io-backend "$backend" --direct-connects 100
 log=$(rm_spawn_log "$(mesh_proxy_pid n1)")
 grep -q "io backend: $backend" "$log" || rm_fail "proxy log does not say 'io backend: $backend'"
 rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_enabled)" "$([[ $fastpath == on ]] && echo true || echo false)" "fast path state"
@@ -130,6 +140,43 @@ else
   rm_assert_eq "$(($(counter sockhash_skipped_short_route) - short0))" 0 "no short-route check with the fast path off"
 fi
 rm_pass balance_200
+
+rm_case direct_short_route
+# Service "direct" has only enrolled pods of this node behind it (b1, b3):
+# once its connections prove short, connect() sends them straight to an
+# endpoint (socket LB) for 100 connections, then 16 come through the proxy,
+# which judges the route again and renews the allowance. The web service
+# above never does (b2 is not enrolled).
+dir0=$(counter connect_direct) red0=$(counter redirected) conn0=$(mesh_metric n1 ringmesh_proxy_connections_total)
+out=$(rm_exec client "$RM_TCP" connect --to "$DIRECT_VIP:87" --count 300 --parallel 8)
+rm_assert_eq "$(rm_json ok <<<"$out")" 300 "connections ok"
+direct=$(($(counter connect_direct) - dir0)) proxied=$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))
+rm_assert_eq "$(($(counter redirected) - red0))" "$proxied" "every redirected connection reached the proxy"
+rm_assert_eq "$((direct + proxied))" 300 "direct + proxied connections"
+rm_log "direct_short_route: $direct of 300 straight to an endpoint, $proxied through the proxy"
+if [[ $fastpath == on ]]; then
+  ((direct >= 150)) || rm_fail "only $direct of 300 connections went straight to an endpoint"
+  # 16+ to judge the route first, then 16 per renewal of the allowance.
+  ((proxied >= 32)) || rm_fail "$proxied connections through the proxy: the allowance was never renewed"
+  rm_assert_between "$(rm_json --default 0 tags.b1 <<<"$out")" 90 210 "share of b1 (30%-70%)"
+  rm_assert_between "$(rm_json --default 0 tags.b3 <<<"$out")" 90 210 "share of b3 (30%-70%)"
+  rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_direct_connections_total destination_service=\"direct.)" "$direct" \
+    "the proxy's metric of direct connections"
+  # b3 leaves the service: the very next connections must not reach it,
+  # whatever allowance the datapath had left.
+  sed -i "s#, {ip: $B3, pod: default/b3}]#]#" "$nodefile"
+  b3_gone() { ! mesh_admin n1 /metrics | grep -q "endpoint=\"$B3:8080\""; }
+  mesh_wait_for "b3 out of the direct service" 5 b3_gone
+  dir0=$(counter connect_direct)
+  out=$(rm_exec client "$RM_TCP" connect --to "$DIRECT_VIP:87" --count 60 --parallel 4)
+  rm_assert_eq "$(rm_json ok <<<"$out")" 60 "connections ok after the endpoint left"
+  rm_assert_eq "$(rm_json --default 0 tags.b3 <<<"$out")" 0 "connections to the removed endpoint"
+  (($(counter connect_direct) > dir0)) || rm_fail "no direct connection after the endpoint set changed"
+  write_nodefile
+else
+  rm_assert_eq "$direct" 0 "direct connections with the fast path (and its kill switch) off"
+fi
+rm_pass direct_short_route
 
 rm_case unenrolled_not_redirected
 red0=$(counter redirected) byp0=$(counter bypass_not_enrolled)

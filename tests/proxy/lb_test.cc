@@ -7,6 +7,9 @@
 #include <optional>
 
 #include "userspace/proxy/route_table.h"
+#include "userspace/proxy/orig_dst.h"
+#include "userspace/proxy/proxy_options.h"
+#include "bpf/include/ringmesh/abi.h"
 
 namespace ringmesh::proxy {
 namespace {
@@ -293,6 +296,115 @@ TEST(ServiceRoute, TellsTheDatapathOncePerChange) {
   EXPECT_EQ(r.ShortRouteChange(3), std::nullopt);
   for (int i = 0; i < 40; ++i) r.RecordForwards(500);
   EXPECT_EQ(r.ShortRouteChange(3), std::optional<bool>(false));
+}
+
+// What the datapath was told, per VIP:port (a fake rm_short_dst).
+class RecordingResolver : public OrigDstResolver {
+ public:
+  struct Told {
+    bool is_short = false;
+    std::vector<SocketAddress> direct;
+    uint32_t direct_left = 0;
+  };
+  std::optional<SocketAddress> Resolve(int, const ListenerInfo&, const SocketAddress&) override { return std::nullopt; }
+  void MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
+                      uint32_t direct_left) override {
+    ++tells;
+    told[dst.ToString()] = Told{is_short, {direct.begin(), direct.end()}, direct_left};
+  }
+  std::map<std::string, Told> told;
+  int tells = 0;
+};
+
+Snapshot DirectSnapshot(std::vector<std::string> endpoints, std::vector<std::string> local_pods,
+                        LbPolicy lb = LbPolicy::kP2cPeakEwma) {
+  Snapshot snap;
+  for (size_t i = 0; i < local_pods.size(); ++i) {
+    Pod pod;
+    pod.ns = "default";
+    pod.name = "p" + std::to_string(i);
+    pod.netns_path = "/proc/1/ns/net";
+    pod.enrolled = true;
+    pod.ips = {*IpAddress::Parse(local_pods[i])};
+    snap.pods.push_back(pod);
+  }
+  Service svc;
+  svc.ns = "default";
+  svc.name = "web";
+  svc.lb = lb;
+  svc.vips = {*IpAddress::Parse("198.18.200.10")};
+  svc.ports = {ServicePort{.port = 80, .target_port = 8080}};
+  for (const auto& ep : endpoints) svc.endpoints.push_back(Endpoint{.ip = *IpAddress::Parse(ep)});
+  snap.services = {svc};
+  return snap;
+}
+
+// Socket LB only where a random choice among local enrolled pods is what
+// the proxy would have done.
+TEST(RouteTable, DirectEndpointsOnlyForLocalEnrolledPods) {
+  auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
+  const ServiceRoute* r = t->Find(*SocketAddress::Parse("198.18.200.10:80"));
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->direct_endpoints.size(), 2u);
+  EXPECT_EQ(r->direct_endpoints[0].ToString(), "198.18.1.11:8080") << "the target port, not the service port";
+  // One endpoint elsewhere (another node, an unenrolled pod): none direct.
+  t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.9.9"}, {"198.18.1.11"}), nullptr);
+  EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  // Least connections is not what a random pick does.
+  t = RouteTable::Build(DirectSnapshot({"198.18.1.11"}, {"198.18.1.11"}, LbPolicy::kLeastConnections), nullptr);
+  EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  // More endpoints than the datapath's entry holds.
+  std::vector<std::string> nine;
+  for (int i = 0; i < RM_MAX_DIRECT_BACKENDS + 1; ++i) nine.push_back("198.18.1." + std::to_string(20 + i));
+  t = RouteTable::Build(DirectSnapshot(nine, nine), nullptr);
+  EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+}
+
+TEST(RouteTable, ShortRouteArmsSocketLbAndRearmsAfterRejudging) {
+  RecordingResolver res;
+  auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
+  const ServiceRoute* r = t->Find(*SocketAddress::Parse("198.18.200.10:80"));
+  for (int i = 0; i < 16; ++i) r->RecordForwards(2);
+  ASSERT_EQ(r->ShortRouteChange(3), std::optional<bool>(true));
+  TellDatapath(*r, true, 1024, res);
+  const auto& told = res.told["198.18.200.10:80"];
+  EXPECT_TRUE(told.is_short);
+  EXPECT_EQ(told.direct.size(), 2u);
+  EXPECT_EQ(told.direct_left, 1024u);
+  // Connections come through the proxy again: after 16 closes, renew.
+  int due = 0;
+  for (int i = 0; i < 40; ++i) due += r->DirectRearmDue(ProxyOptions::kDirectRejudge) ? 1 : 0;
+  EXPECT_EQ(due, 2);
+  // Socket LB off: short, but no endpoints.
+  TellDatapath(*r, true, 0, res);
+  EXPECT_TRUE(res.told["198.18.200.10:80"].direct.empty());
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct_left, 0u);
+}
+
+TEST(RouteTable, SnapshotRewritesOrRemovesWhatTheDatapathHolds) {
+  RecordingResolver res;
+  auto t1 = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
+  const ServiceRoute* r1 = t1->Find(*SocketAddress::Parse("198.18.200.10:80"));
+  for (int i = 0; i < 16; ++i) r1->RecordForwards(2);
+  ASSERT_EQ(r1->ShortRouteChange(3), std::optional<bool>(true));
+  TellDatapath(*r1, true, 1024, res);
+  // An endpoint is removed: the entry is rewritten at once (no connect may
+  // reach the removed pod), still short.
+  auto t2 = RouteTable::Build(DirectSnapshot({"198.18.1.11"}, {"198.18.1.11", "198.18.1.12"}), t1.get());
+  t2->RetellDatapath(t1.get(), 1024, res);
+  ASSERT_EQ(res.told["198.18.200.10:80"].direct.size(), 1u);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct[0].ToString(), "198.18.1.11:8080");
+  EXPECT_TRUE(res.told["198.18.200.10:80"].is_short);
+  // The service is gone: the entry goes.
+  Snapshot empty;
+  auto t3 = RouteTable::Build(empty, t2.get());
+  t3->RetellDatapath(t2.get(), 1024, res);
+  EXPECT_FALSE(res.told["198.18.200.10:80"].is_short);
+  // A long route is never told on a snapshot.
+  const int before = res.tells;
+  auto t4 = RouteTable::Build(DirectSnapshot({"198.18.1.11"}, {"198.18.1.11"}), t3.get());
+  t4->RetellDatapath(t3.get(), 1024, res);
+  EXPECT_EQ(res.tells, before);
 }
 
 }  // namespace

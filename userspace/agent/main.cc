@@ -68,6 +68,10 @@ int main(int argc, char** argv) {
                  "capacity of the map of service destinations whose connections are too short for the fast path "
                  "(LRU: the oldest joins again)")
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-direct-backends", opts.datapath.max_direct_backends,
+                 "capacity of the per-endpoint counters of connections sent straight to an endpoint of a short "
+                 "route (socket LB; LRU: the oldest counter starts again)")
+      ->check(CLI::Range(1, 1 << 22));
   app.add_option("--fastpath", fastpath, "initial sk_msg fast path state when nothing is pinned")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--fastpath-budget-bytes", opts.datapath.fastpath_budget,

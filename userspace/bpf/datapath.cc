@@ -108,6 +108,7 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
                          {skel_->maps.rm_fp_credit, opts.max_sockhash},
                          {skel_->maps.rm_sock_addr, opts.max_sockhash},
                          {skel_->maps.rm_short_dst, opts.max_short_routes},
+                         {skel_->maps.rm_direct_conns, opts.max_direct_backends},
                          {skel_->maps.rm_splice_bytes, opts.max_sockhash}};
   for (const auto& s : sized) {
     if (s.max == 0) return absl::InvalidArgumentError(absl::StrCat(bpf_map__name(s.map), ": capacity 0"));

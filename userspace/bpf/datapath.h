@@ -36,6 +36,7 @@ struct DatapathOptions {
   uint32_t max_orig_dst = RM_DEFAULT_MAX_ORIG_DST;
   uint32_t max_sockhash = RM_DEFAULT_MAX_SOCKHASH;
   uint32_t max_short_routes = RM_DEFAULT_MAX_SHORT_DST;
+  uint32_t max_direct_backends = RM_DEFAULT_MAX_DIRECT_CONNS;
   bool fastpath = true;  // initial value only when nothing is pinned yet
   // rm_config.fastpath_budget, written at every start (see abi.h).
   uint64_t fastpath_budget = RM_DEFAULT_FASTPATH_BUDGET;

@@ -13,7 +13,7 @@ namespace ringmesh::bpf {
 
 absl::StatusOr<std::vector<MapSummary>> DescribeMaps(const PinnedMaps& maps) {
   std::vector<MapSummary> out;
-  for (const char* name : {RM_MAP_PODS, RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH, RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_SPLICE, RM_MAP_SHORT_DST, RM_MAP_SPLICE_BYTES,
+  for (const char* name : {RM_MAP_PODS, RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH, RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_SPLICE, RM_MAP_SHORT_DST, RM_MAP_SPLICE_BYTES, RM_MAP_DIRECT_CONNS,
                            RM_MAP_CONFIG, RM_MAP_COUNTERS}) {
     int fd = maps.map_fd(name);
     bpf_map_info info{};

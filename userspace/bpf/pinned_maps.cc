@@ -15,7 +15,7 @@ namespace ringmesh::bpf {
 namespace {
 
 constexpr const char* kMapNames[] = {RM_MAP_PODS,   RM_MAP_OPT_OUT_CIDRS, RM_MAP_ORIG_DST, RM_MAP_SOCKHASH,
-                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE, RM_MAP_SHORT_DST, RM_MAP_SPLICE_BYTES};
+                                     RM_MAP_CONFIG, RM_MAP_COUNTERS,      RM_MAP_FP_CREDIT, RM_MAP_SOCK_ADDR, RM_MAP_UPSTREAM, RM_MAP_SPLICE, RM_MAP_SHORT_DST, RM_MAP_SPLICE_BYTES, RM_MAP_DIRECT_CONNS};
 
 #define RM_COUNTER_NAME(name, str) str,
 constexpr const char* kCounterNames[] = {RM_COUNTERS(RM_COUNTER_NAME)};
@@ -150,14 +150,49 @@ bool PinnedMaps::SetSplice(const SpliceLeg& leg, uint64_t forwarded) const {
   return bpf_map_update_elem(map_fd(RM_MAP_SPLICE), &writer, &value, BPF_ANY) == 0;
 }
 
-bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short) const {
+bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
+                               uint32_t direct_left) const {
   rm_dst_key key{};
   FillAddr(key.addr, dst.ip);
   key.port = htons(dst.port);
   if (!is_short) return bpf_map_delete_elem(map_fd(RM_MAP_SHORT_DST), &key) == 0 || errno == ENOENT;
   rm_short_dst value{};
   value.short_lived = 1;
+  if (!direct.empty() && direct.size() <= RM_MAX_DIRECT_BACKENDS && direct_left > 0) {
+    value.direct_left = direct_left;
+    value.n_backends = static_cast<uint32_t>(direct.size());
+    for (size_t i = 0; i < direct.size(); ++i) {
+      FillAddr(value.backends[i].addr, direct[i].ip);
+      value.backends[i].port = htons(direct[i].port);
+      // The counter exists before the first connect; connect() creates it
+      // too, should LRU pressure have evicted it.
+      rm_dst_key ck{};
+      FillAddr(ck.addr, direct[i].ip);
+      ck.port = htons(direct[i].port);
+      rm_direct_conns zero{};
+      bpf_map_update_elem(map_fd(RM_MAP_DIRECT_CONNS), &ck, &zero, BPF_NOEXIST);
+    }
+  }
   return bpf_map_update_elem(map_fd(RM_MAP_SHORT_DST), &key, &value, BPF_ANY) == 0;
+}
+
+void PinnedMaps::ClearShortRoutes() const {
+  const int fd = map_fd(RM_MAP_SHORT_DST);
+  rm_dst_key key{}, next{};
+  // Deleting while iterating restarts from the first key each time, which
+  // is what an emptied hash gives anyway; bounded by the map's capacity.
+  for (int guard = 0; guard < (1 << 20) && bpf_map_get_next_key(fd, nullptr, &next) == 0; ++guard) {
+    key = next;
+    if (bpf_map_delete_elem(fd, &key) != 0 && errno != ENOENT) break;
+  }
+}
+
+uint64_t PinnedMaps::DirectConnects(const SocketAddress& endpoint) const {
+  rm_dst_key key{};
+  FillAddr(key.addr, endpoint.ip);
+  key.port = htons(endpoint.port);
+  rm_direct_conns value{};
+  return bpf_map_lookup_elem(map_fd(RM_MAP_DIRECT_CONNS), &key, &value) == 0 ? value.connects : 0;
 }
 
 void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -59,8 +60,16 @@ class PinnedMaps {
   bool SetSplice(const SpliceLeg& leg, uint64_t forwarded) const;
   void ClearSplice(const SpliceLeg& leg) const;
   // rm_short_dst: app <-> proxy connections to `dst` (a service VIP:port)
-  // stay out of the sockhash while `is_short`. False on a map error.
-  bool SetShortRoute(const SocketAddress& dst, bool is_short) const;
+  // stay out of the sockhash while `is_short`. With `direct` endpoints (at
+  // most RM_MAX_DIRECT_BACKENDS, else none are written) the next
+  // `direct_left` connects of enrolled pods to `dst` go straight to one of
+  // them (socket LB, abi.h). False on a map error.
+  bool SetShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct = {},
+                     uint32_t direct_left = 0) const;
+  // Deletes every rm_short_dst entry (a starting proxy owns the map).
+  void ClearShortRoutes() const;
+  // rm_direct_conns: connections connect() sent straight to `endpoint`.
+  uint64_t DirectConnects(const SocketAddress& endpoint) const;
   // rm_splice_bytes: the count of bytes the writer sends straight to its
   // target, kept under `via` by the proxy's own entry. Start creates it
   // at 0; Direct reads it; Take reads and deletes it (the splice's end).

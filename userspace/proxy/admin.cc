@@ -144,6 +144,14 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
                     "# HELP ringmesh_proxy_buffer_chunks Per-connection buffer chunks held (16 KiB each).\n"
                     "# TYPE ringmesh_proxy_buffer_chunks gauge\nringmesh_proxy_buffer_chunks ",
                     core.buffer_chunks_outstanding(), "\n");
+    absl::StrAppend(&body,
+                    "# HELP ringmesh_proxy_direct_connections_total Connections of short routes between pods of this "
+                    "node that connect() sent straight to the endpoint (socket LB, --direct-connects), by endpoint.\n"
+                    "# TYPE ringmesh_proxy_direct_connections_total counter\n");
+    for (const auto& d : core.DirectConnections()) {
+      absl::StrAppend(&body, "ringmesh_proxy_direct_connections_total{destination_service=\"", d.destination_service,
+                      "\",endpoint=\"", d.endpoint, "\"} ", d.connections, "\n");
+    }
     return {.status = 200, .content_type = "text/plain; version=0.0.4", .body = std::move(body)};
   }
   return {.status = 404, .body = "not found\n"};

@@ -454,7 +454,9 @@ void Connection::MaybeFinish() {
   if (route_ != nullptr && established_) {
     route_->RecordForwards(forwards_);
     if (auto is_short = route_->ShortRouteChange(w_->options().long_route_forwards())) {
-      for (const IpAddress& vip : route_->vips) w_->resolver().MarkShortRoute(SocketAddress{vip, route_->port}, *is_short);
+      TellDatapath(*route_, *is_short, w_->options().direct_connects, w_->resolver());
+    } else if (route_->DirectRearmDue(ProxyOptions::kDirectRejudge)) {
+      TellDatapath(*route_, true, w_->options().direct_connects, w_->resolver());
     }
   }
   ReleaseEndpoint();

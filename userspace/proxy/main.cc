@@ -66,10 +66,15 @@ int Main(int argc, char** argv) {
                  "upstream connections to enrolled pods on this node join the sk_msg fast path (on|off)")
       ->check(CLI::IsMember({"on", "off"}));
   int splice_after_forwards = 3;
+  uint32_t direct_connects = rp::ProxyOptions{}.direct_connects;
   app.add_option("--splice-after-forwards", splice_after_forwards,
                  "leave the data path of a connection between two pods of this node after this many forwards "
                  "(both legs on the fast path; 0 = never)")
       ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--direct-connects", direct_connects,
+                 "socket LB: connections of a short route between pods of this node that connect() may send "
+                 "straight to an endpoint before the proxy sees the route again (0 = all through the proxy)")
+      ->check(CLI::Range(0u, 1u << 30));
   app.add_option("--buffer-bytes", buffer_bytes, "Per-direction buffer cap per connection")
       ->check(CLI::Range(size_t{1}, size_t{64} << 20));
   app.add_option("--connect-timeout-ms", connect_timeout_ms, "Upstream connect timeout")->check(CLI::PositiveNumber);
@@ -104,6 +109,7 @@ int Main(int argc, char** argv) {
   options.buffer_bytes = buffer_bytes;
   options.fastpath_upstream = fastpath_upstream == "on";
   options.splice_after_forwards = splice_after_forwards;
+  options.direct_connects = direct_connects;
   options.listener_handover = !handover_socket.empty();
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
@@ -147,6 +153,9 @@ int Main(int argc, char** argv) {
       return 1;
     }
     maps = std::make_unique<ringmesh::bpf::PinnedMaps>(std::move(*opened));
+    // What a previous proxy told the datapath about short routes (and the
+    // endpoints it armed for socket LB) is its view, not this one's.
+    maps->ClearShortRoutes();
     resolver = std::make_shared<rp::BpfOrigDstResolver>(maps.get());
 #else
     spdlog::error("this build has no BPF support");

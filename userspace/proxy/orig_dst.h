@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "userspace/common/ip.h"
@@ -87,8 +88,12 @@ class OrigDstResolver {
   virtual bool SpliceCountStart(const SpliceEnds& /*e*/) { return false; }
   virtual uint64_t SpliceCountTake(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
   // App <-> proxy connections to `dst` stay off the fast path while
-  // `is_short` (rm_short_dst in abi.h).
-  virtual void MarkShortRoute(const SocketAddress& /*dst*/, bool /*is_short*/) {}
+  // `is_short` (rm_short_dst in abi.h); with `direct` endpoints, the next
+  // `direct_left` connects to `dst` go straight to one of them (socket LB).
+  virtual void MarkShortRoute(const SocketAddress& /*dst*/, bool /*is_short*/,
+                              std::span<const SocketAddress> /*direct*/, uint32_t /*direct_left*/) {}
+  // Connections connect() sent straight to `endpoint` (rm_direct_conns).
+  virtual uint64_t DirectConnects(const SocketAddress& /*endpoint*/) const { return 0; }
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -130,7 +135,9 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   uint64_t SpliceDirect(const SpliceEnds& e, bool up) override;
   bool SpliceCountStart(const SpliceEnds& e) override;
   uint64_t SpliceCountTake(const SpliceEnds& e, bool up) override;
-  void MarkShortRoute(const SocketAddress& dst, bool is_short) override;
+  void MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
+                      uint32_t direct_left) override;
+  uint64_t DirectConnects(const SocketAddress& endpoint) const override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

@@ -45,10 +45,15 @@ void BpfOrigDstResolver::SpliceClear(const SpliceEnds& e) {
   maps_->ClearSplice(Leg(e, false));
 }
 
-void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short) {
-  if (!maps_->SetShortRoute(dst, is_short)) {
+void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
+                                        uint32_t direct_left) {
+  if (!maps_->SetShortRoute(dst, is_short, direct, direct_left)) {
     spdlog::warn("rm_short_dst {} {}: {}", is_short ? "set" : "clear", dst.ToString(), std::strerror(errno));
   }
+}
+
+uint64_t BpfOrigDstResolver::DirectConnects(const SocketAddress& endpoint) const {
+  return maps_->DirectConnects(endpoint);
 }
 
 uint64_t BpfOrigDstResolver::SpliceDirect(const SpliceEnds& e, bool up) { return maps_->DirectBytes(Leg(e, up)); }

@@ -268,7 +268,9 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
   // Routes first: a worker handles posts in order, so no listener of this
   // snapshot accepts a connection before its routes are there (a taken-over
   // listener has connections waiting at once).
-  routes_ = RouteTable::Build(snapshot, routes_.get(), options_.lb);
+  auto previous = routes_;
+  routes_ = RouteTable::Build(snapshot, previous.get(), options_.lb);
+  routes_->RetellDatapath(previous.get(), options_.direct_connects, *resolver_);
   PublishRoutes(routes_);
   std::map<NetnsId, PodListeners> next;
   int failed = 0;
@@ -360,6 +362,21 @@ size_t ProxyCore::listener_sockets() const {
   size_t n = 0;
   for (const auto& w : workers_) n += w->listener_count();
   return n;
+}
+
+std::vector<ProxyCore::DirectCount> ProxyCore::DirectConnections() {
+  std::shared_ptr<const RouteTable> routes;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    routes = routes_;
+  }
+  std::vector<DirectCount> out;
+  for (const auto& r : routes->routes()) {
+    for (const SocketAddress& ep : r->direct_endpoints) {
+      out.push_back({r->Fqdn(), ep.ToString(), resolver_->DirectConnects(ep)});
+    }
+  }
+  return out;
 }
 
 size_t ProxyCore::buffer_chunks_outstanding() const {

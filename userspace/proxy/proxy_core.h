@@ -84,6 +84,14 @@ class ProxyCore {
   size_t listener_sockets() const;
   // Buffer chunks held by connections across workers (tests: memory bound).
   size_t buffer_chunks_outstanding() const;
+  // Socket LB: connections connect() sent straight to each endpoint of the
+  // current routes that may take them (no proxy involved; rm_direct_conns).
+  struct DirectCount {
+    std::string destination_service;
+    std::string endpoint;
+    uint64_t connections = 0;
+  };
+  std::vector<DirectCount> DirectConnections();
 
   // Gathered from the workers through their loops; waits at most `timeout`.
   std::vector<ConnectionInfo> Connections(absl::Duration timeout = absl::Seconds(1));

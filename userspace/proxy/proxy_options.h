@@ -33,6 +33,15 @@ struct ProxyOptions {
   // A route whose connections average fewer forwards than this is short:
   // its connections stay off the fast path on both legs (rm_short_dst).
   int long_route_forwards() const { return splice_after_forwards > 0 ? splice_after_forwards : 3; }
+  // Socket LB: a short route whose ready endpoints are all enrolled pods of
+  // this node (at most 8) lets connect() send this many connections
+  // straight to one of its endpoints, chosen at random, without the proxy;
+  // then kDirectRejudge connections come through the proxy, which judges
+  // the route on them and renews the allowance (or, if they have grown
+  // long, ends it). 0: every connection goes through the proxy. The agent's
+  // fast-path kill switch turns it off too.
+  uint32_t direct_connects = 1024;
+  static constexpr uint32_t kDirectRejudge = 16;
   // Total connect attempts per connection to a service (first try plus
   // retries on other endpoints).
   int connect_attempts = 2;

@@ -2,6 +2,9 @@
 
 #include <tuple>
 
+#include "bpf/include/ringmesh/abi.h"
+#include "userspace/proxy/orig_dst.h"
+
 namespace ringmesh::proxy {
 
 std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, const RouteTable* previous,
@@ -32,6 +35,10 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       auto it = old.find({svc.ns, svc.name, port.port});
       const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
       route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);
+      if (svc.lb != LbPolicy::kLeastConnections && !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
+          std::all_of(ready.begin(), ready.end(), [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
+        for (const IpAddress& ip : ready) route->direct_endpoints.push_back(SocketAddress{ip, route->target_port});
+      }
       if (it != old.end()) {
         // What the route's connections look like, and what the datapath was
         // told about its VIPs (again if they changed), survive the snapshot.
@@ -45,6 +52,38 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
     }
   }
   return table;
+}
+
+void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver) {
+  std::vector<SocketAddress> direct;
+  if (is_short && direct_connects > 0 && !route.direct_endpoints.empty()) {
+    const auto stats = route.lb->Stats();
+    for (size_t i = 0; i < route.direct_endpoints.size(); ++i) {
+      if (i < stats.size() && stats[i].ejected) continue;
+      direct.push_back(route.direct_endpoints[i]);
+    }
+  }
+  route.closed_since_told.store(0, std::memory_order_relaxed);
+  for (const IpAddress& vip : route.vips) {
+    resolver.MarkShortRoute(SocketAddress{vip, route.port}, is_short, direct, direct.empty() ? 0 : direct_connects);
+  }
+}
+
+void RouteTable::RetellDatapath(const RouteTable* previous, uint32_t direct_connects,
+                                OrigDstResolver& resolver) const {
+  for (const auto& r : routes_) {
+    if (r->told.load(std::memory_order_relaxed) == 2) TellDatapath(*r, true, direct_connects, resolver);
+  }
+  if (previous == nullptr) return;
+  for (const auto& r : previous->routes_) {
+    if (r->told.load(std::memory_order_relaxed) != 2) continue;
+    for (const IpAddress& vip : r->vips) {
+      const ServiceRoute* now = Find(SocketAddress{vip, r->port});
+      if (now == nullptr || now->told.load(std::memory_order_relaxed) != 2) {
+        resolver.MarkShortRoute(SocketAddress{vip, r->port}, false, {}, 0);
+      }
+    }
+  }
 }
 
 const ServiceRoute* RouteTable::Find(const SocketAddress& dst) const {

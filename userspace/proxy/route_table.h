@@ -67,9 +67,38 @@ struct ServiceRoute {
     return want == 2;
   }
 
+  // Socket LB (rm_short_dst with endpoints, abi.h): the endpoints connect()
+  // may send this route's connections straight to while it is short. Empty
+  // when it may not: an endpoint that is not an enrolled pod of this node
+  // (it may need mTLS, or lives where this node's policy does not reach),
+  // more than RM_MAX_DIRECT_BACKENDS of them, or a policy a uniform random
+  // choice does not honour (least connections). Set by Build.
+  std::vector<SocketAddress> direct_endpoints;
+  // Connections through the proxy that closed since the datapath was last
+  // told about this short route.
+  mutable std::atomic<uint32_t> closed_since_told{0};
+  // A short route with direct endpoints whose connections come through the
+  // proxy again (its allowance of direct connects ran out, or they raced
+  // the arming): true once per `every` closes, to renew the allowance after
+  // the proxy has judged the route on them. Counts only while short.
+  bool DirectRearmDue(uint32_t every) const {
+    if (direct_endpoints.empty() || told.load(std::memory_order_relaxed) != 2) return false;
+    if (closed_since_told.fetch_add(1, std::memory_order_relaxed) + 1 < every) return false;
+    closed_since_told.store(0, std::memory_order_relaxed);
+    return true;
+  }
+
   // "name.ns.svc.cluster.local", Istio's destination_service label.
   std::string Fqdn() const { return name + "." + ns + ".svc.cluster.local"; }
 };
+
+class OrigDstResolver;
+
+// Tells the datapath (rm_short_dst, through `resolver`) what `route` is
+// now, for each of its VIPs: long (entry removed) or short; short with
+// direct endpoints also arms socket LB for `direct_connects` connections
+// (0: never direct), leaving out endpoints the balancer has ejected.
+void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver);
 
 class RouteTable {
  public:
@@ -83,6 +112,11 @@ class RouteTable {
   bool IsLocalEnrolledPod(const IpAddress& ip) const { return local_pod_ips_.contains(ip); }
   uint64_t generation() const { return generation_; }
   const std::vector<std::unique_ptr<ServiceRoute>>& routes() const { return routes_; }
+  // After a snapshot: what the datapath holds for `previous`'s short routes
+  // is rewritten from this table (the endpoints may have changed) or
+  // removed (the route or the VIP is gone), so that no connect goes straight
+  // to an endpoint the new snapshot no longer has.
+  void RetellDatapath(const RouteTable* previous, uint32_t direct_connects, OrigDstResolver& resolver) const;
 
  private:
   uint64_t generation_ = 0;

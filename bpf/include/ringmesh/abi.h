@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-#define RM_ABI_VERSION 4
+#define RM_ABI_VERSION 5
 
 /* Names of maps and programs as pinned under <pin-dir>/maps and
  * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
@@ -32,6 +32,7 @@
 #define RM_MAP_SPLICE "rm_splice"
 #define RM_MAP_SHORT_DST "rm_short_dst"
 #define RM_MAP_SPLICE_BYTES "rm_splice_bytes"
+#define RM_MAP_DIRECT_CONNS "rm_direct_conns"
 #define RM_MAP_COUNTERS "rm_counters"
 
 /* Default capacities; each is configurable in the agent (--max-*). */
@@ -40,6 +41,7 @@
 #define RM_DEFAULT_MAX_ORIG_DST 65536
 #define RM_DEFAULT_MAX_SOCKHASH 65536
 #define RM_DEFAULT_MAX_SHORT_DST 4096
+#define RM_DEFAULT_MAX_DIRECT_CONNS 16384
 /* Bytes one socket may send over the sk_msg fast path before it commits to
  * TCP (see rm_config.fastpath_budget). */
 #define RM_DEFAULT_FASTPATH_BUDGET (16ULL << 20)
@@ -182,9 +184,40 @@ struct rm_dst_key {
 	__u16 _pad;
 };
 
+/* Socket LB (connect.h): a short route whose ready endpoints are all
+ * enrolled pods of this node, at most RM_MAX_DIRECT_BACKENDS of them, with
+ * a balancing policy that a uniform random choice honours, also carries
+ * its endpoints. connect() of an enrolled pod to the VIP:port then goes
+ * straight to one of them, chosen at random, while `direct_left` lasts
+ * (decremented per connection, without atomics: concurrent connects on
+ * several CPUs may take a few more); at 0 connections go through the proxy
+ * again, which judges the route on them and re-arms the entry. The proxy
+ * rewrites the entry whenever the route's endpoints change, and empties
+ * rm_short_dst when it starts. The fast-path kill switch turns this off
+ * too. */
+#define RM_MAX_DIRECT_BACKENDS 8 /* a power of two: decide.h masks with it */
+
+struct rm_direct_backend {
+	__u8 addr[16]; /* same mapping as the VIP: v4-mapped iff the VIP is */
+	__u16 port;    /* the endpoint's port, network order */
+	__u16 _pad;
+};
+
 struct rm_short_dst {
 	__u32 short_lived; /* 1 */
+	__u32 direct_left; /* connections that may still go straight to a backend */
+	__u32 n_backends;  /* 0: never direct (connections go through the proxy) */
 	__u32 _pad;
+	struct rm_direct_backend backends[RM_MAX_DIRECT_BACKENDS];
+};
+
+/* rm_direct_conns (LRU hash, key rm_dst_key of the backend): connections
+ * connect() sent straight to that endpoint (socket LB), for the proxy's
+ * metrics. Created by whichever of the proxy (when it arms an entry) or
+ * connect() comes first. Full: LRU evicts the oldest counter, which then
+ * starts again from 0 (the proxy reports counters as they are). */
+struct rm_direct_conns {
+	__u64 connects;
 };
 
 /* rm_splice_bytes (LRU hash): bytes an rm_splice writer sent around the
@@ -272,7 +305,9 @@ struct rm_config {
 	X(SERVER_SOCKHASH_ADDED, "server_sockhash_added")                 \
 	X(MSG_SPLICED, "msg_spliced")                                     \
 	X(SPLICE_CLOSED, "splice_removed_at_close")                       \
-	X(SOCKHASH_SKIPPED_SHORT, "sockhash_skipped_short_route")
+	X(SOCKHASH_SKIPPED_SHORT, "sockhash_skipped_short_route")       \
+	X(CONNECT_DIRECT, "connect_direct")                               \
+	X(DIRECT_CONNS_FULL, "direct_conns_full")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
