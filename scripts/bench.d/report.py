@@ -441,7 +441,8 @@ def checks(d):
             continue
         m = r["m"]
         a = agg.setdefault(r["peer"], {"rounds": 0, "conn": [], "msg": [], "passed": 0, "miss": 0, "budget": 0,
-                                       "upstream": 0, "server": 0, "spliced": None, "short": None})
+                                       "upstream": 0, "server": 0, "spliced": None, "short": None,
+                                       "direct": None})
         a["rounds"] += 1
         if "kshortcut" in m:
             k = m["kshortcut"]
@@ -459,6 +460,8 @@ def checks(d):
                 a["spliced"] = (a["spliced"] or 0) + m["bpf_msg_spliced"]
             if "bpf_sockhash_skipped_short_route" in m:  # recorded since 2026-11-26 15:00
                 a["short"] = (a["short"] or 0) + m["bpf_sockhash_skipped_short_route"]
+            if "bpf_connect_direct" in m:  # recorded since 2026-11-26 17:30
+                a["direct"] = (a["direct"] or 0) + m["bpf_connect_direct"]
     lines = []
     for p in d.peers:
         if p not in agg:
@@ -466,12 +469,12 @@ def checks(d):
         a = agg[p]
         if a["conn"]:
             lines.append("%s: per round %s–%s connects redirected to the proxy, %s–%s sk_msg redirects; in all "
-                         "%d proxy -> server sockets joined by the server's end (%d upstream sockets inserted), "
+                         "%s connects sent straight to an endpoint (socket LB), %d proxy -> server sockets joined by the server's end (%d upstream sockets inserted), "
                          "messages sent around the proxy (spliced): %s, "
                          "socket ends kept off the fast path on short routes: %s, "
                          "%d sockets left the fast path on the budget, %d on a first-write miss (%d rounds)" % (
                 p, fmt(min(a["conn"]), 0), fmt(max(a["conn"]), 0), fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0),
-                a["server"], a["upstream"], "not recorded in this run" if a["spliced"] is None else a["spliced"],
+                "(not recorded in this run)" if a["direct"] is None else fmt(a["direct"], 0), a["server"], a["upstream"], "not recorded in this run" if a["spliced"] is None else a["spliced"],
                 "not recorded in this run" if a["short"] is None else a["short"], a["budget"],
                 a["miss"], a["rounds"]))
         else:

@@ -187,6 +187,9 @@ mesh_wait_for "proxy at the agent's generation" 5 proxy_has_generation
 for p in "${PODS[@]}"; do rm_wait_port "$p" 127.0.0.1 15001 5 || rm_fail "no proxy listener in $p"; done
 
 counter() { mesh_counter n1 "$1"; }
+# Connections the mesh took: through the proxy (redirected) or, once a route
+# of local enrolled pods proves short, straight to an endpoint (socket LB).
+meshed() { echo $(($(counter redirected) + $(counter connect_direct))); }
 # web_endpoints: the ready endpoints the proxy holds for shop/web port 80,
 # sorted ("198.18.1.11 198.18.1.12").
 web_endpoints() {
@@ -223,7 +226,7 @@ rm_pass agent_found_pods_by_cgroup "$(status enrolled_pods) pods enrolled, gener
 
 rm_case clusterip_balanced_via_proxy
 rm_assert_eq "$(web_endpoints)" "$(rm_pod_ip b1) $(rm_pod_ip b2)" "proxy's ready endpoints of shop/web:80"
-red0=$(counter redirected) conn0=$(mesh_metric n1 ringmesh_proxy_connections_total)
+red0=$(counter redirected) mesh0=$(meshed) conn0=$(mesh_metric n1 ringmesh_proxy_connections_total)
 fail0=$(mesh_metric n1 ringmesh_proxy_upstream_connect_failures_total)
 out=$(k8s_exec client "$RM_TCP" connect --to "$VIP:80" --count 100 --parallel 4 --timeout-ms 3000)
 rm_assert_eq "$(rm_json ok <<<"$out")" 100 "connections ok ($out)"
@@ -236,10 +239,11 @@ rm_assert_eq "$(($(tag "$out" b1) + $(tag "$out" b2)))" 100 "connections to b1 +
 rm_assert_between "$(tag "$out" b1)" 1 99 "connections to b1 ($out)"
 rm_assert_between "$(tag "$out" b2)" 1 99 "connections to b2 ($out)"
 rm_assert_eq "$(tag "$out" b3)" 0 "connections to b3, not in the EndpointSlice"
-rm_assert_eq "$(($(counter redirected) - red0))" 100 "BPF redirected delta"
-rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" 100 "proxy connections_total delta"
+rm_assert_eq "$(($(meshed) - mesh0))" 100 "BPF redirected + direct delta"
+rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" "$(($(counter redirected) - red0))" \
+  "proxy connections_total delta (every redirected connection)"
 rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_upstream_connect_failures_total) - fail0))" 0 "upstream failures"
-rm_pass clusterip_balanced_via_proxy "b1 $(tag "$out" b1), b2 $(tag "$out" b2)"
+rm_pass clusterip_balanced_via_proxy "b1 $(tag "$out" b1), b2 $(tag "$out" b2); $((100 - $(counter redirected) + red0)) straight to an endpoint"
 
 rm_case endpointslice_change_followed_within_1s
 # A batch of 8 connections every 50 ms; after the third the EndpointSlice
@@ -313,11 +317,11 @@ not_redirected() {
 redirected_again() {
   local n=$1 red0 out
   rm_wait_port client 127.0.0.1 15001 5 || rm_fail "no proxy listener in client after re-enrollment"
-  red0=$(counter redirected)
+  red0=$(meshed)
   out=$(k8s_exec client "$RM_TCP" connect --to "$VIP:80" --count "$n" --parallel 4 --timeout-ms 3000)
   rm_assert_eq "$(rm_json ok <<<"$out")" "$n" "connections via the ClusterIP ok"
   rm_assert_eq "$(tag "$out" b1)" 0 "connections to b1"
-  rm_assert_eq "$(($(counter redirected) - red0))" "$n" "redirected delta"
+  rm_assert_eq "$(($(meshed) - red0))" "$n" "redirected + direct delta"
 }
 
 rm_case pod_label_disabled_opts_out
@@ -354,10 +358,10 @@ rm_stop "$api" 10
 source_down() { ! mesh_ctl n1 status >"$RM_TMP/status.txt" 2>&1 && grep -q "source:" "$RM_TMP/status.txt"; }
 mesh_wait_for "ringmeshctl status reports the API server down" 10 source_down
 rm_log "ringmeshctl status: $(grep 'source:' "$RM_TMP/status.txt")"
-red0=$(counter redirected)
+red0=$(meshed)
 out=$(k8s_exec client "$RM_TCP" connect --to "$VIP:80" --count 20 --parallel 4 --timeout-ms 3000)
 rm_assert_eq "$(rm_json ok <<<"$out")" 20 "connections via the ClusterIP with the API server down"
-rm_assert_eq "$(($(counter redirected) - red0))" 20 "redirected delta"
+rm_assert_eq "$(($(meshed) - red0))" 20 "redirected + direct delta"
 rm_pass api_server_down_reported_last_state_serves
 
 # The processes stop cleanly on SIGTERM; under the ASan build this is where
