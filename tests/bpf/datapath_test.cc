@@ -674,6 +674,54 @@ TEST_F(DatapathTest, FastPathFollowsWhatTheAppReads) {
   EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 1u) << "without the kernel's count the budget is a total";
 }
 
+// What plain TCP does when a peer resets: bytes that had arrived stay
+// readable, then the read reports ECONNRESET. The fast path must not lose
+// them (bytes redirected into the app's queue are not in its TCP queue).
+TEST_F(DatapathTest, ResetAfterRedirectedBytesKeepsThemReadable) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  int go[2], res[2];
+  ASSERT_EQ(pipe(go), 0);
+  ASSERT_EQ(pipe(res), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int s = ChildConnect("198.18.0.10", 80, 5);
+    (void)!write(s, "ping", 4);
+    char b;
+    if (read(go[0], &b, 1) != 1) _exit(4);  // the proxy end has replied and reset
+    char buf[64] = {};
+    ssize_t n = read(s, buf, sizeof(buf) - 1);
+    int err = n < 0 ? errno : 0;
+    ssize_t n2 = read(s, buf + (n > 0 ? n : 0), 8);
+    int err2 = n2 < 0 ? errno : 0;
+    char line[160];
+    int len = snprintf(line, sizeof(line), "%zd %d %s %zd %d", n, err, buf, n2, err2);
+    (void)!write(res[1], line, static_cast<size_t>(len));
+    _exit(0);
+  }
+  close(go[0]);
+  close(res[1]);
+  UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(c.valid());
+  char buf[8] = {};
+  ASSERT_EQ(read(c.get(), buf, 4), 4);
+  ASSERT_EQ(write(c.get(), "reply-before-reset", 18), 18);
+  usleep(20000);
+  linger lg{1, 0};
+  ASSERT_EQ(setsockopt(c.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+  c.Reset();
+  usleep(20000);
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  char line[160] = {};
+  ASSERT_GT(read(res[0], line, sizeof(line) - 1), 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(go[1]);
+  close(res[0]);
+  EXPECT_GE(Counter(RM_CTR_MSG_REDIRECTED), 2u) << "both writes went over the fast path";
+  EXPECT_STREQ(line, "18 0 reply-before-reset -1 104") << "(bytes, errno, data, then bytes, errno of the next read)";
+}
+
 TEST_F(DatapathTest, EntryRemovedWhenAppClosesBeforeAccept) {
   Enroll(RM_POD_ENROLLED);
   Listen();

@@ -10,9 +10,19 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 source "$here/mesh.sh"
 
-backend=io_uring
-if [[ ${1:-} == --io-backend ]]; then backend=$2; fi
-rm_init "proxy_handover_$backend"
+# --new-io-backend: the successor's backend (default: the same). The two
+# share the listening sockets' open files, so neither may depend on flags
+# the other set (the successor only ever adds O_NONBLOCK).
+backend=io_uring new_backend=""
+while (($#)); do
+  case $1 in
+    --io-backend) backend=$2; shift 2 ;;
+    --new-io-backend) new_backend=$2; shift 2 ;;
+    *) echo "usage: $0 [--io-backend io_uring|epoll] [--new-io-backend io_uring|epoll]" >&2; exit 2 ;;
+  esac
+done
+new_backend=${new_backend:-$backend}
+rm_init "proxy_handover_${backend}_to_$new_backend"
 mesh_init
 rm_node n1
 for p in client b1 b2; do rm_pod n1 "$p"; done
@@ -41,11 +51,12 @@ load=$(rm_spawn client "$RM_TCP" --deadline-ms 60000 connect --to "$VIP:80" --co
   --timeout-ms 5000 --allow-fail)
 sleep 0.2
 new=$(rm_spawn n1:system prlimit --nofile=16384:16384 -- "$MESH_PROXY" --agent-socket "$(mesh_agent_socket n1)" \
-  --admin-socket "$RM_TMP/new-admin.sock" --bpf-pin-dir "$(rm_node_pindir n1)" --io-backend "$backend" \
+  --admin-socket "$RM_TMP/new-admin.sock" --bpf-pin-dir "$(rm_node_pindir n1)" --io-backend "$new_backend" \
   --take-over-from "$RM_TMP/handover.sock" --handover-socket "$RM_TMP/handover.sock")
 ready() { curl -sf --unix-socket "$RM_TMP/new-admin.sock" http://x/healthz/ready >/dev/null; }
 mesh_wait_for "new proxy ready" 10 ready
 grep -q "listening socket(s) taken over" "$(rm_spawn_log "$new")" || rm_fail "the new proxy did not take over the old one's listeners"
+grep -q "io backend: $new_backend" "$(rm_spawn_log "$new")" || rm_fail "the new proxy does not say 'io backend: $new_backend'"
 kill -TERM "$old"
 gone() { ! kill -0 "$1" 2>/dev/null; }
 mesh_wait_for "old proxy drained and gone" 30 gone "$old"
