@@ -453,10 +453,15 @@ void Connection::MaybeFinish() {
   if (credited_ != 0) w_->resolver().OnConnectionEnd(*listener_, peer_);
   if (route_ != nullptr && established_) {
     route_->RecordForwards(forwards_);
-    if (auto is_short = route_->ShortRouteChange(w_->options().long_route_forwards())) {
-      TellDatapath(*route_, *is_short, w_->options().direct_connects, w_->resolver());
-    } else if (route_->DirectRearmDue(ProxyOptions::kDirectRejudge)) {
-      TellDatapath(*route_, true, w_->options().direct_connects, w_->resolver());
+    // Only a route of the current table speaks for its VIPs: an older one
+    // may name endpoints a snapshot has removed since.
+    if (routes_ == w_->routes()) {
+      const uint32_t direct = w_->options().direct_connects;
+      if (auto is_short = route_->ShortRouteChange(w_->options().long_route_forwards())) {
+        TellDatapath(*route_, *is_short, direct, w_->resolver());
+      } else if (direct > 0 && route_->DirectRearmDue(ProxyOptions::kDirectRejudge)) {
+        TellDatapath(*route_, true, direct, w_->resolver());
+      }
     }
   }
   ReleaseEndpoint();

@@ -270,8 +270,14 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
   // listener has connections waiting at once).
   auto previous = routes_;
   routes_ = RouteTable::Build(snapshot, previous.get(), options_.lb);
+  // The datapath learns the new endpoints before the workers do (no connect
+  // goes straight to a removed one from here on), and again once every
+  // worker has the new table: a connection of the old table that closed in
+  // between may have told the old endpoints. From then on connections of
+  // old tables tell nothing (Connection::MaybeFinish).
   routes_->RetellDatapath(previous.get(), options_.direct_connects, *resolver_);
   PublishRoutes(routes_);
+  routes_->RetellDatapath(previous.get(), options_.direct_connects, *resolver_);
   std::map<NetnsId, PodListeners> next;
   int failed = 0;
   for (size_t i = 0; i < snapshot.pods.size(); ++i) {
