@@ -1,5 +1,8 @@
 // ringmeshctl services: services with their endpoints and each endpoint's
-// balancing state (readiness, active connections, latency estimate, picks).
+// balancing state (readiness, active connections, latency estimate, picks),
+// what the proxy judged the route's connections to be (long, short, or
+// short with socket LB: connect() goes straight to an endpoint), and the
+// connections that went straight to each endpoint.
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -25,23 +28,26 @@ int RunServices(const Globals& g) {
     return 1;
   }
   auto services = dump->value("services", nlohmann::json::array());
-  Table t({"SERVICE", "VIPS", "PORT", "LB", "ENDPOINT", "READY", "ACTIVE", "EWMA_MS", "PICKS", "FAILURES",
-           "EJECTED"});
+  Table t({"SERVICE", "VIPS", "PORT", "LB", "CONNS", "ENDPOINT", "READY", "ACTIVE", "EWMA_MS", "PICKS", "DIRECT",
+           "FAILURES", "EJECTED"});
   for (const auto& s : services) {
     std::string name = absl::StrCat(JsonStr(s, "namespace"), "/", JsonStr(s, "name"));
     std::vector<std::string> vips;
     for (const auto& v : s.value("vips", nlohmann::json::array())) vips.push_back(v.get<std::string>());
     std::string port = absl::StrCat(JsonStr(s, "port"), "->", JsonStr(s, "target_port"), "/", JsonStr(s, "protocol"));
+    std::string conns = JsonStr(s, "connections", "-");
+    if (s.value("socket_lb", false)) conns += "+socket-lb";
     auto eps = s.value("endpoints", nlohmann::json::array());
     if (eps.empty()) {
-      t.Add({name, absl::StrJoin(vips, ","), port, JsonStr(s, "lb"), "(none)"});
+      t.Add({name, absl::StrJoin(vips, ","), port, JsonStr(s, "lb"), conns, "(none)"});
       continue;
     }
     bool first = true;
     for (const auto& e : eps) {
       t.Add({first ? name : "", first ? absl::StrJoin(vips, ",") : "", first ? port : "", first ? JsonStr(s, "lb") : "",
-             JsonStr(e, "ip"), JsonStr(e, "ready", "true"), JsonStr(e, "active_connections", "0"), Ms(e),
-             JsonStr(e, "picks", "0"), JsonStr(e, "connect_failures", "0"), JsonStr(e, "ejected", "false")});
+             first ? conns : "", JsonStr(e, "ip"), JsonStr(e, "ready", "true"), JsonStr(e, "active_connections", "0"),
+             Ms(e), JsonStr(e, "picks", "0"), JsonStr(e, "direct_connections", "-"), JsonStr(e, "connect_failures", "0"),
+             JsonStr(e, "ejected", "false")});
       first = false;
     }
   }

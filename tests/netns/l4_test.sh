@@ -162,6 +162,17 @@ if [[ $fastpath == on ]]; then
   rm_assert_between "$(rm_json --default 0 tags.b3 <<<"$out")" 90 210 "share of b3 (30%-70%)"
   rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_direct_connections_total destination_service=\"direct.)" "$direct" \
     "the proxy's metric of direct connections"
+  # ringmeshctl services says so: the route is short with socket LB, the
+  # web route (b2 not enrolled) is short without it.
+  route_view() {  # SERVICE -> "connections socket_lb direct-sum"
+    mesh_ctl n1 -o json services | python3 -c '
+import json, sys
+r = [s for s in json.load(sys.stdin) if s["name"] == sys.argv[1]][0]
+print(r["connections"], str(r["socket_lb"]).lower(), sum(e.get("direct_connections", 0) for e in r["endpoints"]))' "$1"
+  }
+  rm_assert_eq "$(route_view direct)" "short true $direct" "ringmeshctl services: direct (connections, socket LB, direct)"
+  rm_assert_eq "$(route_view web | cut -d' ' -f2)" false "ringmeshctl services: web has no socket LB"
+  mesh_ctl n1 services | grep -q "short+socket-lb" || rm_fail "ringmeshctl services does not show socket LB"
   # b3 leaves the service: the very next connections must not reach it,
   # whatever allowance the datapath had left.
   sed -i "s#, {ip: $B3, pod: default/b3}]#]#" "$nodefile"

@@ -517,7 +517,17 @@ nlohmann::json ProxyCore::ConfigDump() {
                        {"ewma_ms", e.ewma_ms},
                        {"connect_failures", e.failures},
                        {"ejected", e.ejected}});
+        // Connections connect() sent straight to it (socket LB), which the
+        // balancer's picks do not include.
+        if (!r->direct_endpoints.empty()) {
+          eps.back()["direct_connections"] = resolver_->DirectConnects(SocketAddress{e.ip, r->target_port});
+        }
       }
+      // What the proxy has judged the route's connections to be, and
+      // whether connect() may skip the proxy for them (socket LB).
+      const uint8_t told = r->told.load(std::memory_order_relaxed);
+      const char* shape = told == 2 ? "short" : told == 1 ? "long" : "unjudged";
+      const bool socket_lb = told == 2 && options_.direct_connects > 0 && !r->direct_endpoints.empty();
       for (const auto& ip : r->not_ready) eps.push_back({{"ip", ip.ToString()}, {"ready", false}});
       nlohmann::json vips = nlohmann::json::array();
       for (const auto& v : r->vips) vips.push_back(v.ToString());
@@ -528,6 +538,8 @@ nlohmann::json ProxyCore::ConfigDump() {
                           {"target_port", r->target_port},
                           {"protocol", ToString(r->protocol)},
                           {"lb", ToString(r->lb->policy())},
+                          {"connections", shape},
+                          {"socket_lb", socket_lb},
                           {"endpoints", std::move(eps)}});
     }
   }
