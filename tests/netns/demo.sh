@@ -43,7 +43,7 @@ say "node n1: pods"
 printf '  %-8s %s\n' client "$(rm_pod_ip client) (enrolled)" other "$(rm_pod_ip other) (not enrolled)" \
   b1 "$(rm_pod_ip b1) (web-1)" b2 "$(rm_pod_ip b2) (web-2)"
 
-say "client -> $VIP:80, 100 connections (connect4 redirects them to the proxy in the client's netns; once the route's connections prove short, the next ones go straight to an endpoint: socket LB, counter connect_direct)"
+say "client -> $VIP:80, 100 connections (redirected by connect4 to the proxy in the client's netns; web-1 and web-2 are not enrolled, so this short route has no socket LB)"
 out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 100 --parallel 4)
 echo "  $out"
 say "other -> $(rm_pod_ip b1):8080 directly, 20 connections (not enrolled: not redirected)"
