@@ -33,6 +33,9 @@ SEC("sockops")
 int rm_sockops(struct bpf_sock_ops *skops)
 {
 	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		rm_on_tcp_connect(skops);
+		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		rm_on_active_established(skops);
 		break;

@@ -105,8 +105,9 @@ static __always_inline void rm_count_direct(const struct rm_direct_backend *b)
 
 /* Socket LB for a short route (rm_short_dst with backends, see abi.h): 1
  * when the connect was rewritten to a backend. */
-static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, const struct rm_dst *dst)
+static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, struct bpf_sock *sk, const struct rm_dst *dst)
 {
+	struct rm_sk_direct *sd;
 	struct rm_dst_key k = {};
 	struct rm_short_dst *e;
 	__u32 left;
@@ -126,6 +127,15 @@ static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, const struct
 	if (i < 0 || i >= RM_MAX_DIRECT_BACKENDS)
 		return 0;
 	e->direct_left = left - 1;
+	/* For sockops: a connect that fails ends socket LB for the route. If
+	 * the storage cannot be had, the socket still goes direct, unwatched. */
+	sd = bpf_sk_storage_get(&rm_sk_direct, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (sd) {
+		sd->vip = k;
+		__builtin_memcpy(sd->endpoint.addr, e->backends[i].addr, 16);
+		sd->endpoint.port = e->backends[i].port;
+		sd->endpoint._pad = 0;
+	}
 	rm_rewrite_to(ctx, dst->family, &e->backends[i]);
 	rm_count_direct(&e->backends[i]);
 	rm_count(RM_CTR_CONNECT_DIRECT);
@@ -167,7 +177,7 @@ static __always_inline int rm_handle_connect(struct bpf_sock_addr *ctx, const st
 		rm_count(why);
 		return 1;
 	}
-	if (why == RM_CTR_REDIRECTED && rm_try_direct(ctx, dst))
+	if (why == RM_CTR_REDIRECTED && rm_try_direct(ctx, sk, dst))
 		return 1;
 	if (why == RM_CTR_REDIRECTED) {
 		struct rm_orig_dst *od =

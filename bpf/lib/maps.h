@@ -47,6 +47,13 @@ struct {
 } rm_upstream SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct rm_sk_direct);
+} rm_sk_direct SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, RM_DEFAULT_MAX_ORIG_DST);
 	__type(key, struct rm_tuple_key);

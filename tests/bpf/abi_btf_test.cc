@@ -166,8 +166,18 @@ TEST_F(AbiBtf, DirectConns) {
   const btf_type* t = Struct("rm_direct_conns");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_direct_conns));
-  EXPECT_EQ(MemberCount(t), 1);
+  EXPECT_EQ(MemberCount(t), 2);
   EXPECT_FIELD(rm_direct_conns, connects);
+  EXPECT_FIELD(rm_direct_conns, failed);
+}
+
+TEST_F(AbiBtf, SkDirect) {
+  const btf_type* t = Struct("rm_sk_direct");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_sk_direct));
+  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_FIELD(rm_sk_direct, vip);
+  EXPECT_FIELD(rm_sk_direct, endpoint);
 }
 
 TEST_F(AbiBtf, SpliceBytes) {
@@ -237,6 +247,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},
       {"rm_msg_state", sizeof(int), sizeof(rm_msg_state)},
+      {"rm_sk_direct", sizeof(int), sizeof(rm_sk_direct)},
   };
   for (const auto& w : wants) {
     bpf_map* m = bpf_object__find_map_by_name(obj_, w.map);

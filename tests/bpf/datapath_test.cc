@@ -414,8 +414,9 @@ TEST_F(DatapathTest, ShortRouteWithEndpointsConnectsDirect) {
   EXPECT_EQ(landed[2], 2) << "then the proxy again";
   EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT), 20u);
   EXPECT_EQ(Counter(RM_CTR_REDIRECTED), 2u);
-  EXPECT_EQ(dp_->maps().DirectConnects(eps[0]), static_cast<uint64_t>(landed[0]));
-  EXPECT_EQ(dp_->maps().DirectConnects(eps[1]), static_cast<uint64_t>(landed[1]));
+  EXPECT_EQ(dp_->maps().DirectStats(eps[0]).connects, static_cast<uint64_t>(landed[0]));
+  EXPECT_EQ(dp_->maps().DirectStats(eps[1]).connects, static_cast<uint64_t>(landed[1]));
+  EXPECT_EQ(dp_->maps().DirectStats(eps[0]).failed, 0u);
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u) << "a direct connection leaves nothing for the proxy";
 
   // Re-armed with one endpoint: only it is used.
@@ -439,6 +440,23 @@ TEST_F(DatapathTest, ShortRouteWithEndpointsConnectsDirect) {
   dp_->maps().ClearShortRoutes();
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_SHORT_DST), 0u);
   EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT), 25u);
+
+  // An endpoint that refuses: the app's connect fails (as it would without
+  // a mesh), the failure is counted, and socket LB ends for the route at
+  // once: the next connect goes through the proxy, which can retry.
+  const SocketAddress dead = *SocketAddress::Parse("127.0.0.1:9002");  // nothing listens
+  ASSERT_TRUE(dp_->maps().SetShortRoute(vip, true, std::span(&dead, 1), 100));
+  auto refused = RunApp("198.18.0.10", 80);
+  EXPECT_EQ(refused.connect_errno, ECONNREFUSED);
+  EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT_FAILED), 1u);
+  EXPECT_EQ(dp_->maps().DirectStats(dead).connects, 1u);
+  EXPECT_EQ(dp_->maps().DirectStats(dead).failed, 1u);
+  ASSERT_TRUE(dp_->maps().ShortRoute(vip).has_value());
+  EXPECT_EQ(dp_->maps().ShortRoute(vip)->direct_left, 0u) << "socket LB ended for the route";
+  exchange();
+  EXPECT_EQ(landed[2], 5) << "through the proxy";
+  EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT_FAILED), 1u) << "a connection that established is not a failure";
+  EXPECT_EQ(dp_->maps().DirectStats(eps[0]).failed + dp_->maps().DirectStats(eps[1]).failed, 0u);
 }
 
 // Switching the fast path off and on again mid-connection must not reorder

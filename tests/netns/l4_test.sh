@@ -78,7 +78,7 @@ for b in b1 b2; do
   rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
   for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
 done
-rm_spawn b3 "$RM_TCP" --deadline-ms 900000 serve --listen "$B3:8080" --tag b3 >/dev/null
+b3_tag=$(rm_spawn b3 "$RM_TCP" --deadline-ms 900000 serve --listen "$B3:8080" --tag b3)
 rm_wait_port b3 "$B3" 8080 5
 rm_spawn b2 "$RM_TCP" --deadline-ms 900000 serve --listen "$B2:7000" --tag b2 --mode reset >/dev/null
 rm_wait_port b2 "$B2" 7000 5
@@ -172,11 +172,12 @@ print(r["connections"], str(r["socket_lb"]).lower(), sum(e.get("direct_connectio
   }
   rm_assert_eq "$(route_view direct)" "short true $direct" "ringmeshctl services: direct (connections, socket LB, direct)"
   rm_assert_eq "$(route_view web | cut -d' ' -f2)" false "ringmeshctl services: web has no socket LB"
-  mesh_ctl n1 services | grep -q "short+socket-lb" || rm_fail "ringmeshctl services does not show socket LB"
+  grep -q "short+socket-lb" <<<"$(mesh_ctl n1 services)" || rm_fail "ringmeshctl services does not show socket LB"
   # b3 leaves the service: the very next connections must not reach it,
   # whatever allowance the datapath had left.
   sed -i "s#, {ip: $B3, pod: default/b3}]#]#" "$nodefile"
-  b3_gone() { ! mesh_admin n1 /metrics | grep -q "endpoint=\"$B3:8080\""; }
+  # (grep -q on a pipe would end the writer early: pipefail would fail it.)
+  b3_gone() { local m; m=$(mesh_admin n1 /metrics) && ! grep -q "endpoint=\"$B3:8080\"" <<<"$m"; }
   mesh_wait_for "b3 out of the direct service" 5 b3_gone
   dir0=$(counter connect_direct)
   out=$(rm_exec client "$RM_TCP" connect --to "$DIRECT_VIP:87" --count 60 --parallel 4)
@@ -184,6 +185,26 @@ print(r["connections"], str(r["socket_lb"]).lower(), sum(e.get("direct_connectio
   rm_assert_eq "$(rm_json --default 0 tags.b3 <<<"$out")" 0 "connections to the removed endpoint"
   (($(counter connect_direct) > dir0)) || rm_fail "no direct connection after the endpoint set changed"
   write_nodefile
+  # b3 back in the service, then its server dies (the endpoint stays): a
+  # direct connect to it is refused, as it would be without a mesh, and
+  # that ends socket LB for the route at once; the next connections go
+  # through the proxy, which retries on b1 and renews the allowance without
+  # b3. So at most the connects already in flight (8) fail.
+  b3_back() { local m; m=$(mesh_admin n1 /metrics) && grep -q "endpoint=\"$B3:8080\"" <<<"$m"; }
+  mesh_wait_for "b3 back in the direct service" 5 b3_back
+  rm_stop "$b3_tag"
+  fail0=$(counter connect_direct_failed)
+  out=$(rm_exec client "$RM_TCP" connect --to "$DIRECT_VIP:87" --count 300 --parallel 8 --timeout-ms 3000 --allow-fail)
+  failed=$(rm_json failed <<<"$out") dfail=$(($(counter connect_direct_failed) - fail0))
+  rm_log "direct_short_route: b3 down: $failed of 300 connections failed, $dfail direct connects refused"
+  ((dfail >= 1)) || rm_fail "no direct connect reached the dead b3 (socket LB was not on): $out"
+  rm_assert_eq "$failed" "$dfail" "failed connections = refused direct connects (the proxy retried the rest)"
+  ((failed <= 8)) || rm_fail "$failed connections failed: more than were in flight when b3 first refused"
+  rm_assert_eq "$(rm_json --default 0 tags.b3 <<<"$out")" 0 "connections answered by the dead b3"
+  out=$(rm_exec client "$RM_TCP" connect --to "$DIRECT_VIP:87" --count 200 --parallel 8 --timeout-ms 3000)
+  rm_assert_eq "$(rm_json ok <<<"$out")" 200 "connections ok once the proxy knows b3 is down"
+  (($(mesh_metric n1 ringmesh_proxy_direct_connect_failures_total "endpoint=\"$B3:8080\"") == dfail)) ||
+    rm_fail "ringmesh_proxy_direct_connect_failures_total for b3 is not $dfail"
 else
   rm_assert_eq "$direct" 0 "direct connections with the fast path (and its kill switch) off"
 fi
@@ -298,7 +319,7 @@ out=$(tail -n 1 "$(rm_spawn_log "$hold")")
 rm_assert_eq "$(rm_json ok <<<"$out")" 1000 "held connections ok"
 mesh_wait_for "no connection records" 10 no_connections
 rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_connections_active)" 0 "active connections"
-mesh_admin n1 /metrics | grep -q '^ringmesh_proxy_buffer_chunks ' || rm_fail "no ringmesh_proxy_buffer_chunks metric"
+grep -q '^ringmesh_proxy_buffer_chunks ' <<<"$(mesh_admin n1 /metrics)" || rm_fail "no ringmesh_proxy_buffer_chunks metric"
 no_buffers() { [[ $(mesh_metric n1 ringmesh_proxy_buffer_chunks) == 0 ]]; }
 mesh_wait_for "no buffer chunks held" 5 no_buffers
 mesh_wait_for "proxy fds back to $fds0" 5 fds_at_most "$pp" "$fds0"

@@ -312,7 +312,12 @@ class RecordingResolver : public OrigDstResolver {
     ++tells;
     told[dst.ToString()] = Told{is_short, {direct.begin(), direct.end()}, direct_left};
   }
+  DirectCounts DirectStats(const SocketAddress& endpoint) const override {
+    auto it = failed.find(endpoint.ToString());
+    return {0, it == failed.end() ? 0 : it->second};
+  }
   std::map<std::string, Told> told;
+  std::map<std::string, uint64_t> failed;  // rm_direct_conns.failed
   int tells = 0;
 };
 
@@ -405,6 +410,34 @@ TEST(RouteTable, SnapshotRewritesOrRemovesWhatTheDatapathHolds) {
   auto t4 = RouteTable::Build(DirectSnapshot({"198.18.1.11"}, {"198.18.1.11"}), t3.get());
   t4->RetellDatapath(t3.get(), 1024, res);
   EXPECT_EQ(res.tells, before);
+}
+
+// A direct connect that failed (counted by sockops, which also ended socket
+// LB for the route) keeps that endpoint out when the proxy renews it,
+// until a connect through the proxy succeeds there.
+TEST(RouteTable, FailedDirectConnectsKeepTheEndpointOutUntilItAnswers) {
+  RecordingResolver res;
+  auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
+  const ServiceRoute* r = t->Find(*SocketAddress::Parse("198.18.200.10:80"));
+  for (int i = 0; i < 16; ++i) r->RecordForwards(2);
+  ASSERT_EQ(r->ShortRouteChange(3), std::optional<bool>(true));
+  res.failed["198.18.1.12:8080"] = 7;  // history before the first look
+  TellDatapath(*r, true, 1024, res);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct.size(), 2u) << "failures before the first look are the baseline";
+  res.failed["198.18.1.12:8080"] = 8;
+  TellDatapath(*r, true, 1024, res);
+  ASSERT_EQ(res.told["198.18.200.10:80"].direct.size(), 1u);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct[0].ToString(), "198.18.1.11:8080");
+  EXPECT_EQ(r->lb->Stats()[1].failures, 1u) << "the balancer heard of it";
+  TellDatapath(*r, true, 1024, res);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct.size(), 1u) << "still out: nothing has connected there since";
+  r->lb->OnConnectResult(1, absl::Milliseconds(1), true);
+  TellDatapath(*r, true, 1024, res);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct.size(), 2u) << "back once a connect through the proxy succeeded";
+  // What was seen survives a snapshot: an old failure does not count twice.
+  auto t2 = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), t.get());
+  TellDatapath(*t2->Find(*SocketAddress::Parse("198.18.200.10:80")), true, 1024, res);
+  EXPECT_EQ(res.told["198.18.200.10:80"].direct.size(), 2u);
 }
 
 }  // namespace

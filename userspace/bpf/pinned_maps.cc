@@ -187,12 +187,22 @@ void PinnedMaps::ClearShortRoutes() const {
   }
 }
 
-uint64_t PinnedMaps::DirectConnects(const SocketAddress& endpoint) const {
+rm_direct_conns PinnedMaps::DirectStats(const SocketAddress& endpoint) const {
   rm_dst_key key{};
   FillAddr(key.addr, endpoint.ip);
   key.port = htons(endpoint.port);
   rm_direct_conns value{};
-  return bpf_map_lookup_elem(map_fd(RM_MAP_DIRECT_CONNS), &key, &value) == 0 ? value.connects : 0;
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_DIRECT_CONNS), &key, &value) != 0) return rm_direct_conns{};
+  return value;
+}
+
+std::optional<rm_short_dst> PinnedMaps::ShortRoute(const SocketAddress& dst) const {
+  rm_dst_key key{};
+  FillAddr(key.addr, dst.ip);
+  key.port = htons(dst.port);
+  rm_short_dst value{};
+  if (bpf_map_lookup_elem(map_fd(RM_MAP_SHORT_DST), &key, &value) != 0) return std::nullopt;
+  return value;
 }
 
 void PinnedMaps::ClearSplice(const SpliceLeg& leg) const {

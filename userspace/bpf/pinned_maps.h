@@ -68,8 +68,11 @@ class PinnedMaps {
                      uint32_t direct_left = 0) const;
   // Deletes every rm_short_dst entry (a starting proxy owns the map).
   void ClearShortRoutes() const;
-  // rm_direct_conns: connections connect() sent straight to `endpoint`.
-  uint64_t DirectConnects(const SocketAddress& endpoint) const;
+  // rm_direct_conns: connections connect() sent straight to `endpoint`, and
+  // how many of them failed to connect (zeros if none).
+  rm_direct_conns DirectStats(const SocketAddress& endpoint) const;
+  // The rm_short_dst entry of `dst`, if any.
+  std::optional<rm_short_dst> ShortRoute(const SocketAddress& dst) const;
   // rm_splice_bytes: the count of bytes the writer sends straight to its
   // target, kept under `via` by the proxy's own entry. Start creates it
   // at 0; Direct reads it; Take reads and deletes it (the splice's end).

@@ -148,9 +148,18 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
                     "# HELP ringmesh_proxy_direct_connections_total Connections of short routes between pods of this "
                     "node that connect() sent straight to the endpoint (socket LB, --direct-connects), by endpoint.\n"
                     "# TYPE ringmesh_proxy_direct_connections_total counter\n");
-    for (const auto& d : core.DirectConnections()) {
+    const auto direct = core.DirectConnections();
+    for (const auto& d : direct) {
       absl::StrAppend(&body, "ringmesh_proxy_direct_connections_total{destination_service=\"", d.destination_service,
                       "\",endpoint=\"", d.endpoint, "\"} ", d.connections, "\n");
+    }
+    absl::StrAppend(&body,
+                    "# HELP ringmesh_proxy_direct_connect_failures_total Of those, connects that never established "
+                    "(each one ends socket LB for the route until the proxy renews it without that endpoint).\n"
+                    "# TYPE ringmesh_proxy_direct_connect_failures_total counter\n");
+    for (const auto& d : direct) {
+      absl::StrAppend(&body, "ringmesh_proxy_direct_connect_failures_total{destination_service=\"",
+                      d.destination_service, "\",endpoint=\"", d.endpoint, "\"} ", d.failed, "\n");
     }
     return {.status = 200, .content_type = "text/plain; version=0.0.4", .body = std::move(body)};
   }

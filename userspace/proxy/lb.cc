@@ -171,6 +171,7 @@ std::vector<LoadBalancer::EndpointStats> LoadBalancer::Stats() const {
                    .picks = s->picks.load(std::memory_order_relaxed),
                    .ewma_ms = s->ewma_ns.load(std::memory_order_relaxed) / 1e6,
                    .failures = s->failures.load(std::memory_order_relaxed),
+                   .consecutive_failures = s->consecutive_failures.load(std::memory_order_relaxed),
                    .ejected = s->ejected_until_ns.load(std::memory_order_relaxed) > now});
   }
   return out;

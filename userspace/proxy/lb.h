@@ -55,6 +55,7 @@ class LoadBalancer {
     uint64_t picks = 0;
     double ewma_ms = 0;
     uint64_t failures = 0;
+    int consecutive_failures = 0;  // since the last successful connect
     bool ejected = false;
   };
 

@@ -92,8 +92,13 @@ class OrigDstResolver {
   // `direct_left` connects to `dst` go straight to one of them (socket LB).
   virtual void MarkShortRoute(const SocketAddress& /*dst*/, bool /*is_short*/,
                               std::span<const SocketAddress> /*direct*/, uint32_t /*direct_left*/) {}
-  // Connections connect() sent straight to `endpoint` (rm_direct_conns).
-  virtual uint64_t DirectConnects(const SocketAddress& /*endpoint*/) const { return 0; }
+  // Connections connect() sent straight to `endpoint`, and how many of them
+  // failed to connect (rm_direct_conns).
+  struct DirectCounts {
+    uint64_t connects = 0;
+    uint64_t failed = 0;
+  };
+  virtual DirectCounts DirectStats(const SocketAddress& /*endpoint*/) const { return {}; }
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -137,7 +142,7 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   uint64_t SpliceCountTake(const SpliceEnds& e, bool up) override;
   void MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
                       uint32_t direct_left) override;
-  uint64_t DirectConnects(const SocketAddress& endpoint) const override;
+  DirectCounts DirectStats(const SocketAddress& endpoint) const override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

@@ -52,8 +52,9 @@ void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short,
   }
 }
 
-uint64_t BpfOrigDstResolver::DirectConnects(const SocketAddress& endpoint) const {
-  return maps_->DirectConnects(endpoint);
+OrigDstResolver::DirectCounts BpfOrigDstResolver::DirectStats(const SocketAddress& endpoint) const {
+  const rm_direct_conns c = maps_->DirectStats(endpoint);
+  return {c.connects, c.failed};
 }
 
 uint64_t BpfOrigDstResolver::SpliceDirect(const SpliceEnds& e, bool up) { return maps_->DirectBytes(Leg(e, up)); }

@@ -379,7 +379,8 @@ std::vector<ProxyCore::DirectCount> ProxyCore::DirectConnections() {
   std::vector<DirectCount> out;
   for (const auto& r : routes->routes()) {
     for (const SocketAddress& ep : r->direct_endpoints) {
-      out.push_back({r->Fqdn(), ep.ToString(), resolver_->DirectConnects(ep)});
+      const auto c = resolver_->DirectStats(ep);
+      out.push_back({r->Fqdn(), ep.ToString(), c.connects, c.failed});
     }
   }
   return out;
@@ -520,7 +521,9 @@ nlohmann::json ProxyCore::ConfigDump() {
         // Connections connect() sent straight to it (socket LB), which the
         // balancer's picks do not include.
         if (!r->direct_endpoints.empty()) {
-          eps.back()["direct_connections"] = resolver_->DirectConnects(SocketAddress{e.ip, r->target_port});
+          const auto direct = resolver_->DirectStats(SocketAddress{e.ip, r->target_port});
+          eps.back()["direct_connections"] = direct.connects;
+          eps.back()["direct_connect_failures"] = direct.failed;
         }
       }
       // What the proxy has judged the route's connections to be, and

@@ -90,6 +90,7 @@ class ProxyCore {
     std::string destination_service;
     std::string endpoint;
     uint64_t connections = 0;
+    uint64_t failed = 0;  // of them, connects that never established
   };
   std::vector<DirectCount> DirectConnections();
 

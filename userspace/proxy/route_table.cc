@@ -46,6 +46,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
         route->forwards_avg_x16.store(prev.forwards_avg_x16.load(std::memory_order_relaxed), std::memory_order_relaxed);
         route->closed_samples.store(prev.closed_samples.load(std::memory_order_relaxed), std::memory_order_relaxed);
         if (prev.vips == svc.vips) route->told.store(prev.told.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        std::lock_guard<std::mutex> lock(prev.direct_mu);
+        route->direct_failed_seen = prev.direct_failed_seen;
       }
       for (const IpAddress& vip : svc.vips) table->by_vip_[{vip, port.port}] = route.get();
       table->routes_.push_back(std::move(route));
@@ -57,9 +59,22 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
 void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver) {
   std::vector<SocketAddress> direct;
   if (is_short && direct_connects > 0 && !route.direct_endpoints.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(route.direct_mu);
+      for (size_t i = 0; i < route.direct_endpoints.size() && i < route.lb->size(); ++i) {
+        const SocketAddress& ep = route.direct_endpoints[i];
+        const uint64_t failed = resolver.DirectStats(ep).failed;
+        auto [it, fresh] = route.direct_failed_seen.try_emplace(ep.ToString(), failed);
+        if (fresh || failed <= it->second) continue;  // first look: the baseline
+        // As many failed connects as happened, up to what ejects.
+        const uint64_t n = std::min<uint64_t>(failed - it->second, 8);
+        for (uint64_t k = 0; k < n; ++k) route.lb->OnConnectResult(i, absl::ZeroDuration(), false);
+        it->second = failed;
+      }
+    }
     const auto stats = route.lb->Stats();
     for (size_t i = 0; i < route.direct_endpoints.size(); ++i) {
-      if (i < stats.size() && stats[i].ejected) continue;
+      if (i < stats.size() && (stats[i].ejected || stats[i].consecutive_failures > 0)) continue;
       direct.push_back(route.direct_endpoints[i]);
     }
   }

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -74,6 +75,13 @@ struct ServiceRoute {
   // more than RM_MAX_DIRECT_BACKENDS of them, or a policy a uniform random
   // choice does not honour (least connections). Set by Build.
   std::vector<SocketAddress> direct_endpoints;
+  // Per direct endpoint (its ToString()): the datapath's count of failed
+  // direct connects (rm_direct_conns.failed) when last looked at. A count
+  // that grew is fed to the balancer as failed connects, and the endpoint
+  // stays out of socket LB until a connect through the proxy succeeds.
+  // Carried over snapshots.
+  mutable std::mutex direct_mu;
+  mutable std::map<std::string, uint64_t> direct_failed_seen;
   // Connections through the proxy that closed since the datapath was last
   // told about this short route.
   mutable std::atomic<uint32_t> closed_since_told{0};
@@ -97,7 +105,9 @@ class OrigDstResolver;
 // Tells the datapath (rm_short_dst, through `resolver`) what `route` is
 // now, for each of its VIPs: long (entry removed) or short; short with
 // direct endpoints also arms socket LB for `direct_connects` connections
-// (0: never direct), leaving out endpoints the balancer has ejected.
+// (0: never direct). Direct connects that failed since it last looked are
+// first fed to the balancer; endpoints it has ejected, or whose last
+// connect failed, are left out.
 void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver);
 
 class RouteTable {

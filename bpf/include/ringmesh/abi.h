@@ -218,6 +218,19 @@ struct rm_short_dst {
  * starts again from 0 (the proxy reports counters as they are). */
 struct rm_direct_conns {
 	__u64 connects;
+	__u64 failed; /* of them, connects that never established (refused, timed out) */
+};
+
+/* rm_sk_direct (socket-local storage, written by connect() when it sends a
+ * socket straight to an endpoint): which route and endpoint. sockops
+ * watches such a socket until it is established; if it closes before
+ * (refused, timed out) it counts the failure in rm_direct_conns and ends
+ * socket LB for the route at once (rm_short_dst.direct_left = 0), so the
+ * next connections go through the proxy, which retries on another
+ * endpoint and renews the allowance without the failing one. */
+struct rm_sk_direct {
+	struct rm_dst_key vip;
+	struct rm_dst_key endpoint;
 };
 
 /* rm_splice_bytes (LRU hash): bytes an rm_splice writer sent around the
@@ -307,7 +320,8 @@ struct rm_config {
 	X(SPLICE_CLOSED, "splice_removed_at_close")                       \
 	X(SOCKHASH_SKIPPED_SHORT, "sockhash_skipped_short_route")       \
 	X(CONNECT_DIRECT, "connect_direct")                               \
-	X(DIRECT_CONNS_FULL, "direct_conns_full")
+	X(DIRECT_CONNS_FULL, "direct_conns_full")                         \
+	X(CONNECT_DIRECT_FAILED, "connect_direct_failed")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
