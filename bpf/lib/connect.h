@@ -82,33 +82,13 @@ static __always_inline void rm_rewrite_to(struct bpf_sock_addr *ctx, __u16 famil
 	ctx->user_port = b->port;
 }
 
-static __always_inline void rm_count_direct(const struct rm_direct_backend *b)
-{
-	struct rm_dst_key k = {};
-	struct rm_direct_conns one = { .connects = 1 }, *c;
-
-	__builtin_memcpy(k.addr, b->addr, 16);
-	k.port = b->port;
-	c = bpf_map_lookup_elem(&rm_direct_conns, &k);
-	if (c) {
-		__sync_fetch_and_add(&c->connects, 1);
-		return;
-	}
-	if (bpf_map_update_elem(&rm_direct_conns, &k, &one, BPF_NOEXIST) == 0)
-		return;
-	c = bpf_map_lookup_elem(&rm_direct_conns, &k); /* another CPU made it */
-	if (c)
-		__sync_fetch_and_add(&c->connects, 1);
-	else
-		rm_count(RM_CTR_DIRECT_CONNS_FULL);
-}
-
 /* Socket LB for a short route (rm_short_dst with backends, see abi.h): 1
  * when the connect was rewritten to a backend. */
-static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, struct bpf_sock *sk, const struct rm_dst *dst)
+static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, struct bpf_sock *sk, const struct rm_dst *dst,
+					 __u32 pod_id)
 {
+	struct rm_dst_key k = {}, ep = {};
 	struct rm_sk_direct *sd;
-	struct rm_dst_key k = {};
 	struct rm_short_dst *e;
 	__u32 left;
 	int i;
@@ -127,17 +107,21 @@ static __always_inline int rm_try_direct(struct bpf_sock_addr *ctx, struct bpf_s
 	if (i < 0 || i >= RM_MAX_DIRECT_BACKENDS)
 		return 0;
 	e->direct_left = left - 1;
-	/* For sockops: a connect that fails ends socket LB for the route. If
-	 * the storage cannot be had, the socket still goes direct, unwatched. */
+	__builtin_memcpy(ep.addr, e->backends[i].addr, 16);
+	ep.port = e->backends[i].port;
+	/* For sockops: it counts the connection when it is established and
+	 * when it closes, and a connect that fails ends socket LB for the
+	 * route. If the storage cannot be had, the socket still goes direct,
+	 * uncounted after connect. */
 	sd = bpf_sk_storage_get(&rm_sk_direct, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (sd) {
 		sd->vip = k;
-		__builtin_memcpy(sd->endpoint.addr, e->backends[i].addr, 16);
-		sd->endpoint.port = e->backends[i].port;
-		sd->endpoint._pad = 0;
+		sd->endpoint = ep;
+		sd->pod_id = pod_id;
+		sd->established = 0;
 	}
 	rm_rewrite_to(ctx, dst->family, &e->backends[i]);
-	rm_count_direct(&e->backends[i]);
+	rm_direct_count(&ep, pod_id, __builtin_offsetof(struct rm_direct_conns, connects));
 	rm_count(RM_CTR_CONNECT_DIRECT);
 	return 1;
 }
@@ -177,7 +161,7 @@ static __always_inline int rm_handle_connect(struct bpf_sock_addr *ctx, const st
 		rm_count(why);
 		return 1;
 	}
-	if (why == RM_CTR_REDIRECTED && rm_try_direct(ctx, sk, dst))
+	if (why == RM_CTR_REDIRECTED && rm_try_direct(ctx, sk, dst, f.pod->pod_id))
 		return 1;
 	if (why == RM_CTR_REDIRECTED) {
 		struct rm_orig_dst *od =

@@ -105,7 +105,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, RM_DEFAULT_MAX_DIRECT_CONNS);
-	__type(key, struct rm_dst_key);
+	__type(key, struct rm_direct_key);
 	__type(value, struct rm_direct_conns);
 } rm_direct_conns SEC(".maps");
 
@@ -141,6 +141,34 @@ static __always_inline int rm_fastpath_enabled(void)
 {
 	struct rm_config *cfg = rm_config_get();
 	return cfg && cfg->fastpath_enabled;
+}
+
+/* The rm_direct_conns counters of (endpoint, source pod) and of the
+ * endpoint over all pods (pod 0): field at `off` of both += 1. */
+static __always_inline void rm_direct_count(const struct rm_dst_key *endpoint, __u32 pod_id, __u32 off)
+{
+	struct rm_direct_key k = {};
+	struct rm_direct_conns zero = {}, *c;
+
+	k.endpoint = *endpoint;
+	for (int i = 0; i < 2; i++) {
+		k.pod_id = i == 0 ? pod_id : 0;
+		c = bpf_map_lookup_elem(&rm_direct_conns, &k);
+		if (!c) {
+			/* Another CPU may create it first: then update fails and
+			 * the lookup finds theirs. */
+			bpf_map_update_elem(&rm_direct_conns, &k, &zero, BPF_NOEXIST);
+			c = bpf_map_lookup_elem(&rm_direct_conns, &k);
+		}
+		if (!c) {
+			rm_count(RM_CTR_DIRECT_CONNS_FULL);
+			continue;
+		}
+		if (off < sizeof(*c))
+			__sync_fetch_and_add((__u64 *)((__u8 *)c + (off & 31)), 1);
+		if (pod_id == 0)
+			break;
+	}
 }
 
 #endif /* RINGMESH_BPF_LIB_MAPS_H_ */

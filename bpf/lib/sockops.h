@@ -124,7 +124,8 @@ static __always_inline void rm_on_server_established(struct bpf_sock_ops *skops,
 }
 
 /* A socket connect() sent straight to an endpoint (socket LB): watched
- * until established, so that a failed connect is seen (rm_on_close). */
+ * until it closes, to count it established and closed, or failed
+ * (rm_on_close). */
 static __always_inline void rm_on_tcp_connect(struct bpf_sock_ops *skops)
 {
 	struct bpf_sock *sk = skops->sk;
@@ -133,34 +134,36 @@ static __always_inline void rm_on_tcp_connect(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-/* It connected: nothing more to watch (a direct socket has no other reason
- * for state callbacks). */
-static __always_inline int rm_direct_established(struct bpf_sock_ops *skops, struct bpf_sock *sk)
+static __always_inline int rm_direct_established(struct bpf_sock *sk)
 {
-	if (!bpf_sk_storage_get(&rm_sk_direct, sk, 0, 0))
+	struct rm_sk_direct *sd = bpf_sk_storage_get(&rm_sk_direct, sk, 0, 0);
+
+	if (!sd)
 		return 0;
-	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_STATE_CB_FLAG);
-	bpf_sk_storage_delete(&rm_sk_direct, sk);
+	sd->established = 1;
+	rm_direct_count(&sd->endpoint, sd->pod_id, __builtin_offsetof(struct rm_direct_conns, established));
 	return 1;
 }
 
-/* A direct socket closed before it was established: count it and send the
- * route's next connections through the proxy (rm_sk_direct in abi.h). */
-static __always_inline int rm_direct_failed(struct bpf_sock *sk)
+/* A direct socket closed: counted closed, or, closed before it was
+ * established, counted failed, and the route's next connections go
+ * through the proxy (rm_sk_direct in abi.h). 0: not a direct socket. */
+static __always_inline int rm_direct_closed(struct bpf_sock *sk)
 {
 	struct rm_sk_direct *sd = bpf_sk_storage_get(&rm_sk_direct, sk, 0, 0);
-	struct rm_direct_conns *c;
 	struct rm_short_dst *e;
 
 	if (!sd)
 		return 0;
-	rm_count(RM_CTR_CONNECT_DIRECT_FAILED);
-	c = bpf_map_lookup_elem(&rm_direct_conns, &sd->endpoint);
-	if (c)
-		__sync_fetch_and_add(&c->failed, 1);
-	e = bpf_map_lookup_elem(&rm_short_dst, &sd->vip);
-	if (e)
-		e->direct_left = 0;
+	if (sd->established) {
+		rm_direct_count(&sd->endpoint, sd->pod_id, __builtin_offsetof(struct rm_direct_conns, closed));
+	} else {
+		rm_count(RM_CTR_CONNECT_DIRECT_FAILED);
+		rm_direct_count(&sd->endpoint, sd->pod_id, __builtin_offsetof(struct rm_direct_conns, failed));
+		e = bpf_map_lookup_elem(&rm_short_dst, &sd->vip);
+		if (e)
+			e->direct_left = 0;
+	}
 	bpf_sk_storage_delete(&rm_sk_direct, sk);
 	return 1;
 }
@@ -175,7 +178,7 @@ static __always_inline void rm_on_active_established(struct bpf_sock_ops *skops)
 		return;
 	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
 	if (!od) {
-		if (rm_direct_established(skops, sk))
+		if (rm_direct_established(sk))
 			return;
 		rm_on_upstream_established(skops, sk);
 		return;
@@ -263,7 +266,7 @@ static __always_inline void rm_on_close(struct bpf_sock_ops *skops)
 
 	if (!sk)
 		return;
-	if (skops->args[0] == BPF_TCP_SYN_SENT && rm_direct_failed(sk))
+	if (rm_direct_closed(sk))
 		return;
 	od = bpf_sk_storage_get(&rm_sk_orig, sk, 0, 0);
 	if (!od) {

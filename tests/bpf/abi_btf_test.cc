@@ -166,18 +166,32 @@ TEST_F(AbiBtf, DirectConns) {
   const btf_type* t = Struct("rm_direct_conns");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_direct_conns));
-  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_EQ(MemberCount(t), 4);
   EXPECT_FIELD(rm_direct_conns, connects);
   EXPECT_FIELD(rm_direct_conns, failed);
+  EXPECT_FIELD(rm_direct_conns, established);
+  EXPECT_FIELD(rm_direct_conns, closed);
+}
+
+TEST_F(AbiBtf, DirectKey) {
+  const btf_type* t = Struct("rm_direct_key");
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(t->size, sizeof(rm_direct_key));
+  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_FIELD(rm_direct_key, endpoint);
+  EXPECT_FIELD(rm_direct_key, pod_id);
+  EXPECT_FIELD(rm_direct_key, _pad);
 }
 
 TEST_F(AbiBtf, SkDirect) {
   const btf_type* t = Struct("rm_sk_direct");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_sk_direct));
-  EXPECT_EQ(MemberCount(t), 2);
+  EXPECT_EQ(MemberCount(t), 4);
   EXPECT_FIELD(rm_sk_direct, vip);
   EXPECT_FIELD(rm_sk_direct, endpoint);
+  EXPECT_FIELD(rm_sk_direct, pod_id);
+  EXPECT_FIELD(rm_sk_direct, established);
 }
 
 TEST_F(AbiBtf, SpliceBytes) {
@@ -242,7 +256,7 @@ TEST_F(AbiBtf, MapKeyValueSizes) {
       {RM_MAP_SPLICE, sizeof(rm_sock_key), sizeof(rm_splice)},
       {RM_MAP_SHORT_DST, sizeof(rm_dst_key), sizeof(rm_short_dst)},
       {RM_MAP_SPLICE_BYTES, sizeof(rm_sock_key), sizeof(rm_splice_bytes)},
-      {RM_MAP_DIRECT_CONNS, sizeof(rm_dst_key), sizeof(rm_direct_conns)},
+      {RM_MAP_DIRECT_CONNS, sizeof(rm_direct_key), sizeof(rm_direct_conns)},
       {RM_MAP_CONFIG, sizeof(__u32), sizeof(rm_config)},
       {RM_MAP_COUNTERS, sizeof(__u32), sizeof(__u64)},
       {"rm_sk_orig", sizeof(int), sizeof(rm_orig_dst)},

@@ -417,6 +417,23 @@ TEST_F(DatapathTest, ShortRouteWithEndpointsConnectsDirect) {
   EXPECT_EQ(dp_->maps().DirectStats(eps[0]).connects, static_cast<uint64_t>(landed[0]));
   EXPECT_EQ(dp_->maps().DirectStats(eps[1]).connects, static_cast<uint64_t>(landed[1]));
   EXPECT_EQ(dp_->maps().DirectStats(eps[0]).failed, 0u);
+  EXPECT_EQ(dp_->maps().DirectStats(eps[0]).established, static_cast<uint64_t>(landed[0]));
+  // Closes are counted as the sockets reach CLOSE (both ends have closed
+  // by now; the last ACKs may still be on their way).
+  for (int i = 0; i < 200 && dp_->maps().DirectStats(eps[0]).closed + dp_->maps().DirectStats(eps[1]).closed < 20; ++i) {
+    usleep(5000);
+  }
+  EXPECT_EQ(dp_->maps().DirectStats(eps[0]).closed, static_cast<uint64_t>(landed[0]));
+  EXPECT_EQ(dp_->maps().DirectStats(eps[1]).closed, static_cast<uint64_t>(landed[1]));
+  {
+    // Per source pod (the test's pod is pod 1), the sums left out.
+    uint64_t by_pod = 0;
+    for (const auto& d : dp_->maps().DirectStatsBySource()) {
+      EXPECT_EQ(d.pod_id, 1u);
+      by_pod += d.counts.established;
+    }
+    EXPECT_EQ(by_pod, 20u);
+  }
   EXPECT_EQ(*dp_->maps().CountEntries(RM_MAP_ORIG_DST), 0u) << "a direct connection leaves nothing for the proxy";
 
   // Re-armed with one endpoint: only it is used.
@@ -451,6 +468,8 @@ TEST_F(DatapathTest, ShortRouteWithEndpointsConnectsDirect) {
   EXPECT_EQ(Counter(RM_CTR_CONNECT_DIRECT_FAILED), 1u);
   EXPECT_EQ(dp_->maps().DirectStats(dead).connects, 1u);
   EXPECT_EQ(dp_->maps().DirectStats(dead).failed, 1u);
+  EXPECT_EQ(dp_->maps().DirectStats(dead).established, 0u);
+  EXPECT_EQ(dp_->maps().DirectStats(dead).closed, 0u) << "a failed connect is not a closed connection";
   ASSERT_TRUE(dp_->maps().ShortRoute(vip).has_value());
   EXPECT_EQ(dp_->maps().ShortRoute(vip)->direct_left, 0u) << "socket LB ended for the route";
   exchange();

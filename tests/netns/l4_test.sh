@@ -162,6 +162,11 @@ if [[ $fastpath == on ]]; then
   rm_assert_between "$(rm_json --default 0 tags.b3 <<<"$out")" 90 210 "share of b3 (30%-70%)"
   rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_direct_connections_total destination_service=\"direct.)" "$direct" \
     "the proxy's metric of direct connections"
+  # Istio's connection metrics count all 300, through the proxy or not.
+  svc_filter='source_workload="client",source_workload_namespace="default",destination_service="direct.default.svc.cluster.local"'
+  rm_assert_eq "$(mesh_metric n1 istio_tcp_connections_opened_total "$svc_filter")" 300 "istio_tcp_connections_opened_total"
+  all_closed() { [[ $(mesh_metric n1 istio_tcp_connections_closed_total "$svc_filter") == 300 ]]; }
+  mesh_wait_for "istio_tcp_connections_closed_total 300" 5 all_closed
   # ringmeshctl services says so: the route is short with socket LB, the
   # web route (b2 not enrolled) is short without it.
   route_view() {  # SERVICE -> "connections socket_lb direct-sum"

@@ -166,9 +166,9 @@ bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short, std::spa
       value.backends[i].port = htons(direct[i].port);
       // The counter exists before the first connect; connect() creates it
       // too, should LRU pressure have evicted it.
-      rm_dst_key ck{};
-      FillAddr(ck.addr, direct[i].ip);
-      ck.port = htons(direct[i].port);
+      rm_direct_key ck{};
+      FillAddr(ck.endpoint.addr, direct[i].ip);
+      ck.endpoint.port = htons(direct[i].port);
       rm_direct_conns zero{};
       bpf_map_update_elem(map_fd(RM_MAP_DIRECT_CONNS), &ck, &zero, BPF_NOEXIST);
     }
@@ -188,12 +188,30 @@ void PinnedMaps::ClearShortRoutes() const {
 }
 
 rm_direct_conns PinnedMaps::DirectStats(const SocketAddress& endpoint) const {
-  rm_dst_key key{};
-  FillAddr(key.addr, endpoint.ip);
-  key.port = htons(endpoint.port);
+  rm_direct_key key{};  // pod 0: over all source pods
+  FillAddr(key.endpoint.addr, endpoint.ip);
+  key.endpoint.port = htons(endpoint.port);
   rm_direct_conns value{};
   if (bpf_map_lookup_elem(map_fd(RM_MAP_DIRECT_CONNS), &key, &value) != 0) return rm_direct_conns{};
   return value;
+}
+
+std::vector<PinnedMaps::DirectBySource> PinnedMaps::DirectStatsBySource() const {
+  const int fd = map_fd(RM_MAP_DIRECT_CONNS);
+  std::vector<DirectBySource> out;
+  rm_direct_key key{}, next{};
+  bool first = true;
+  // Bounded by the map's capacity (a key deleted mid-walk restarts it).
+  for (int guard = 0; guard < (1 << 22); ++guard) {
+    if (bpf_map_get_next_key(fd, first ? nullptr : &key, &next) != 0) break;
+    first = false;
+    key = next;
+    if (key.pod_id == 0) continue;
+    rm_direct_conns value{};
+    if (bpf_map_lookup_elem(fd, &key, &value) != 0) continue;
+    out.push_back({key.pod_id, SocketAddress{IpAddress::FromV6(key.endpoint.addr), ntohs(key.endpoint.port)}, value});
+  }
+  return out;
 }
 
 std::optional<rm_short_dst> PinnedMaps::ShortRoute(const SocketAddress& dst) const {

@@ -71,6 +71,13 @@ class PinnedMaps {
   // rm_direct_conns: connections connect() sent straight to `endpoint`, and
   // how many of them failed to connect (zeros if none).
   rm_direct_conns DirectStats(const SocketAddress& endpoint) const;
+  // rm_direct_conns per (source pod, endpoint), pod 0 (the sums) left out.
+  struct DirectBySource {
+    uint32_t pod_id = 0;
+    SocketAddress endpoint;
+    rm_direct_conns counts{};
+  };
+  std::vector<DirectBySource> DirectStatsBySource() const;
   // The rm_short_dst entry of `dst`, if any.
   std::optional<rm_short_dst> ShortRoute(const SocketAddress& dst) const;
   // rm_splice_bytes: the count of bytes the writer sends straight to its

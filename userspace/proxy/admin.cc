@@ -139,6 +139,7 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
   if (req.path == "/config_dump") return Json(core.ConfigDump());
   if (req.path == "/connections") return Json(ConnectionsJson(core.Connections()));
   if (req.path == "/metrics") {
+    core.SyncDirectMetrics();
     std::string body = RenderMetrics(core.stats());
     absl::StrAppend(&body,
                     "# HELP ringmesh_proxy_buffer_chunks Per-connection buffer chunks held (16 KiB each).\n"

@@ -18,6 +18,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "userspace/common/ip.h"
 #include "userspace/common/unique_fd.h"
@@ -99,6 +100,15 @@ class OrigDstResolver {
     uint64_t failed = 0;
   };
   virtual DirectCounts DirectStats(const SocketAddress& /*endpoint*/) const { return {}; }
+  // Per (source pod, endpoint): direct connections established and closed
+  // so far (cumulative; a counter the datapath evicted starts again at 0).
+  struct DirectSourceCounts {
+    uint32_t pod_id = 0;
+    SocketAddress endpoint;
+    uint64_t established = 0;
+    uint64_t closed = 0;
+  };
+  virtual std::vector<DirectSourceCounts> DirectStatsBySource() const { return {}; }
 };
 
 class StaticOrigDstResolver final : public OrigDstResolver {
@@ -143,6 +153,7 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   void MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
                       uint32_t direct_left) override;
   DirectCounts DirectStats(const SocketAddress& endpoint) const override;
+  std::vector<DirectSourceCounts> DirectStatsBySource() const override;
   void OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) override;
   void OnConnectionEnd(const ListenerInfo& listener, const SocketAddress& peer) override;
 

@@ -52,6 +52,14 @@ void BpfOrigDstResolver::MarkShortRoute(const SocketAddress& dst, bool is_short,
   }
 }
 
+std::vector<OrigDstResolver::DirectSourceCounts> BpfOrigDstResolver::DirectStatsBySource() const {
+  std::vector<DirectSourceCounts> out;
+  for (const auto& d : maps_->DirectStatsBySource()) {
+    out.push_back({d.pod_id, d.endpoint, d.counts.established, d.counts.closed});
+  }
+  return out;
+}
+
 OrigDstResolver::DirectCounts BpfOrigDstResolver::DirectStats(const SocketAddress& endpoint) const {
   const rm_direct_conns c = maps_->DirectStats(endpoint);
   return {c.connects, c.failed};

@@ -386,6 +386,40 @@ std::vector<ProxyCore::DirectCount> ProxyCore::DirectConnections() {
   return out;
 }
 
+void ProxyCore::SyncDirectMetrics() {
+  std::lock_guard<std::mutex> sync(direct_sync_mu_);
+  std::shared_ptr<const RouteTable> routes;
+  std::map<uint32_t, std::pair<std::string, std::string>> sources;  // pod id -> (workload, namespace)
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    routes = routes_;
+    for (const auto& [id, p] : pods_) sources[p.pod.pod_id] = {WorkloadName(p.pod), p.pod.ns};
+  }
+  std::map<std::string, std::string> service_of;  // endpoint -> destination_service
+  for (const auto& r : routes->routes()) {
+    for (const SocketAddress& ep : r->direct_endpoints) service_of.try_emplace(ep.ToString(), r->Fqdn());
+  }
+  std::map<std::pair<uint32_t, std::string>, std::pair<uint64_t, uint64_t>> seen;
+  for (const auto& d : resolver_->DirectStatsBySource()) {
+    const std::string ep = d.endpoint.ToString();
+    auto prev = direct_seen_.find({d.pod_id, ep});
+    // A counter below what was seen was evicted and made again: all of it
+    // is new.
+    auto delta = [](uint64_t now, uint64_t before) { return now >= before ? now - before : now; };
+    const uint64_t opened = prev == direct_seen_.end() ? d.established : delta(d.established, prev->second.first);
+    const uint64_t closed = prev == direct_seen_.end() ? d.closed : delta(d.closed, prev->second.second);
+    seen[{d.pod_id, ep}] = {d.established, d.closed};
+    auto src = sources.find(d.pod_id);
+    auto svc = service_of.find(ep);
+    if (src == sources.end() || svc == service_of.end() || (opened == 0 && closed == 0)) continue;
+    TcpMetricCell* cell = stats_.Cell(src->second.first, src->second.second, svc->second);
+    if (cell == nullptr) continue;
+    stats_.Add(cell->opened, opened);
+    stats_.Add(cell->closed, closed);
+  }
+  direct_seen_ = std::move(seen);  // only what the datapath still holds
+}
+
 size_t ProxyCore::buffer_chunks_outstanding() const {
   size_t n = 0;
   for (const auto& w : workers_) n += w->chunks_outstanding();

@@ -93,6 +93,11 @@ class ProxyCore {
     uint64_t failed = 0;  // of them, connects that never established
   };
   std::vector<DirectCount> DirectConnections();
+  // Adds the direct connections established and closed since the last call
+  // to the istio_tcp_connections_* cells of their (source workload,
+  // destination service), so those metrics count every connection of a
+  // route, through the proxy or not. Called before metrics are rendered.
+  void SyncDirectMetrics();
 
   // Gathered from the workers through their loops; waits at most `timeout`.
   std::vector<ConnectionInfo> Connections(absl::Duration timeout = absl::Seconds(1));
@@ -144,6 +149,10 @@ class ProxyCore {
   std::shared_ptr<const RouteTable> routes_;
   InheritedListeners inherited_;
   bool accepting_ = true;
+
+  std::mutex direct_sync_mu_;  // guards direct_seen_
+  // (pod id, endpoint) -> (established, closed) already added to the cells.
+  std::map<std::pair<uint32_t, std::string>, std::pair<uint64_t, uint64_t>> direct_seen_;
 };
 
 // Opens a TCP listener on `address` with SO_REUSEPORT; `sock_flags` are the

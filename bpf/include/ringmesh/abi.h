@@ -211,26 +211,39 @@ struct rm_short_dst {
 	struct rm_direct_backend backends[RM_MAX_DIRECT_BACKENDS];
 };
 
-/* rm_direct_conns (LRU hash, key rm_dst_key of the backend): connections
- * connect() sent straight to that endpoint (socket LB), for the proxy's
- * metrics. Created by whichever of the proxy (when it arms an entry) or
- * connect() comes first. Full: LRU evicts the oldest counter, which then
- * starts again from 0 (the proxy reports counters as they are). */
+/* rm_direct_conns (LRU hash): connections connect() sent straight to an
+ * endpoint (socket LB), for the proxy's metrics, per (endpoint, source
+ * pod) and per endpoint over all pods (pod_id 0). Created by whichever of
+ * the proxy (when it arms an entry; the pod 0 one) or connect() comes
+ * first. Full: LRU evicts the oldest counter, which then starts again
+ * from 0 (the proxy takes differences and ignores a counter that went
+ * back). */
+struct rm_direct_key {
+	struct rm_dst_key endpoint;
+	__u32 pod_id; /* the source pod; 0: every source pod */
+	__u32 _pad;
+};
+
 struct rm_direct_conns {
 	__u64 connects;
-	__u64 failed; /* of them, connects that never established (refused, timed out) */
+	__u64 failed;      /* of them, connects that never established (refused, timed out) */
+	__u64 established; /* of them, connects that did */
+	__u64 closed;      /* of those, connections that have closed */
 };
 
 /* rm_sk_direct (socket-local storage, written by connect() when it sends a
- * socket straight to an endpoint): which route and endpoint. sockops
- * watches such a socket until it is established; if it closes before
- * (refused, timed out) it counts the failure in rm_direct_conns and ends
+ * socket straight to an endpoint): which route, endpoint and source pod.
+ * sockops counts such a socket in rm_direct_conns when it is established
+ * and when it closes (for istio_tcp_connections_*); if it closes before it
+ * is established (refused, timed out) it counts the failure and ends
  * socket LB for the route at once (rm_short_dst.direct_left = 0), so the
  * next connections go through the proxy, which retries on another
  * endpoint and renews the allowance without the failing one. */
 struct rm_sk_direct {
 	struct rm_dst_key vip;
 	struct rm_dst_key endpoint;
+	__u32 pod_id;
+	__u32 established; /* 1 once connected: its close counts as closed */
 };
 
 /* rm_splice_bytes (LRU hash): bytes an rm_splice writer sent around the
