@@ -344,6 +344,15 @@ Snapshot DirectSnapshot(std::vector<std::string> endpoints, std::vector<std::str
   return snap;
 }
 
+// DirectSnapshot's route once 16 one-exchange connections judged it short
+// (nullptr if that did not tell the datapath "short").
+const ServiceRoute* JudgedShort(const RouteTable& t) {
+  const ServiceRoute* r = t.Find(*SocketAddress::Parse("198.18.200.10:80"));
+  if (r == nullptr) return nullptr;
+  for (int i = 0; i < 16; ++i) r->RecordForwards(2);
+  return r->ShortRouteChange(3) == std::optional<bool>(true) ? r : nullptr;
+}
+
 // Socket LB only where a random choice among local enrolled pods is what
 // the proxy would have done.
 TEST(RouteTable, DirectEndpointsOnlyForLocalEnrolledPods) {
@@ -368,9 +377,8 @@ TEST(RouteTable, DirectEndpointsOnlyForLocalEnrolledPods) {
 TEST(RouteTable, ShortRouteArmsSocketLbAndRearmsAfterRejudging) {
   RecordingResolver res;
   auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
-  const ServiceRoute* r = t->Find(*SocketAddress::Parse("198.18.200.10:80"));
-  for (int i = 0; i < 16; ++i) r->RecordForwards(2);
-  ASSERT_EQ(r->ShortRouteChange(3), std::optional<bool>(true));
+  const ServiceRoute* r = JudgedShort(*t);
+  ASSERT_NE(r, nullptr);
   TellDatapath(*r, true, 1024, res);
   const auto& told = res.told["198.18.200.10:80"];
   EXPECT_TRUE(told.is_short);
@@ -389,9 +397,8 @@ TEST(RouteTable, ShortRouteArmsSocketLbAndRearmsAfterRejudging) {
 TEST(RouteTable, SnapshotRewritesOrRemovesWhatTheDatapathHolds) {
   RecordingResolver res;
   auto t1 = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
-  const ServiceRoute* r1 = t1->Find(*SocketAddress::Parse("198.18.200.10:80"));
-  for (int i = 0; i < 16; ++i) r1->RecordForwards(2);
-  ASSERT_EQ(r1->ShortRouteChange(3), std::optional<bool>(true));
+  const ServiceRoute* r1 = JudgedShort(*t1);
+  ASSERT_NE(r1, nullptr);
   TellDatapath(*r1, true, 1024, res);
   // An endpoint is removed: the entry is rewritten at once (no connect may
   // reach the removed pod), still short.
@@ -418,9 +425,8 @@ TEST(RouteTable, SnapshotRewritesOrRemovesWhatTheDatapathHolds) {
 TEST(RouteTable, FailedDirectConnectsKeepTheEndpointOutUntilItAnswers) {
   RecordingResolver res;
   auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}), nullptr);
-  const ServiceRoute* r = t->Find(*SocketAddress::Parse("198.18.200.10:80"));
-  for (int i = 0; i < 16; ++i) r->RecordForwards(2);
-  ASSERT_EQ(r->ShortRouteChange(3), std::optional<bool>(true));
+  const ServiceRoute* r = JudgedShort(*t);
+  ASSERT_NE(r, nullptr);
   res.failed["198.18.1.12:8080"] = 7;  // history before the first look
   TellDatapath(*r, true, 1024, res);
   EXPECT_EQ(res.told["198.18.200.10:80"].direct.size(), 2u) << "failures before the first look are the baseline";

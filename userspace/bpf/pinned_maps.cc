@@ -164,13 +164,6 @@ bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short, std::spa
     for (size_t i = 0; i < direct.size(); ++i) {
       FillAddr(value.backends[i].addr, direct[i].ip);
       value.backends[i].port = htons(direct[i].port);
-      // The counter exists before the first connect; connect() creates it
-      // too, should LRU pressure have evicted it.
-      rm_direct_key ck{};
-      FillAddr(ck.endpoint.addr, direct[i].ip);
-      ck.endpoint.port = htons(direct[i].port);
-      rm_direct_conns zero{};
-      bpf_map_update_elem(map_fd(RM_MAP_DIRECT_CONNS), &ck, &zero, BPF_NOEXIST);
     }
   }
   return bpf_map_update_elem(map_fd(RM_MAP_SHORT_DST), &key, &value, BPF_ANY) == 0;
@@ -178,11 +171,9 @@ bool PinnedMaps::SetShortRoute(const SocketAddress& dst, bool is_short, std::spa
 
 void PinnedMaps::ClearShortRoutes() const {
   const int fd = map_fd(RM_MAP_SHORT_DST);
-  rm_dst_key key{}, next{};
-  // Deleting while iterating restarts from the first key each time, which
-  // is what an emptied hash gives anyway; bounded by the map's capacity.
-  for (int guard = 0; guard < (1 << 20) && bpf_map_get_next_key(fd, nullptr, &next) == 0; ++guard) {
-    key = next;
+  rm_dst_key key{};
+  // Always the first key, deleted: bounded by the map's capacity.
+  for (int guard = 0; guard < (1 << 20) && bpf_map_get_next_key(fd, nullptr, &key) == 0; ++guard) {
     if (bpf_map_delete_elem(fd, &key) != 0 && errno != ENOENT) break;
   }
 }

@@ -213,11 +213,10 @@ struct rm_short_dst {
 
 /* rm_direct_conns (LRU hash): connections connect() sent straight to an
  * endpoint (socket LB), for the proxy's metrics, per (endpoint, source
- * pod) and per endpoint over all pods (pod_id 0). Created by whichever of
- * the proxy (when it arms an entry; the pod 0 one) or connect() comes
- * first. Full: LRU evicts the oldest counter, which then starts again
- * from 0 (the proxy takes differences and ignores a counter that went
- * back). */
+ * pod) and per endpoint over all pods (pod_id 0). Created by the BPF
+ * programs at the first count. Full: LRU evicts the oldest counter, which
+ * then starts again from 0 (the proxy takes differences and counts a
+ * counter that went back from 0). */
 struct rm_direct_key {
 	struct rm_dst_key endpoint;
 	__u32 pod_id; /* the source pod; 0: every source pod */
