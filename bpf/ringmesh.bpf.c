@@ -55,3 +55,14 @@ int rm_sk_msg(struct sk_msg_md *msg)
 {
 	return rm_handle_msg(msg);
 }
+
+/* Run by the proxy (BPF_PROG_TEST_RUN), never attached: see rm_unread_args. */
+SEC("syscall")
+int rm_unread(struct rm_unread_args *args)
+{
+	struct rm_sock_key k;
+
+	__builtin_memcpy(&k, &args->key, sizeof(k));
+	args->unread = rm_peer_unread(&k);
+	return 0;
+}

@@ -1,8 +1,9 @@
 /* sk_msg: move bytes between the two ends of an app<->proxy connection
  * without the TCP stack. Every miss passes: SK_DROP would surface in the
- * app as EACCES. A socket that passed once stays on TCP (rm_msg_state),
- * which keeps each direction a redirected prefix followed by TCP data, an
- * order the receiver's read path preserves. What a socket has queued at its
+ * app as EACCES. A socket that passed stays on TCP until its reader has
+ * taken every byte it sent (for the proxy's sockets: for good; see
+ * rm_msg_state), so a reader never finds redirected bytes ahead of earlier
+ * TCP data. What a socket has queued at its
  * peer and not yet read is bounded by rm_config.fastpath_budget (why and
  * how: see abi.h, rm_sock_addr and rm_fp_credit). */
 #ifndef RINGMESH_BPF_LIB_MSG_H_
@@ -75,7 +76,7 @@ static __always_inline int rm_commit_tcp(struct rm_msg_state *st, const struct r
 	struct rm_sock_addr *me;
 
 	if (st)
-		st->tcp_committed = 1;
+		st->tcp_committed = RM_MSG_TCP_FOR_GOOD;
 	me = bpf_map_lookup_elem(&rm_sock_addr, self);
 	if (me)
 		me->committed = 1;
@@ -83,19 +84,36 @@ static __always_inline int rm_commit_tcp(struct rm_msg_state *st, const struct r
 	return SK_PASS;
 }
 
-/* Bytes the far end `k` has not read yet, against the budget: 1 if `size`
+/* Over TCP to the proxy, which reads both of its queues: this app socket
+ * comes back once the proxy has forwarded all it sent (rm_msg_state). */
+static __always_inline int rm_pass_tcp(struct sk_msg_md *msg, struct rm_msg_state *st, enum rm_counter why)
+{
+	st->tcp_committed = RM_MSG_TCP_UNTIL_FORWARDED;
+	st->passed += msg->size;
+	rm_count(why);
+	return SK_PASS;
+}
+
+/* Bytes the far end `k` has not read yet, against `limit`: 1 if `size`
  * more fit. Unknown counts as no room. */
-static __always_inline int rm_room_at(const struct rm_sock_key *k, __u64 size, const struct rm_config *cfg)
+static __always_inline int rm_room_at(const struct rm_sock_key *k, __u64 size, __u64 limit)
 {
 	__s64 unread = rm_peer_unread(k);
 
-	return unread >= 0 && (__u64)unread + size <= cfg->fastpath_budget;
+	return unread >= 0 && (__u64)unread + size <= limit;
 }
 
+enum rm_splice_result {
+	RM_SPLICE_NONE = 0,   /* no splice entry, or the proxy has not forwarded all yet */
+	RM_SPLICE_CAUGHT_UP,  /* the proxy has forwarded everything; not spliced now */
+	RM_SPLICE_SENT,       /* the message went straight to the far end */
+};
+
 /* Straight to the far end when the proxy has forwarded everything this
- * socket sent it (rm_splice in abi.h). 1 when the message went. */
-static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_sock_key *self,
-					 const struct rm_msg_state *st, const struct rm_config *cfg)
+ * socket sent it, by either path (rm_splice in abi.h). */
+static __always_inline enum rm_splice_result rm_try_splice(struct sk_msg_md *msg, const struct rm_sock_key *self,
+							   const struct rm_msg_state *st,
+							   const struct rm_config *cfg)
 {
 	struct rm_splice *sp;
 	struct rm_splice_bytes *n;
@@ -103,23 +121,33 @@ static __always_inline int rm_try_splice(struct sk_msg_md *msg, const struct rm_
 	struct rm_sock_key target;
 
 	sp = bpf_map_lookup_elem(&rm_splice, self);
-	if (!sp || sp->forwarded != st->redirected)
-		return 0;
+	if (!sp)
+		return RM_SPLICE_NONE;
+	if (sp->forwarded != st->redirected + st->passed) {
+		rm_count(RM_CTR_SPLICE_BEHIND);
+		return RM_SPLICE_NONE;
+	}
 	via = bpf_map_lookup_elem(&rm_sock_addr, &sp->via);
-	if (!via || via->committed)
-		return 0;
+	if (!via || via->committed) {
+		rm_count(RM_CTR_SPLICE_VIA_COMMITTED);
+		return RM_SPLICE_CAUGHT_UP;
+	}
 	__builtin_memcpy(&target, &sp->target, sizeof(target));
-	if (!rm_room_at(&target, msg->size, cfg))
-		return 0;
+	/* Half the budget: the rest is the proxy's, whose writes through
+	 * `via` land in the same queue (abi.h, rm_splice). */
+	if (!rm_room_at(&target, msg->size, cfg->fastpath_budget / 2)) {
+		rm_count(RM_CTR_SPLICE_TARGET_FULL);
+		return RM_SPLICE_CAUGHT_UP;
+	}
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &target, BPF_F_INGRESS) != SK_PASS)
-		return 0;
+		return RM_SPLICE_CAUGHT_UP;
 	/* Counted under the proxy's socket, in an entry only the proxy
 	 * deletes (the writer's own may go as soon as it closes). */
 	n = bpf_map_lookup_elem(&rm_splice_bytes, &sp->via);
 	if (n)
 		__sync_fetch_and_add(&n->direct, (__u64)msg->size);
 	rm_count(RM_CTR_MSG_SPLICED);
-	return 1;
+	return RM_SPLICE_SENT;
 }
 
 static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
@@ -128,9 +156,12 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	struct rm_msg_state *st;
 	struct rm_config *cfg;
 	struct rm_fp_credit *credit;
+	struct rm_sock_addr *me;
 	struct bpf_sock *sk = msg->sk;
+	enum rm_splice_result spliced;
 	__u64 queued;
 	__s64 unread;
+	int may_return;
 
 	if (!sk)
 		return SK_PASS;
@@ -142,7 +173,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		rm_msg_key(msg, &self);
 		return rm_commit_tcp(st, &self, RM_CTR_MSG_STATE_FULL);
 	}
-	if (st->tcp_committed) {
+	if (st->tcp_committed == RM_MSG_TCP_FOR_GOOD) {
 		rm_count(RM_CTR_MSG_PASS_TCP_COMMITTED);
 		return SK_PASS;
 	}
@@ -150,8 +181,30 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	cfg = rm_config_get();
 	if (!cfg || !cfg->fastpath_enabled)
 		return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_FASTPATH_OFF);
-	if (rm_try_splice(msg, &self, st, cfg))
+	spliced = rm_try_splice(msg, &self, st, cfg);
+	if (spliced == RM_SPLICE_SENT) {
+		if (st->tcp_committed == RM_MSG_TCP_UNTIL_FORWARDED) {
+			st->tcp_committed = RM_MSG_FAST;
+			rm_count(RM_CTR_MSG_BACK_FROM_TCP);
+		}
 		return SK_PASS;
+	}
+	/* An app's socket with a reader whose queue can be counted may come
+	 * back from TCP (rm_msg_state in abi.h); everything else commits. */
+	me = bpf_map_lookup_elem(&rm_sock_addr, &self);
+	may_return = me && me->app_end && cfg->flow_control == RM_FLOW_CONTROL_AUTO &&
+		     bpf_core_field_exists(struct sk_psock___rm, msg_tot_len);
+	if (st->tcp_committed == RM_MSG_TCP_UNTIL_FORWARDED) {
+		if (spliced != RM_SPLICE_CAUGHT_UP)
+			return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_UNTIL_FORWARDED);
+		st->tcp_committed = RM_MSG_FAST;
+		rm_count(RM_CTR_MSG_BACK_FROM_TCP);
+	}
+	/* A writer whose splice is held by a full far end goes to the proxy
+	 * over TCP, which holds it back, rather than into the proxy's queue,
+	 * which would not (abi.h, rm_splice). */
+	if (spliced == RM_SPLICE_CAUGHT_UP && may_return)
+		return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_UNTIL_FORWARDED);
 	rm_peer_key(&peer, &self);
 	unread = cfg->flow_control == RM_FLOW_CONTROL_AUTO ? rm_peer_unread(&peer) : -1;
 	if (unread >= 0) {
@@ -166,8 +219,11 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		if (credit)
 			queued = credit->consumed >= queued ? 0 : queued - credit->consumed;
 	}
-	if (queued + msg->size > cfg->fastpath_budget)
+	if (queued + msg->size > cfg->fastpath_budget) {
+		if (may_return)
+			return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_BUDGET);
 		return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_BUDGET);
+	}
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		st->redirected += msg->size;
 		rm_count(RM_CTR_MSG_REDIRECTED);

@@ -67,6 +67,8 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 	 * it with bpf_probe_read_kernel only (msg.h). BPF_ANY: an entry a
 	 * missed close left behind is replaced. */
 	a.kaddr = (__u64)sk;
+	/* An app's socket (client or server end) talks to the proxy's. */
+	a.app_end = added == RM_CTR_SOCKHASH_ADDED || added == RM_CTR_SERVER_SOCKHASH_ADDED;
 	if (bpf_map_update_elem(&rm_sock_addr, &k, &a, BPF_ANY))
 		rm_count(RM_CTR_SOCK_ADDR_FULL);
 }

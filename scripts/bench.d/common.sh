@@ -189,11 +189,17 @@ bench_run_usage_us() {
 # the record can be given in BENCH_EXTRA. `foreign_frac` is the share of
 # both CPUs used by processes outside this run (other work on a shared
 # machine); the report flags records where it is high.
+# bench_rm_counters: the datapath's counters as ringmeshctl's JSON.
+bench_rm_counters() {
+  "$MESH_CTL" --pin-dir "$(rm_node_pindir n1)" -o json bpf
+}
+
 bench_run() {
   local scenario=$1 case=$2 kind=$3
   shift 3
   local out=$OUT/logs/r${BENCH_ROUND}-${BENCH_PEER}${BENCH_PEER_SUFFIX:-}-${scenario}-${case}.out
   local c0 c1 b0 b1 t0 t1 a0 a1 u0 u1 rc=0
+  if [[ -n ${_RM_AGENT_PID:-} ]]; then bench_rm_counters >"$out.bpf0" 2>/dev/null || true; fi
   c0=$(bench_cpu_ticks "${PEER_PIDS[@]}")
   b0=$(bench_cpu_busy_ticks "$BENCH_CPU_PROXY")
   a0=$(bench_busy_ticks)
@@ -205,6 +211,18 @@ bench_run() {
   b1=$(bench_cpu_busy_ticks "$BENCH_CPU_PROXY")
   a1=$(bench_busy_ticks)
   u1=$(bench_run_usage_us)
+  if [[ -n ${_RM_AGENT_PID:-} ]]; then
+    # what the datapath decided during this run: counter deltas, kept next to
+    # the client's output (not part of the report)
+    { bench_rm_counters >"$out.bpf1" 2>/dev/null &&
+      python3 -c 'import json,sys
+a = json.load(open(sys.argv[1])).get("counters", {})
+b = json.load(open(sys.argv[2])).get("counters", {})
+for k in b:
+    if b[k] != a.get(k, 0):
+        print(k, b[k] - a.get(k, 0))' "$out.bpf0" "$out.bpf1" >"$out.counters" 2>/dev/null; } || true
+    rm -f "$out.bpf0" "$out.bpf1"
+  fi
   if ((rc != 0)); then
     bench_log "warning: $BENCH_PEER $scenario $case exited $rc: $(tail -c 300 "$out.err" | tr '\n' ' ')"
   fi

@@ -243,7 +243,7 @@ EOF
 # ------------------------------------------------------------ ringmesh ---
 
 # BPF counters recorded per ringmesh peer slot (raw.jsonl "peer down").
-_RM_RECORDED_COUNTERS="redirected msg_redirected msg_spliced msg_pass_budget_spent msg_pass_miss upstream_sockhash_added server_sockhash_added sockhash_skipped_short_route connect_direct"
+_RM_RECORDED_COUNTERS="redirected msg_redirected msg_spliced msg_pass_budget_spent msg_back_from_tcp msg_pass_miss upstream_sockhash_added server_sockhash_added sockhash_skipped_short_route connect_direct"
 
 _bench_rm_nodefile() {
   MESH_NODE_FILE=$RM_TMP/node.yaml

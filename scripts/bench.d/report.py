@@ -442,7 +442,7 @@ def checks(d):
         m = r["m"]
         a = agg.setdefault(r["peer"], {"rounds": 0, "conn": [], "msg": [], "passed": 0, "miss": 0, "budget": 0,
                                        "upstream": 0, "server": 0, "spliced": None, "short": None,
-                                       "direct": None})
+                                       "direct": None, "back": None})
         a["rounds"] += 1
         if "kshortcut" in m:
             k = m["kshortcut"]
@@ -462,6 +462,8 @@ def checks(d):
                 a["short"] = (a["short"] or 0) + m["bpf_sockhash_skipped_short_route"]
             if "bpf_connect_direct" in m:  # recorded since 2026-11-26 17:30
                 a["direct"] = (a["direct"] or 0) + m["bpf_connect_direct"]
+            if "bpf_msg_back_from_tcp" in m:  # recorded since 2026-11-26 20:00
+                a["back"] = (a["back"] or 0) + m["bpf_msg_back_from_tcp"]
     lines = []
     for p in d.peers:
         if p not in agg:
@@ -472,11 +474,11 @@ def checks(d):
                          "%s connects sent straight to an endpoint (socket LB), %d proxy -> server sockets joined by the server's end (%d upstream sockets inserted), "
                          "messages sent around the proxy (spliced): %s, "
                          "socket ends kept off the fast path on short routes: %s, "
-                         "%d sockets left the fast path on the budget, %d on a first-write miss (%d rounds)" % (
+                         "%d times a socket went over TCP on the budget (and came back %s times), %d on a first-write miss (%d rounds)" % (
                 p, fmt(min(a["conn"]), 0), fmt(max(a["conn"]), 0), fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0),
                 "(not recorded in this run)" if a["direct"] is None else fmt(a["direct"], 0), a["server"], a["upstream"], "not recorded in this run" if a["spliced"] is None else a["spliced"],
                 "not recorded in this run" if a["short"] is None else a["short"], a["budget"],
-                a["miss"], a["rounds"]))
+                "(not recorded)" if a["back"] is None else fmt(a["back"], 0), a["miss"], a["rounds"]))
         else:
             lines.append("%s: per round %s–%s messages redirected; %d passed over TCP in all (%d first-write misses) "
                          "(%d rounds)" % (p, fmt(min(a["msg"]), 0), fmt(max(a["msg"]), 0), a["passed"], a["miss"],

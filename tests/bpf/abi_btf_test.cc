@@ -209,7 +209,7 @@ TEST_F(AbiBtf, SockAddr) {
   EXPECT_EQ(MemberCount(t), 3);
   EXPECT_FIELD(rm_sock_addr, kaddr);
   EXPECT_FIELD(rm_sock_addr, committed);
-  EXPECT_FIELD(rm_sock_addr, _pad);
+  EXPECT_FIELD(rm_sock_addr, app_end);
 }
 
 TEST_F(AbiBtf, Splice) {
@@ -234,10 +234,11 @@ TEST_F(AbiBtf, MsgState) {
   const btf_type* t = Struct("rm_msg_state");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->size, sizeof(rm_msg_state));
-  EXPECT_EQ(MemberCount(t), 3);
+  EXPECT_EQ(MemberCount(t), 4);
   EXPECT_FIELD(rm_msg_state, tcp_committed);
   EXPECT_FIELD(rm_msg_state, _pad);
   EXPECT_FIELD(rm_msg_state, redirected);
+  EXPECT_FIELD(rm_msg_state, passed);
 }
 
 // Every map's key and value sizes in the object equal the ABI types'.

@@ -711,6 +711,55 @@ TEST_F(DatapathTest, FastPathFollowsWhatTheAppReads) {
   EXPECT_EQ(Counter(RM_CTR_MSG_PASS_BUDGET), 1u) << "without the kernel's count the budget is a total";
 }
 
+// The proxy's view of a reader it writes to (rm_unread, a syscall program
+// the agent pins): what the app sent over the fast path and the reader has
+// not read yet, exactly, and less as it reads.
+TEST_F(DatapathTest, UnreadProgramCountsWhatTheReaderHasNotRead) {
+  Enroll(RM_POD_ENROLLED);
+  Listen();
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(go[1]);
+    int s = ChildConnect("198.18.0.10", 80, 10);
+    std::vector<char> chunk(100000, 'u');
+    if (write(s, chunk.data(), chunk.size()) != static_cast<ssize_t>(chunk.size())) _exit(4);
+    char t;
+    if (read(go[0], &t, 1) != 1) _exit(5);  // stays connected until the test has looked
+    close(s);
+    _exit(0);
+  }
+  close(go[0]);
+  UniqueFd tok(go[1]);
+  UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  ASSERT_TRUE(c.valid());
+  sockaddr_storage local{}, peer{};
+  socklen_t ll = sizeof(local), pl = sizeof(peer);
+  getsockname(c.get(), reinterpret_cast<sockaddr*>(&local), &ll);
+  getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &pl);
+  bpf::PinnedMaps::SpliceLeg leg;
+  leg.netns_cookie = cookie_;
+  leg.target = SocketAddress::FromSockaddr(local);
+  leg.target_peer = SocketAddress::FromSockaddr(peer);
+  int64_t unread = -1;
+  for (int i = 0; i < 200 && unread != 100000; ++i) {
+    unread = dp_->maps().TargetUnread(leg);
+    if (unread != 100000) usleep(5000);
+  }
+  EXPECT_EQ(unread, 100000);
+  char buf[30000];
+  ASSERT_EQ(read(c.get(), buf, sizeof(buf)), static_cast<ssize_t>(sizeof(buf)));
+  EXPECT_EQ(dp_->maps().TargetUnread(leg), 70000);
+  bpf::PinnedMaps::SpliceLeg nobody = leg;
+  nobody.target_peer.port ^= 1;
+  EXPECT_EQ(dp_->maps().TargetUnread(nobody), -1) << "a socket the datapath does not know";
+  ASSERT_EQ(write(tok.get(), "t", 1), 1);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 // What plain TCP does when a peer resets: bytes that had arrived stay
 // readable, then the read reports ECONNRESET. The fast path must not lose
 // them (bytes redirected into the app's queue are not in its TCP queue).

@@ -57,6 +57,11 @@ services:
     ports: [{name: tag, port: 87, targetPort: 8080}]
     endpoints: [{ip: $B1, pod: default/b1}, {ip: $B3, pod: default/b3}]
   - namespace: default
+    name: slow
+    vips: [198.18.200.16]
+    ports: [{name: slow, port: 88, targetPort: 9001}, {name: stall, port: 89, targetPort: 9002}]
+    endpoints: [{ip: $B1, pod: default/b1}]
+  - namespace: default
     name: refused
     vips: [198.18.200.12]
     ports: [{port: 82, targetPort: 9999}]
@@ -78,6 +83,13 @@ for b in b1 b2; do
   rm_spawn $b "$RM_TCP" --deadline-ms 900000 serve --listen "$ip:9000" --tag $b --mode sink-source >/dev/null
   for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
 done
+# Readers slower than any writer on b1: one pauses 2 ms after every read,
+# one stops reading for 1.5 s after 4 MiB (see splice_slow_reader).
+slow_log=$(rm_spawn_log "$(rm_spawn b1 "$RM_TCP" --deadline-ms 900000 serve --listen "$B1:9001" --tag b1 \
+  --mode sink-source --read-pause-us 2000)")
+stall_log=$(rm_spawn_log "$(rm_spawn b1 "$RM_TCP" --deadline-ms 900000 serve --listen "$B1:9002" --tag b1 \
+  --mode sink-source --stall-ms 1500 --stall-at 4MiB)")
+for port in 9001 9002; do rm_wait_port b1 "$B1" $port 5; done
 b3_tag=$(rm_spawn b3 "$RM_TCP" --deadline-ms 900000 serve --listen "$B3:8080" --tag b3)
 rm_wait_port b3 "$B3" 8080 5
 rm_spawn b2 "$RM_TCP" --deadline-ms 900000 serve --listen "$B2:7000" --tag b2 --mode reset >/dev/null
@@ -85,7 +97,8 @@ rm_wait_port b2 "$B2" 7000 5
 
 mesh_start_agent n1 "$nodefile" --fastpath "$fastpath"
 # A small socket-LB allowance, so that 300 connections see it renewed.
-mesh_start_proxy n1 --io-backend "$backend" --direct-connects 100
+# A short hold limit, so that the stalled reader is given up on.
+mesh_start_proxy n1 --io-backend "$backend" --direct-connects 100 --splice-hold-max-ms 500
 log=$(rm_spawn_log "$(mesh_proxy_pid n1)")
 grep -q "io backend: $backend" "$log" || rm_fail "proxy log does not say 'io backend: $backend'"
 rm_assert_eq "$(mesh_ctl n1 -o json bpf | rm_json fastpath_enabled)" "$([[ $fastpath == on ]] && echo true || echo false)" "fast path state"
@@ -298,6 +311,44 @@ rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_bytes_total direction=\"downstr
 mesh_wait_for "splice entries removed" 5 map_empty rm_splice
 mesh_wait_for "direct counts taken" 5 map_empty rm_splice_bytes
 rm_pass splice_request_response
+
+rm_case splice_slow_reader
+# A writer far faster than its reader, both pods of this node: on the fast
+# path the writer goes around the proxy while the reader has less than half
+# the budget unread, then over TCP to the proxy, which forwards while the
+# reader has less than 3/4 of it and else waits (splice holds); once the
+# proxy has caught up the writer goes around it again. Nothing may go over
+# TCP for good, and every byte arrives in order.
+c0=$(counter msg_pass_tcp_committed) back0=$(counter msg_back_from_tcp) sp0=$(counter msg_spliced)
+h0=$(mesh_metric n1 ringmesh_proxy_splice_holds_total) t0=$(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total)
+out=$(rm_exec client "$RM_TCP" bulk --to 198.18.200.16:88 --bytes 48MiB --reply-bytes 1KiB --idle-ms 10000)
+rm_assert_eq "$(rm_json sent <<<"$out")" 50331648 "bytes sent"
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "reply sha256"
+b1_sink=$(grep -h '"event":"sink"' "$slow_log" | tail -1)
+rm_assert_eq "$(rm_json received <<<"$b1_sink")" 50331648 "bytes the slow reader got"
+rm_assert_eq "$(rm_json sha256 <<<"$b1_sink")" "$(rm_json sent_sha256 <<<"$out")" "what the slow reader got, in order"
+if [[ $fastpath == on ]]; then
+  (($(mesh_metric n1 ringmesh_proxy_splice_holds_total) > h0)) || rm_fail "the proxy never waited for the reader"
+  (($(counter msg_back_from_tcp) > back0)) || rm_fail "the writer never came back from TCP"
+  (($(counter msg_spliced) - sp0 > 0)) || rm_fail "nothing went around the proxy"
+  rm_assert_eq "$(($(counter msg_pass_tcp_committed) - c0))" 0 "messages over TCP for good"
+  rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total) - t0))" 0 "readers given up on"
+fi
+mesh_wait_for "connection closed" 5 no_connections
+# A reader that stops for longer than --splice-hold-max-ms (500): the proxy
+# stops waiting, its socket goes over TCP for good, whose flow control holds
+# everyone until the reader is back; nothing is lost.
+out=$(rm_exec client "$RM_TCP" bulk --to 198.18.200.16:89 --bytes 32MiB --reply-bytes 1KiB --idle-ms 10000)
+rm_assert_eq "$(rm_json sent <<<"$out")" 33554432 "stalled reader: bytes sent"
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "stalled reader: reply"
+b1_sink=$(grep -h '"event":"sink"' "$stall_log" | tail -1)
+rm_assert_eq "$(rm_json sha256 <<<"$b1_sink")" "$(rm_json sent_sha256 <<<"$out")" "what the stalled reader got, in order"
+if [[ $fastpath == on ]]; then
+  rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total) - t0))" 1 "readers given up on"
+  (($(counter msg_pass_tcp_committed) > c0)) || rm_fail "the proxy's socket did not go over TCP"
+fi
+mesh_wait_for "connection closed" 5 no_connections
+rm_pass splice_slow_reader
 
 # A backend that refuses (nothing listens) or resets: the client sees a
 # refusal or a reset within 1 s, never a hang.

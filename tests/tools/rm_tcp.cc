@@ -346,6 +346,11 @@ struct ServeOptions {
   int idle_ms = 30000;
   int backlog = 4096;
   bool verbose = false;
+  // sink-source: a slow reader (a pause after every read) and/or one that
+  // stops reading for a while once it has received stall_at bytes.
+  int read_pause_us = 0;
+  int stall_ms = 0;
+  uint64_t stall_at = 0;
 };
 
 struct ServerConn {
@@ -358,6 +363,7 @@ struct ServerConn {
   uint8_t header[8] = {};
   size_t header_got = 0;
   uint64_t received = 0;
+  bool stalled = false;
   uint64_t reply_total = 0;
   uint64_t reply_sent = 0;
   std::unique_ptr<Sha256> sha;
@@ -590,6 +596,11 @@ class ServerWorker {
       }
       c->sha->Update(scratch.data() + off, static_cast<size_t>(r) - off);
       c->received += static_cast<size_t>(r) - off;
+      if (opts_.read_pause_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(opts_.read_pause_us));
+      if (opts_.stall_ms > 0 && !c->stalled && c->received >= opts_.stall_at) {
+        c->stalled = true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(opts_.stall_ms));
+      }
     }
     if (c->state == S::kHeader) {
       Log("sink %s: EOF after %zu header bytes", c->peer.c_str(), c->header_got);
@@ -1201,6 +1212,12 @@ int main(int argc, char** argv) {
   serve->add_option("--idle-ms", sopts.idle_ms, "close connections idle this long")->check(CLI::PositiveNumber);
   serve->add_option("--backlog", sopts.backlog, "listen backlog")->check(CLI::PositiveNumber);
   serve->add_flag("--verbose", sopts.verbose, "log every connection on stderr");
+  serve->add_option("--read-pause-us", sopts.read_pause_us, "sink-source: pause after every read (a slow reader)")
+      ->check(CLI::Range(0, 1000000));
+  serve->add_option("--stall-ms", sopts.stall_ms, "sink-source: stop reading this long once, at --stall-at")
+      ->check(CLI::Range(0, 60000));
+  std::string stall_at_s = "0";
+  serve->add_option("--stall-at", stall_at_s, "sink-source: bytes received before the stall, e.g. 8MiB");
 
   auto* conn = app.add_subcommand("connect", "open N connections K at a time, read the tag line of each");
   conn->add_option("--to", to_s, "IP:PORT")->required();
@@ -1262,6 +1279,12 @@ int main(int argc, char** argv) {
                  : mode_s == "sink-source" ? ServeMode::kSinkSource
                  : mode_s == "reset"       ? ServeMode::kReset
                                            : ServeMode::kTag;
+    auto stall_at = ParseBytes(stall_at_s);
+    if (!stall_at) {
+      std::fprintf(stderr, "rm-tcp: bad --stall-at '%s'\n", stall_at_s.c_str());
+      return kExitUsage;
+    }
+    sopts.stall_at = *stall_at;
     return RunServe(sopts, ready_file);
   }
   auto ep = endpoint(to_s);

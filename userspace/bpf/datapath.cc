@@ -136,6 +136,7 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
                                                    : ""));
   }
   adopted_ = reused == total;
+  if (auto st = PinUnreadProgram(opts.pin_dir); !st.ok()) return st;
 
   uint32_t zero = 0;
   rm_config cfg{};
@@ -153,6 +154,20 @@ absl::Status Datapath::Load(const DatapathOptions& opts) {
   cfg.fastpath_budget = opts.fastpath_budget;
   cfg.flow_control = opts.flow_control;
   if (bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY) != 0) return Errno("write rm_config");
+  return absl::OkStatus();
+}
+
+// The proxy's way to read a socket's unread count (rm_unread_args in
+// abi.h). Replaced on every start: a proxy that opened the previous one
+// keeps a working copy (same pinned maps).
+absl::Status Datapath::PinUnreadProgram(const std::string& pin_dir) {
+  const std::string dir = pin_dir + "/progs";
+  if (auto st = MkdirAll(dir); !st.ok()) return st;
+  const std::string path = absl::StrCat(dir, "/", RM_PROG_UNREAD);
+  if (unlink(path.c_str()) != 0 && errno != ENOENT) return Errno(absl::StrCat("unlink ", path));
+  if (bpf_obj_pin(bpf_program__fd(skel_->progs.rm_unread), path.c_str()) != 0) {
+    return Errno(absl::StrCat("pin ", path));
+  }
   return absl::OkStatus();
 }
 

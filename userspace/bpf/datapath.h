@@ -80,6 +80,7 @@ class Datapath {
   Datapath() = default;
   absl::Status Load(const DatapathOptions& opts);
   absl::Status AttachAll(const DatapathOptions& opts);
+  absl::Status PinUnreadProgram(const std::string& pin_dir);
 
   ::rm_datapath* skel_ = nullptr;
   bool adopted_ = false;

@@ -60,6 +60,9 @@ absl::StatusOr<PinnedMaps> PinnedMaps::Open(const std::string& pin_dir) {
     }
     m.maps_.push_back(Map{name, UniqueFd(fd)});
   }
+  // Optional: without it the proxy never holds a write (rm_unread_args).
+  const std::string prog = absl::StrCat(pin_dir, "/progs/", RM_PROG_UNREAD);
+  m.unread_prog_ = UniqueFd(bpf_obj_get(prog.c_str()));
   return m;
 }
 
@@ -237,6 +240,20 @@ uint64_t PinnedMaps::TakeDirectBytes(const SpliceLeg& leg) const {
   rm_splice_bytes value{};
   if (bpf_map_lookup_and_delete_elem(map_fd(RM_MAP_SPLICE_BYTES), &via, &value) != 0) return 0;
   return value.direct;
+}
+
+int64_t PinnedMaps::TargetUnread(const SpliceLeg& leg) const {
+  if (!unread_prog_) return -1;
+  rm_unread_args args{};
+  args.key = SockKey(leg.netns_cookie, leg.target, leg.target_peer);
+  args.unread = -1;
+  // A syscall program's context is copied back into ctx_in (ctx_out is
+  // refused for this program type).
+  LIBBPF_OPTS(bpf_test_run_opts, opts);
+  opts.ctx_in = &args;
+  opts.ctx_size_in = sizeof(args);
+  if (bpf_prog_test_run_opts(unread_prog_.get(), &opts) != 0) return -1;
+  return args.unread;
 }
 
 uint64_t PinnedMaps::FastpathBudget() const {

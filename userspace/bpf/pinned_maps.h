@@ -86,6 +86,10 @@ class PinnedMaps {
   bool StartDirectCount(const SpliceLeg& leg) const;
   uint64_t DirectBytes(const SpliceLeg& leg) const;
   uint64_t TakeDirectBytes(const SpliceLeg& leg) const;
+  // Redirected bytes the leg's target has not read yet (the rm_unread
+  // program, abi.h); -1 when unknown (no program pinned, kernel before
+  // 6.12, socket gone).
+  int64_t TargetUnread(const SpliceLeg& leg) const;
   // rm_fp_credit (see abi.h): the proxy end (local, remote) has read
   // `consumed` bytes in total; false when the map is full.
   bool Credit(uint64_t netns_cookie, const SocketAddress& local, const SocketAddress& remote, uint64_t consumed) const;
@@ -113,6 +117,7 @@ class PinnedMaps {
     UniqueFd fd;
   };
   std::vector<Map> maps_;
+  UniqueFd unread_prog_;  // <pin_dir>/progs/rm_unread; absent on older agents
 };
 
 }  // namespace ringmesh::bpf

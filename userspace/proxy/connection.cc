@@ -230,7 +230,42 @@ void Connection::Pump(Side to) {
   }
   delayed_[to] = false;
   auto front = q.Front();
+  if (HoldForReader(to, front.size())) return;
   w_->loop()->Send(&send_op_[to], fd_[to], front.data(), front.size());
+}
+
+// A spliced direction's reader with most of the fast-path budget unread:
+// the proxy waits for it rather than push its own socket past the budget,
+// which would put that socket on TCP for good and end the splice (rm_splice
+// in abi.h). Not for small connections: one bpf() call per write.
+bool Connection::HoldForReader(Side to, size_t len) {
+  if (!splice_ || hold_given_up_[to] || bytes_[Other(to)] < ProxyOptions::kSpliceHoldAfterBytes) return false;
+  OrigDstResolver& r = w_->resolver();
+  const uint64_t limit = r.splice_hold_bytes();
+  if (limit == 0) return false;
+  const int64_t unread = r.SpliceTargetUnread(*splice_, to == kUp);
+  if (unread < 0 || static_cast<uint64_t>(unread) + len <= limit) {
+    hold_since_ns_[to] = 0;
+    return false;
+  }
+  const ProxyOptions& o = w_->options();
+  ProxyStats& stats = w_->stats();
+  const int64_t now = MonotonicNowNs();
+  if (hold_since_ns_[to] == 0) {
+    hold_since_ns_[to] = now;
+    hold_step_[to] = o.splice_hold;
+  } else if (absl::Nanoseconds(now - hold_since_ns_[to]) >= o.splice_hold_max) {
+    hold_given_up_[to] = true;  // TCP from here on (see splice_hold_max)
+    stats.Add(stats.splice_hold_timeouts);
+    return false;
+  } else {
+    hold_step_[to] = std::min(hold_step_[to] * 2, ProxyOptions::kSpliceHoldStepMax);
+  }
+  // Our receive side stays as it is: the queue stops it once full, and then
+  // TCP holds the writer.
+  if (!delay_op_[to].in_flight()) w_->loop()->StartTimer(&delay_op_[to], hold_step_[to]);
+  stats.Add(stats.splice_holds);
+  return true;
 }
 
 void Connection::OnSend(Side to, int res) {
@@ -261,15 +296,17 @@ void Connection::OnSend(Side to, int res) {
 
 // Tells the datapath how much of one direction the proxy has forwarded; once
 // that is all its writer sent, the writer's next message goes straight to
-// the far end (rm_splice in abi.h). Only when this direction's queue is
-// empty: with bytes still queued here the counts cannot match anyway.
+// the far end (rm_splice in abi.h). Updated only when this direction's
+// queue is empty: with bytes still queued here the counts cannot match. The
+// entry itself is made either way (a writer that never pauses still needs
+// it to come back from TCP once it does).
 void Connection::MaybeSplice(Side from) {
   const int after = w_->options().splice_after_forwards;
   // An artificial forward delay (--delay-us) must stay in the data path.
-  if (after <= 0 || splice_ended_ || w_->options().forward_delay > absl::ZeroDuration() || !q_[from].empty()) return;
+  if (after <= 0 || splice_ended_ || w_->options().forward_delay > absl::ZeroDuration()) return;
   OrigDstResolver& r = w_->resolver();
   if (splice_) {
-    r.SpliceSet(*splice_, from == kDown, bytes_[from]);
+    if (q_[from].empty()) r.SpliceSet(*splice_, from == kDown, bytes_[from]);
     return;
   }
   if (forwards_ < after) return;
@@ -297,6 +334,10 @@ void Connection::MaybeSplice(Side from) {
     return;
   }
   splice_ = e;
+  if (const int rcvbuf = w_->options().splice_rcvbuf; rcvbuf > 0) {
+    // Best effort: a failure only leaves the kernel's autotuning in place.
+    for (int fd : fd_) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  }
   w_->stats().Add(w_->stats().spliced_connections);
 }
 

@@ -93,6 +93,7 @@ class Connection final : public IoHandler {
   void MaybeFinish();
   void ReleaseEndpoint();
   void MaybeSplice(Side from);
+  bool HoldForReader(Side to, size_t len);
   void EndSplice();
 
   Worker* w_;
@@ -104,6 +105,11 @@ class Connection final : public IoHandler {
   bool eof_[2] = {false, false};
   bool shut_[2] = {false, false};
   bool delayed_[2] = {false, false};
+  // HoldForReader, per direction: since when (0: not holding), the current
+  // wait, and whether this reader was given up on.
+  int64_t hold_since_ns_[2] = {0, 0};
+  absl::Duration hold_step_[2];
+  bool hold_given_up_[2] = {false, false};
   bool reset_[2] = {false, false};
   bool finished_ = false;
   uint64_t bytes_[2] = {0, 0};  // forwarded, by source side

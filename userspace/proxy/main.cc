@@ -71,6 +71,20 @@ int Main(int argc, char** argv) {
                  "leave the data path of a connection between two pods of this node after this many forwards "
                  "(both legs on the fast path; 0 = never)")
       ->check(CLI::Range(0, 1 << 20));
+  int splice_hold_us = 50;
+  app.add_option("--splice-hold-us", splice_hold_us,
+                 "a spliced connection whose reader has most of the fast-path budget unread: the proxy holds its "
+                 "writes to that reader and looks again after this many microseconds")
+      ->check(CLI::Range(1, 1000000));
+  int splice_hold_max_ms = 1000;
+  app.add_option("--splice-hold-max-ms", splice_hold_max_ms,
+                 "stop holding writes for a reader that has not made room for this long (its leg then goes over "
+                 "TCP for good)")
+      ->check(CLI::Range(1, 3600000));
+  int splice_rcvbuf = rp::ProxyOptions{}.splice_rcvbuf;
+  app.add_option("--splice-rcvbuf-bytes", splice_rcvbuf,
+                 "receive buffer of the proxy's sockets of a spliced connection (0 = kernel autotuning)")
+      ->check(CLI::Range(0, 64 << 20));
   app.add_option("--direct-connects", direct_connects,
                  "socket LB: connections of a short route between pods of this node that connect() may send "
                  "straight to an endpoint before the proxy sees the route again (0 = all through the proxy)")
@@ -109,6 +123,9 @@ int Main(int argc, char** argv) {
   options.buffer_bytes = buffer_bytes;
   options.fastpath_upstream = fastpath_upstream == "on";
   options.splice_after_forwards = splice_after_forwards;
+  options.splice_hold = absl::Microseconds(splice_hold_us);
+  options.splice_hold_max = absl::Milliseconds(splice_hold_max_ms);
+  options.splice_rcvbuf = splice_rcvbuf;
   options.direct_connects = direct_connects;
   options.listener_handover = !handover_socket.empty();
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);

@@ -88,6 +88,11 @@ class OrigDstResolver {
   // reads and ends one (after SpliceClear).
   virtual bool SpliceCountStart(const SpliceEnds& /*e*/) { return false; }
   virtual uint64_t SpliceCountTake(const SpliceEnds& /*e*/, bool /*up*/) { return 0; }
+  // Redirected bytes the far end of that direction has not read yet, -1
+  // when unknown; and how many it may hold before the proxy waits (0: the
+  // proxy never waits). See rm_unread_args in abi.h.
+  virtual int64_t SpliceTargetUnread(const SpliceEnds& /*e*/, bool /*up*/) { return -1; }
+  virtual uint64_t splice_hold_bytes() const { return 0; }
   // App <-> proxy connections to `dst` stay off the fast path while
   // `is_short` (rm_short_dst in abi.h); with `direct` endpoints, the next
   // `direct_left` connects to `dst` go straight to one of them (socket LB).
@@ -150,6 +155,8 @@ class BpfOrigDstResolver final : public OrigDstResolver {
   uint64_t SpliceDirect(const SpliceEnds& e, bool up) override;
   bool SpliceCountStart(const SpliceEnds& e) override;
   uint64_t SpliceCountTake(const SpliceEnds& e, bool up) override;
+  int64_t SpliceTargetUnread(const SpliceEnds& e, bool up) override;
+  uint64_t splice_hold_bytes() const override { return hold_bytes_; }
   void MarkShortRoute(const SocketAddress& dst, bool is_short, std::span<const SocketAddress> direct,
                       uint32_t direct_left) override;
   DirectCounts DirectStats(const SocketAddress& endpoint) const override;
@@ -163,6 +170,7 @@ class BpfOrigDstResolver final : public OrigDstResolver {
  private:
   const bpf::PinnedMaps* maps_;
   uint64_t credit_step_ = 0;
+  uint64_t hold_bytes_ = 0;
   std::atomic<int> existing_in_a_row_{0};
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> skipped_{0};

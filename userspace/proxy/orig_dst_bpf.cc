@@ -76,6 +76,13 @@ uint64_t BpfOrigDstResolver::SpliceCountTake(const SpliceEnds& e, bool up) { ret
 BpfOrigDstResolver::BpfOrigDstResolver(const bpf::PinnedMaps* maps) : maps_(maps) {
   const uint64_t budget = maps_->FastpathBudget();
   credit_step_ = budget == 0 ? 0 : std::min<uint64_t>(uint64_t{1} << 20, std::max<uint64_t>(1, budget / 4));
+  // A splice writer stops at half the budget, the proxy's socket commits
+  // to TCP past all of it: the proxy waits in between (rm_splice, abi.h).
+  hold_bytes_ = budget / 4 * 3;
+}
+
+int64_t BpfOrigDstResolver::SpliceTargetUnread(const SpliceEnds& e, bool up) {
+  return maps_->TargetUnread(Leg(e, up));
 }
 
 void BpfOrigDstResolver::OnConsumed(const ListenerInfo& listener, const SocketAddress& peer, uint64_t total) {

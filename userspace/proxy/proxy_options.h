@@ -30,6 +30,24 @@ struct ProxyOptions {
   // other. Short connections (connect, one exchange, close) never pay for
   // setting it up.
   int splice_after_forwards = 3;
+  // A spliced connection's writer outrunning its reader: the proxy holds
+  // its own writes into that reader while it has 3/4 of the fast-path
+  // budget unread, and looks again after this long (rm_unread_args in
+  // abi.h). Only for connections that have moved kSpliceHoldAfterBytes.
+  // Each further look in a row waits twice as long, at most
+  // kSpliceHoldStepMax; a reader that has not made room for splice_hold_max
+  // is given up on: the proxy writes, its socket goes over TCP for good and
+  // TCP's flow control holds everyone from then on (no more polling).
+  absl::Duration splice_hold = absl::Microseconds(50);
+  absl::Duration splice_hold_max = absl::Seconds(1);
+  static constexpr absl::Duration kSpliceHoldStepMax = absl::Milliseconds(10);
+  static constexpr uint64_t kSpliceHoldAfterBytes = uint64_t{1} << 20;
+  // Receive buffer of the proxy's two sockets once a connection is spliced
+  // (0: the kernel's autotuning). A writer that has fallen back to TCP may
+  // go around the proxy again only once the proxy has forwarded all it
+  // sent, TCP buffers included: a small window lets the proxy catch up
+  // within one pause of the writer (see docs/benchmarks.md, S1).
+  int splice_rcvbuf = 512 << 10;
   // A route whose connections average fewer forwards than this is short:
   // its connections stay off the fast path on both legs (rm_short_dst).
   int long_route_forwards() const { return splice_after_forwards > 0 ? splice_after_forwards : 3; }

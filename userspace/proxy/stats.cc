@@ -98,6 +98,14 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_spliced_bytes_total", "counter",
          "Bytes those pods sent straight to each other (also in the byte totals).");
   absl::StrAppend(&out, "ringmesh_proxy_spliced_bytes_total ", load(s.spliced_bytes), "\n");
+  Metric(out, "ringmesh_proxy_splice_holds_total", "counter",
+         "Writes into a spliced connection's reader the proxy held because that reader had most of the fast-path "
+         "budget unread");
+  absl::StrAppend(&out, "ringmesh_proxy_splice_holds_total ", load(s.splice_holds), "\n");
+  Metric(out, "ringmesh_proxy_splice_hold_timeouts_total", "counter",
+         "Spliced readers that made no room for --splice-hold-max-ms: the proxy stopped waiting and that leg went "
+         "over TCP for good");
+  absl::StrAppend(&out, "ringmesh_proxy_splice_hold_timeouts_total ", load(s.splice_hold_timeouts), "\n");
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");

@@ -73,6 +73,8 @@ class ProxyStats {
   // their two pods then sent straight to each other (counted at the end).
   std::atomic<uint64_t> spliced_connections{0};
   std::atomic<uint64_t> spliced_bytes{0};
+  std::atomic<uint64_t> splice_holds{0};
+  std::atomic<uint64_t> splice_hold_timeouts{0};
   std::atomic<uint64_t> drained_from_listen_queue{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};

@@ -17,7 +17,7 @@
 #include <linux/types.h>
 #endif
 
-#define RM_ABI_VERSION 5
+#define RM_ABI_VERSION 6
 
 /* Names of maps and programs as pinned under <pin-dir>/maps and
  * <pin-dir>/links; they equal the symbol names in ringmesh.bpf.c. */
@@ -112,14 +112,28 @@ struct rm_sock_key {
 };
 
 /* rm_msg_state (socket-local storage of every socket in the sockhash).
- * Once a socket has sent one message over the normal TCP path (peer not in
- * the sockhash yet, fast path switched off, ...) it never redirects again:
- * the receiver reads redirected data before its TCP receive queue, so
- * mixing the two in one direction could reorder bytes. */
+ * The receiver reads redirected data before its TCP receive queue, so once
+ * a socket has sent over the normal TCP path it may redirect again only
+ * when its reader has taken every byte of it:
+ * - RM_MSG_TCP_FOR_GOOD: never again. The proxy's sockets (its reader is
+ *   an app, which may sit in recv(MSG_WAITALL) inside the TCP queue and
+ *   would not see later redirected bytes), and any socket whose peer's
+ *   unread count cannot be read (kernels before 6.12).
+ * - RM_MSG_TCP_UNTIL_FORWARDED: an app's socket (its reader is the proxy,
+ *   which reads both queues). Back on the fast path once the proxy has
+ *   forwarded everything it sent, which only the proxy can tell: its
+ *   rm_splice entry's `forwarded` equals redirected + passed. */
+enum rm_msg_tcp {
+	RM_MSG_FAST = 0,
+	RM_MSG_TCP_FOR_GOOD = 1,
+	RM_MSG_TCP_UNTIL_FORWARDED = 2,
+};
+
 struct rm_msg_state {
-	__u32 tcp_committed;
+	__u32 tcp_committed; /* RM_MSG_* */
 	__u32 _pad;
-	__u64 redirected; /* bytes this socket sent over the fast path */
+	__u64 redirected; /* bytes this socket sent over the fast path to its peer */
+	__u64 passed;     /* bytes it sent over TCP while it could come back */
 };
 
 /* rm_fp_credit (hash): flow-control credit of the app -> proxy fast path.
@@ -144,8 +158,8 @@ struct rm_fp_credit {
  * exist, rm_fp_credit (the proxy's own count) is used instead. */
 struct rm_sock_addr {
 	__u64 kaddr;     /* struct sock * */
-	__u32 committed; /* 1 once this socket has sent over TCP (rm_msg_state) */
-	__u32 _pad;
+	__u32 committed; /* 1 once this socket sends over TCP for good (rm_msg_state) */
+	__u32 app_end;   /* 1: an app's socket (its peer is the proxy's) */
 };
 
 /* rm_splice (hash): the proxy leaves the data path of a connection between
@@ -157,16 +171,35 @@ struct rm_sock_addr {
  *
  * sk_msg on the writer sends a message straight into `target` (the far
  * end) when everything it ever sent toward the proxy has been forwarded:
- * rm_msg_state.redirected == forwarded, and `via` (the proxy's socket
- * toward the far end) never sent over TCP. Then every earlier byte already
- * sits in the far end's queue (the proxy's redirect through `via` is
- * synchronous), so the new one lands behind it. Going back through the
- * proxy is always safe (it only appends later), so a far end over budget
- * just sends the message the normal way. */
+ * rm_msg_state.redirected + passed == forwarded, and `via` (the proxy's
+ * socket toward the far end) never sent over TCP. Then every earlier byte
+ * already sits in the far end's queue (the proxy's redirect through `via`
+ * is synchronous), so the new one lands behind it.
+ *
+ * Flow control: the writer goes around the proxy only while the far end
+ * has less than half of rm_config.fastpath_budget unread. Past that it
+ * sends over TCP to the proxy (RM_MSG_TCP_UNTIL_FORWARDED), whose flow
+ * control holds a writer that outruns its reader; the proxy forwards
+ * through `via`, which may fill the far end's queue to the whole budget
+ * before it too goes over TCP (for good). Once the reader has caught up
+ * and the proxy has forwarded all, the writer goes around it again. */
 struct rm_splice {
 	struct rm_sock_key target; /* the far end's own key */
 	struct rm_sock_key via;    /* the proxy's socket toward the far end */
 	__u64 forwarded;           /* bytes of this writer the proxy wrote through via */
+};
+
+/* rm_unread (BPF_PROG_TYPE_SYSCALL program, pinned by the agent at
+ * <pin dir>/progs/rm_unread; the proxy runs it with BPF_PROG_TEST_RUN):
+ * how many redirected bytes the socket `key` (its own view, as in
+ * rm_sockhash) has not read yet, the same count sk_msg checks against the
+ * budget. The proxy asks before it writes into a spliced connection's far
+ * end and holds the write while that count is high (rm_splice), which is
+ * the only way to wait for a reader that no event reports. */
+#define RM_PROG_UNREAD "rm_unread"
+struct rm_unread_args {
+	struct rm_sock_key key; /* in */
+	__s64 unread;           /* out: bytes, or -1 when unknown */
 };
 
 /* rm_short_dst (LRU hash): original destinations (a service VIP:port)
@@ -333,7 +366,12 @@ struct rm_config {
 	X(SOCKHASH_SKIPPED_SHORT, "sockhash_skipped_short_route")       \
 	X(CONNECT_DIRECT, "connect_direct")                               \
 	X(DIRECT_CONNS_FULL, "direct_conns_full")                         \
-	X(CONNECT_DIRECT_FAILED, "connect_direct_failed")
+	X(CONNECT_DIRECT_FAILED, "connect_direct_failed")             \
+	X(SPLICE_BEHIND, "msg_splice_proxy_behind")                       \
+	X(SPLICE_TARGET_FULL, "msg_splice_target_full")                   \
+	X(SPLICE_VIA_COMMITTED, "msg_splice_via_on_tcp")               \
+	X(MSG_PASS_UNTIL_FORWARDED, "msg_pass_tcp_until_forwarded")       \
+	X(MSG_BACK_FROM_TCP, "msg_back_from_tcp")
 
 #define RM_COUNTER_ENUM(name, str) RM_CTR_##name,
 enum rm_counter {
