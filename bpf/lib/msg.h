@@ -94,6 +94,16 @@ static __always_inline int rm_pass_tcp(struct sk_msg_md *msg, struct rm_msg_stat
 	return SK_PASS;
 }
 
+/* The message went on the fast path: a socket that was on TCP until the
+ * proxy caught up is back (counted once per return). */
+static __always_inline void rm_back_from_tcp(struct rm_msg_state *st)
+{
+	if (st->tcp_committed != RM_MSG_TCP_UNTIL_FORWARDED)
+		return;
+	st->tcp_committed = RM_MSG_FAST;
+	rm_count(RM_CTR_MSG_BACK_FROM_TCP);
+}
+
 /* Bytes the far end `k` has not read yet, against `limit`: 1 if `size`
  * more fit. Unknown counts as no room. */
 static __always_inline int rm_room_at(const struct rm_sock_key *k, __u64 size, __u64 limit)
@@ -104,9 +114,10 @@ static __always_inline int rm_room_at(const struct rm_sock_key *k, __u64 size, _
 }
 
 enum rm_splice_result {
-	RM_SPLICE_NONE = 0,   /* no splice entry, or the proxy has not forwarded all yet */
-	RM_SPLICE_CAUGHT_UP,  /* the proxy has forwarded everything; not spliced now */
-	RM_SPLICE_SENT,       /* the message went straight to the far end */
+	RM_SPLICE_NONE = 0,     /* no splice entry, or the proxy has not forwarded all yet */
+	RM_SPLICE_CAUGHT_UP,    /* the proxy has forwarded everything; no splice (via on TCP, ...) */
+	RM_SPLICE_TARGET_FULL,  /* the proxy has forwarded everything; the far end is full */
+	RM_SPLICE_SENT,         /* the message went straight to the far end */
 };
 
 /* Straight to the far end when the proxy has forwarded everything this
@@ -137,7 +148,7 @@ static __always_inline enum rm_splice_result rm_try_splice(struct sk_msg_md *msg
 	 * `via` land in the same queue (abi.h, rm_splice). */
 	if (!rm_room_at(&target, msg->size, cfg->fastpath_budget / 2)) {
 		rm_count(RM_CTR_SPLICE_TARGET_FULL);
-		return RM_SPLICE_CAUGHT_UP;
+		return RM_SPLICE_TARGET_FULL;
 	}
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &target, BPF_F_INGRESS) != SK_PASS)
 		return RM_SPLICE_CAUGHT_UP;
@@ -183,10 +194,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 		return rm_commit_tcp(st, &self, RM_CTR_MSG_PASS_FASTPATH_OFF);
 	spliced = rm_try_splice(msg, &self, st, cfg);
 	if (spliced == RM_SPLICE_SENT) {
-		if (st->tcp_committed == RM_MSG_TCP_UNTIL_FORWARDED) {
-			st->tcp_committed = RM_MSG_FAST;
-			rm_count(RM_CTR_MSG_BACK_FROM_TCP);
-		}
+		rm_back_from_tcp(st);
 		return SK_PASS;
 	}
 	/* An app's socket with a reader whose queue can be counted may come
@@ -194,16 +202,13 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	me = bpf_map_lookup_elem(&rm_sock_addr, &self);
 	may_return = me && me->app_end && cfg->flow_control == RM_FLOW_CONTROL_AUTO &&
 		     bpf_core_field_exists(struct sk_psock___rm, msg_tot_len);
-	if (st->tcp_committed == RM_MSG_TCP_UNTIL_FORWARDED) {
-		if (spliced != RM_SPLICE_CAUGHT_UP)
-			return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_UNTIL_FORWARDED);
-		st->tcp_committed = RM_MSG_FAST;
-		rm_count(RM_CTR_MSG_BACK_FROM_TCP);
-	}
-	/* A writer whose splice is held by a full far end goes to the proxy
+	/* On TCP until the proxy has forwarded all this socket sent. */
+	if (st->tcp_committed == RM_MSG_TCP_UNTIL_FORWARDED && spliced == RM_SPLICE_NONE)
+		return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_UNTIL_FORWARDED);
+	/* A writer whose splice waits for a full far end goes to the proxy
 	 * over TCP, which holds it back, rather than into the proxy's queue,
 	 * which would not (abi.h, rm_splice). */
-	if (spliced == RM_SPLICE_CAUGHT_UP && may_return)
+	if (spliced == RM_SPLICE_TARGET_FULL && may_return)
 		return rm_pass_tcp(msg, st, RM_CTR_MSG_PASS_UNTIL_FORWARDED);
 	rm_peer_key(&peer, &self);
 	unread = cfg->flow_control == RM_FLOW_CONTROL_AUTO ? rm_peer_unread(&peer) : -1;
@@ -226,6 +231,7 @@ static __always_inline int rm_handle_msg(struct sk_msg_md *msg)
 	}
 	if (bpf_msg_redirect_hash(msg, &rm_sockhash, &peer, BPF_F_INGRESS) == SK_PASS) {
 		st->redirected += msg->size;
+		rm_back_from_tcp(st);
 		rm_count(RM_CTR_MSG_REDIRECTED);
 		return SK_PASS;
 	}

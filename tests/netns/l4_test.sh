@@ -59,7 +59,7 @@ services:
   - namespace: default
     name: slow
     vips: [198.18.200.16]
-    ports: [{name: slow, port: 88, targetPort: 9001}, {name: stall, port: 89, targetPort: 9002}]
+    ports: [{name: slow, port: 88, targetPort: 9001}, {name: stall, port: 89, targetPort: 9002}, {name: pause, port: 90, targetPort: 9003}]
     endpoints: [{ip: $B1, pod: default/b1}]
   - namespace: default
     name: refused
@@ -84,12 +84,14 @@ for b in b1 b2; do
   for port in 8080 8081 9000; do rm_wait_port $b "$ip" $port 5; done
 done
 # Readers slower than any writer on b1: one pauses 2 ms after every read,
-# one stops reading for 1.5 s after 4 MiB (see splice_slow_reader).
+# two stop reading for 1.5 s and 0.3 s after 4 MiB (see splice_slow_reader).
 slow_log=$(rm_spawn_log "$(rm_spawn b1 "$RM_TCP" --deadline-ms 900000 serve --listen "$B1:9001" --tag b1 \
   --mode sink-source --read-pause-us 2000)")
 stall_log=$(rm_spawn_log "$(rm_spawn b1 "$RM_TCP" --deadline-ms 900000 serve --listen "$B1:9002" --tag b1 \
   --mode sink-source --stall-ms 1500 --stall-at 4MiB)")
-for port in 9001 9002; do rm_wait_port b1 "$B1" $port 5; done
+pause_log=$(rm_spawn_log "$(rm_spawn b1 "$RM_TCP" --deadline-ms 900000 serve --listen "$B1:9003" --tag b1 \
+  --mode sink-source --stall-ms 300 --stall-at 4MiB)")
+for port in 9001 9002 9003; do rm_wait_port b1 "$B1" $port 5; done
 b3_tag=$(rm_spawn b3 "$RM_TCP" --deadline-ms 900000 serve --listen "$B3:8080" --tag b3)
 rm_wait_port b3 "$B3" 8080 5
 rm_spawn b2 "$RM_TCP" --deadline-ms 900000 serve --listen "$B2:7000" --tag b2 --mode reset >/dev/null
@@ -316,9 +318,8 @@ rm_case splice_slow_reader
 # A writer far faster than its reader, both pods of this node: on the fast
 # path the writer goes around the proxy while the reader has less than half
 # the budget unread, then over TCP to the proxy, which forwards while the
-# reader has less than 3/4 of it and else waits (splice holds); once the
-# proxy has caught up the writer goes around it again. Nothing may go over
-# TCP for good, and every byte arrives in order.
+# reader has less than 3/4 of it and else waits (splice holds). Nothing may
+# go over TCP for good, and every byte arrives in order.
 c0=$(counter msg_pass_tcp_committed) back0=$(counter msg_back_from_tcp) sp0=$(counter msg_spliced)
 h0=$(mesh_metric n1 ringmesh_proxy_splice_holds_total) t0=$(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total)
 out=$(rm_exec client "$RM_TCP" bulk --to 198.18.200.16:88 --bytes 48MiB --reply-bytes 1KiB --idle-ms 10000)
@@ -329,10 +330,27 @@ rm_assert_eq "$(rm_json received <<<"$b1_sink")" 50331648 "bytes the slow reader
 rm_assert_eq "$(rm_json sha256 <<<"$b1_sink")" "$(rm_json sent_sha256 <<<"$out")" "what the slow reader got, in order"
 if [[ $fastpath == on ]]; then
   (($(mesh_metric n1 ringmesh_proxy_splice_holds_total) > h0)) || rm_fail "the proxy never waited for the reader"
-  (($(counter msg_back_from_tcp) > back0)) || rm_fail "the writer never came back from TCP"
   (($(counter msg_spliced) - sp0 > 0)) || rm_fail "nothing went around the proxy"
   rm_assert_eq "$(($(counter msg_pass_tcp_committed) - c0))" 0 "messages over TCP for good"
   rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total) - t0))" 0 "readers given up on"
+fi
+mesh_wait_for "connection closed" 5 no_connections
+# A reader that stops for 0.3 s and a writer that pauses for 30 ms every
+# 8 MiB: during the stall the writer goes over TCP and the proxy waits;
+# once the reader is back and the writer pauses, the proxy catches up and
+# the writer goes around it again.
+h0=$(mesh_metric n1 ringmesh_proxy_splice_holds_total) sp0=$(counter msg_spliced)
+out=$(rm_exec client "$RM_TCP" bulk --to 198.18.200.16:90 --bytes 48MiB --reply-bytes 1KiB --idle-ms 10000 \
+  --pause-ms 30 --pause-every 8MiB)
+rm_assert_eq "$(rm_json received_sha256 <<<"$out")" "$(rm_json expected_reply_sha256 <<<"$out")" "bursty writer: reply"
+b1_sink=$(grep -h '"event":"sink"' "$pause_log" | tail -1)
+rm_assert_eq "$(rm_json sha256 <<<"$b1_sink")" "$(rm_json sent_sha256 <<<"$out")" "bursty writer: what the reader got, in order"
+if [[ $fastpath == on ]]; then
+  (($(mesh_metric n1 ringmesh_proxy_splice_holds_total) > h0)) || rm_fail "bursty writer: the proxy never waited"
+  (($(counter msg_back_from_tcp) > back0)) || rm_fail "bursty writer: never came back from TCP"
+  (($(counter msg_spliced) - sp0 > 0)) || rm_fail "bursty writer: nothing went around the proxy"
+  rm_assert_eq "$(($(counter msg_pass_tcp_committed) - c0))" 0 "bursty writer: messages over TCP for good"
+  rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total) - t0))" 0 "bursty writer: readers given up on"
 fi
 mesh_wait_for "connection closed" 5 no_connections
 # A reader that stops for longer than --splice-hold-max-ms (500): the proxy

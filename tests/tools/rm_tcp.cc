@@ -946,7 +946,10 @@ int RunConnect(const ConnectOptions& o) {
 
 // ----------------------------------------------------------------- bulk ---
 
-int RunBulk(const Endpoint& to, uint64_t bytes, uint64_t reply_bytes, int timeout_ms, int idle_ms) {
+// pause_ms > 0: the writer stops for that long each time it has sent
+// another pause_every bytes (a bursty writer).
+int RunBulk(const Endpoint& to, uint64_t bytes, uint64_t reply_bytes, int timeout_ms, int idle_ms, int pause_ms,
+            uint64_t pause_every) {
   auto t0 = Clock::now();
   Json out = {{"sent", 0}, {"received", 0}};
   Fd fd;
@@ -1002,11 +1005,16 @@ int RunBulk(const Endpoint& to, uint64_t bytes, uint64_t reply_bytes, int timeou
           c2s.Fill(sent, wbuf.data(), wlen);
           woff = 0;
         }
-        ssize_t w = send(fd.get(), wbuf.data() + woff, wlen - woff, MSG_NOSIGNAL);
+        size_t len = wlen - woff;
+        if (pause_ms > 0 && pause_every > 0) len = std::min<uint64_t>(len, pause_every - sent % pause_every);
+        ssize_t w = send(fd.get(), wbuf.data() + woff, len, MSG_NOSIGNAL);
         if (w < 0) break;
         sent_sha.Update(wbuf.data() + woff, static_cast<size_t>(w));
         woff += static_cast<size_t>(w);
         sent += static_cast<uint64_t>(w);
+        if (pause_ms > 0 && pause_every > 0 && sent % pause_every == 0) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+        }
         last_progress = Clock::now();
       }
       if (!write_done && errno != EAGAIN && errno != EINTR) {
@@ -1235,6 +1243,11 @@ int main(int argc, char** argv) {
   bulk->add_option("--reply-bytes", reply_bytes_s, "reply size asked for (default: same as --bytes)");
   bulk->add_option("--timeout-ms", timeout_ms, "connect timeout")->check(CLI::PositiveNumber);
   bulk->add_option("--idle-ms", idle_ms, "fail if no byte moves for this long")->check(CLI::PositiveNumber);
+  int pause_ms = 0;
+  std::string pause_every_s = "0";
+  bulk->add_option("--pause-ms", pause_ms, "stop writing this long after every --pause-every bytes")
+      ->check(CLI::Range(0, 60000));
+  bulk->add_option("--pause-every", pause_every_s, "bytes between the writer's pauses, e.g. 8MiB");
 
   auto* probe = app.add_subcommand("probe", "one bounded connect; prints the result name");
   probe->add_option("--to", to_s, "IP:PORT")->required();
@@ -1300,7 +1313,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "rm-tcp: bad byte count (e.g. 1500, 64KiB, 64MiB, 1GB)\n");
       return kExitUsage;
     }
-    return RunBulk(*ep, *b, *rb, timeout_ms, idle_ms);
+    auto pe = ParseBytes(pause_every_s);
+    if (!pe) {
+      std::fprintf(stderr, "rm-tcp: bad --pause-every '%s'\n", pause_every_s.c_str());
+      return kExitUsage;
+    }
+    return RunBulk(*ep, *b, *rb, timeout_ms, idle_ms, pause_ms, *pe);
   }
   if (probe->parsed()) return RunProbe(*ep, timeout_ms, read_tag, expect);
   if (rr->parsed()) {
