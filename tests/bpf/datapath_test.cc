@@ -236,6 +236,15 @@ class DatapathTest : public ::testing::Test {
     return r;
   }
 
+  // An accepted socket's own (local, peer) addresses.
+  static std::pair<SocketAddress, SocketAddress> Ends(int fd) {
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof(local), pl = sizeof(peer);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll);
+    getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl);
+    return {SocketAddress::FromSockaddr(local), SocketAddress::FromSockaddr(peer)};
+  }
+
   uint64_t Counter(rm_counter c) {
     auto v = dp_->maps().ReadCounters();
     EXPECT_TRUE(v.ok());
@@ -622,10 +631,7 @@ TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
   UniqueFd token(tok[1]);
   UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(c.valid());
-  sockaddr_storage local{}, peer{};
-  socklen_t ll = sizeof(local), pl = sizeof(peer);
-  getsockname(c.get(), reinterpret_cast<sockaddr*>(&local), &ll);
-  getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &pl);
+  const auto [local, peer] = Ends(c.get());
   uint64_t got = 0;
   bool in_order = true;
   char buf[65536];
@@ -634,7 +640,7 @@ TEST_F(DatapathTest, FastPathCreditKeepsAReadingProxyOnTheFastPath) {
     const uint64_t before = got;
     got += static_cast<uint64_t>(n);
     if (got / kStep != before / kStep) {
-      ASSERT_TRUE(dp_->maps().Credit(cookie_, SocketAddress::FromSockaddr(local), SocketAddress::FromSockaddr(peer), got));
+      ASSERT_TRUE(dp_->maps().Credit(cookie_, local, peer, got));
       // No token after the last MiB: the app has exited.
       if (got < kTotal) {
         ASSERT_EQ(write(token.get(), "t", 1), 1) << "app gone after " << got << " bytes";
@@ -734,14 +740,9 @@ TEST_F(DatapathTest, UnreadProgramCountsWhatTheReaderHasNotRead) {
   UniqueFd tok(go[1]);
   UniqueFd c(accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
   ASSERT_TRUE(c.valid());
-  sockaddr_storage local{}, peer{};
-  socklen_t ll = sizeof(local), pl = sizeof(peer);
-  getsockname(c.get(), reinterpret_cast<sockaddr*>(&local), &ll);
-  getpeername(c.get(), reinterpret_cast<sockaddr*>(&peer), &pl);
   bpf::PinnedMaps::SpliceLeg leg;
   leg.netns_cookie = cookie_;
-  leg.target = SocketAddress::FromSockaddr(local);
-  leg.target_peer = SocketAddress::FromSockaddr(peer);
+  std::tie(leg.target, leg.target_peer) = Ends(c.get());
   int64_t unread = -1;
   for (int i = 0; i < 200 && unread != 100000; ++i) {
     unread = dp_->maps().TargetUnread(leg);
