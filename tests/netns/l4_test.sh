@@ -320,7 +320,7 @@ rm_case splice_slow_reader
 # the budget unread, then over TCP to the proxy, which forwards while the
 # reader has less than 3/4 of it and else waits (splice holds). Nothing may
 # go over TCP for good, and every byte arrives in order.
-c0=$(counter msg_pass_tcp_committed) back0=$(counter msg_back_from_tcp) sp0=$(counter msg_spliced)
+c0=$(counter msg_pass_tcp_committed) back0=$(counter msg_back_from_tcp)
 h0=$(mesh_metric n1 ringmesh_proxy_splice_holds_total) t0=$(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total)
 out=$(rm_exec client "$RM_TCP" bulk --to 198.18.200.16:88 --bytes 48MiB --reply-bytes 1KiB --idle-ms 10000)
 rm_assert_eq "$(rm_json sent <<<"$out")" 50331648 "bytes sent"
@@ -330,7 +330,9 @@ rm_assert_eq "$(rm_json received <<<"$b1_sink")" 50331648 "bytes the slow reader
 rm_assert_eq "$(rm_json sha256 <<<"$b1_sink")" "$(rm_json sent_sha256 <<<"$out")" "what the slow reader got, in order"
 if [[ $fastpath == on ]]; then
   (($(mesh_metric n1 ringmesh_proxy_splice_holds_total) > h0)) || rm_fail "the proxy never waited for the reader"
-  (($(counter msg_spliced) - sp0 > 0)) || rm_fail "nothing went around the proxy"
+  # (Whether anything goes around the proxy here depends on timing: a
+  # writer that never pauses may never find the proxy caught up. The
+  # bursty writer below must.)
   rm_assert_eq "$(($(counter msg_pass_tcp_committed) - c0))" 0 "messages over TCP for good"
   rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_splice_hold_timeouts_total) - t0))" 0 "readers given up on"
 fi
