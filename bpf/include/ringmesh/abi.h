@@ -315,7 +315,9 @@ struct rm_config {
 	 * in rm_fp_credit, so there only app -> proxy is flow-controlled and
 	 * proxy -> app has a total budget);
 	 * the message that would pass it goes over TCP, and so does everything
-	 * after it. A redirect
+	 * after it until the socket's reader has taken it all (for the proxy's
+	 * sockets: for good; see rm_msg_state). A splice writer stops at half
+	 * of it, the proxy at three quarters (rm_splice). A redirect
 	 * lands in the receiver's queue without any receive-window check, so
 	 * a receiver that reads slower than its peer writes (a proxy whose
 	 * upstream is slow, an app that reads slowly) would otherwise queue
