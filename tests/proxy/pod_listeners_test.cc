@@ -8,6 +8,8 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "tests/proxy/test_util.h"
@@ -51,10 +53,21 @@ UniqueFd ConnectIn(const UniqueFd& netns, const SocketAddress& addr) {
   return c;
 }
 
-bool Echoes(const UniqueFd& c) {
-  if (!c || send(c.get(), "e", 1, 0) != 1) return false;
+// Success, or what went wrong (so a failure says whether the connection was
+// closed, reset or left unanswered).
+::testing::AssertionResult Echoes(const UniqueFd& c) {
+  if (!c) return ::testing::AssertionFailure() << "no connection";
+  if (send(c.get(), "e", 1, MSG_NOSIGNAL) != 1) return ::testing::AssertionFailure() << "send: " << strerror(errno);
   char b = 0;
-  return recv(c.get(), &b, 1, 0) == 1 && b == 'e';
+  const auto start = std::chrono::steady_clock::now();
+  const ssize_t n = recv(c.get(), &b, 1, 0);
+  const int err = errno;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+  if (n == 1 && b == 'e') return ::testing::AssertionSuccess();
+  if (n == 0) return ::testing::AssertionFailure() << "closed by the proxy after " << ms << " ms";
+  if (n < 0) return ::testing::AssertionFailure() << "recv: " << strerror(err) << " after " << ms << " ms";
+  return ::testing::AssertionFailure() << "wrong byte " << static_cast<int>(b);
 }
 
 Pod MakePod(const std::string& name, uint32_t id) {
