@@ -70,6 +70,7 @@ struct Options {
   double rate = 0;
   int64_t duration_ms = 2000;
   int64_t warmup_ms = 300;
+  int64_t tick_us = 0;  // openloop: wake on a fixed tick instead of per event
   size_t size = 64;
   bool closed = false;
   int parallel = 16;
@@ -84,7 +85,7 @@ struct Options {
   std::fprintf(stderr,
                "rm-bench: %s\n"
                "usage: rm-bench openloop --to IP:PORT [--conns N] (--rate R | --closed) [--duration-ms D]"
-               " [--warmup-ms W] [--size B]\n"
+               " [--warmup-ms W] [--size B] [--tick-us T]\n"
                "       rm-bench cps --to IP:PORT [--parallel P] [--duration-ms D] [--size B]\n"
                "       rm-bench hold --to IP:PORT --count N [--parallel P] --ready-file F [--hold-ms H]"
                " [--size B]\n"
@@ -130,6 +131,8 @@ Options Parse(int argc, char** argv) {
       o.duration_ms = ParseInt(v, "bad --duration-ms");
     } else if (k == "--warmup-ms") {
       o.warmup_ms = ParseInt(v, "bad --warmup-ms");
+    } else if (k == "--tick-us") {
+      o.tick_us = ParseInt(v, "bad --tick-us");
     } else if (k == "--size") {
       o.size = static_cast<size_t>(ParseInt(v, "bad --size"));
     } else if (k == "--parallel") {
@@ -150,6 +153,7 @@ Options Parse(int argc, char** argv) {
   }
   if (!o.have_to) Usage("--to is required");
   if (o.size < 1 || o.size > (1 << 20)) Usage("--size must be 1..1MiB");
+  if (o.tick_us < 0 || o.tick_us > 1000000) Usage("--tick-us must be 0..1000000");
   if (o.conns < 1 || o.parallel < 1 || o.count < 1) Usage("counts must be positive");
   if (o.mode == "openloop" && !o.closed && !(o.rate > 0)) Usage("--rate R or --closed");
   if (o.mode == "hold" && o.ready_file.empty()) Usage("hold needs --ready-file");
@@ -245,6 +249,8 @@ struct LoopConn {
 };
 
 int RunOpenLoop(const Options& o, int64_t deadline) {
+  // A tick's sleep must end on time, not up to the default 50 µs later.
+  if (o.tick_us > 0) prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   int ep = epoll_create1(EPOLL_CLOEXEC);
   std::vector<LoopConn> conns(static_cast<size_t>(o.conns));
   std::map<std::string, int> errors;
@@ -353,6 +359,15 @@ int RunOpenLoop(const Options& o, int64_t deadline) {
       wait_ns = t0 + static_cast<int64_t>(static_cast<double>(next_k) * interval_ns) - now;
     }
     int n = 0;
+    if (o.tick_us > 0 && !o.closed && !sending_done) {
+      // Tick mode: the timer wakes us only on a tick boundary, where every
+      // request due by then is sent; answers still wake us as they come,
+      // so they are timed exactly. Latency is measured from each request's
+      // scheduled time, so the send lag (under one tick) counts in it.
+      const int64_t tick = o.tick_us * 1000;
+      const int64_t next_tick = t0 + ((now - t0) / tick + 1) * tick;
+      wait_ns = std::max(wait_ns, next_tick - now);
+    }
     WaitEvents(ep, events.data(), static_cast<int>(events.size()), wait_ns, &n);
     if (n == 0) continue;
     now = NowNs();

@@ -29,7 +29,7 @@ scenario_S3() {
     rate=$((S3_CAPACITY * pct / 100))
     BENCH_EXTRA="{\"load_pct\": $pct}"
     bench_run S3 "load$pct" openloop "$RM_BENCH" openloop --to "$PEER_T_ECHO" --conns "$S3_CONNS" \
-      --rate "$rate" --duration-ms "$S3_MS" --warmup-ms 300 --size 64 --deadline-ms 30000
+      --rate "$rate" --duration-ms "$S3_MS" --warmup-ms 300 --size 64 --tick-us "$S3_TICK_US" --deadline-ms 30000
   done
 }
 
