@@ -217,9 +217,12 @@ def scenario_tables(d, meta, sfx=""):
                 inc += sum(r["m"].get("incomplete", 0) for r in d.rounds("S3", c, p).values())
             row.append(str(inc))
             rows.append(row)
+        tick = sizes.get("S3_tick_us", 0)
+        sending = ("requests sent on a %s µs tick (the send lag counts in the latency)" % tick if tick
+                   else "a wake-up per request")
         md.append("### S3 open loop, %s connections, 64 B, loads relative to D's capacity (%s req/s)\n\n"
-                  "Latency from each request's scheduled send time.\n\n" % (
-                      sizes.get("S3_conns", 16), fmt(cap.med)) + table(head, rows))
+                  "Latency from each request's scheduled send time; %s.\n\n" % (
+                      sizes.get("S3_conns", 16), fmt(cap.med), sending) + table(head, rows))
 
     if peers_in("S4"):
         rows = []
