@@ -200,13 +200,20 @@ bench_run_usage_us() {
 bench_rm_counters() {
   "$MESH_CTL" --pin-dir "$(rm_node_pindir n1)" -o json bpf
 }
+# the proxy's own counters (Prometheus text), reduced to "name value" lines
+bench_rm_proxy_metrics() {
+  mesh_admin n1 /metrics 2>/dev/null | awk '/^ringmesh_proxy_[a-z_]*_total(\{[^}]*\})? / { print $1, $2 }'
+}
 
 bench_run() {
   local scenario=$1 case=$2 kind=$3
   shift 3
   local out=$OUT/logs/r${BENCH_ROUND}-${BENCH_PEER}${BENCH_PEER_SUFFIX:-}-${scenario}-${case}.out
   local c0 c1 b0 b1 t0 t1 a0 a1 u0 u1 rc=0
-  if [[ -n ${_RM_AGENT_PID:-} ]]; then bench_rm_counters >"$out.bpf0" 2>/dev/null || true; fi
+  if [[ -n ${_RM_AGENT_PID:-} ]]; then
+    bench_rm_counters >"$out.bpf0" 2>/dev/null || true
+    bench_rm_proxy_metrics >"$out.pm0" || true
+  fi
   c0=$(bench_cpu_ticks "${PEER_PIDS[@]}")
   b0=$(bench_cpu_busy_ticks "$BENCH_CPU_PROXY")
   a0=$(bench_busy_ticks)
@@ -228,7 +235,11 @@ b = json.load(open(sys.argv[2])).get("counters", {})
 for k in b:
     if b[k] != a.get(k, 0):
         print(k, b[k] - a.get(k, 0))' "$out.bpf0" "$out.bpf1" >"$out.counters" 2>/dev/null; } || true
-    rm -f "$out.bpf0" "$out.bpf1"
+    # and the proxy's counters that moved (splice holds, spliced bytes ...)
+    { bench_rm_proxy_metrics >"$out.pm1" &&
+      awk 'NR == FNR { a[$1] = $2; next } $2 != a[$1] { printf "proxy %s %.0f\n", $1, $2 - a[$1] }' \
+        "$out.pm0" "$out.pm1" >>"$out.counters"; } || true
+    rm -f "$out.bpf0" "$out.bpf1" "$out.pm0" "$out.pm1"
   fi
   if ((rc != 0)); then
     bench_log "warning: $BENCH_PEER $scenario $case exited $rc: $(tail -c 300 "$out.err" | tr '\n' ' ')"
