@@ -70,7 +70,7 @@ struct Options {
   double rate = 0;
   int64_t duration_ms = 2000;
   int64_t warmup_ms = 300;
-  int64_t tick_us = 0;  // openloop: wake on a fixed tick instead of per event
+  int64_t tick_us = 0;  // openloop: send on a tick of this many µs (0: at each due time)
   size_t size = 64;
   bool closed = false;
   int parallel = 16;

@@ -48,7 +48,7 @@ fi
 S2_WARMUP=1000
 S3_CONNS=16 S3_LOADS="10 50 80"
 # S3's generator sends on a tick (rm-bench --tick-us) instead of waking at
-# every request's due time: on this VM a wake-up costs ~20 µs of the CPU
+# every request's due time: on this VM a wake-up costs 15-22 µs of the CPU
 # the client shares with the server, and per-request wake-ups saturated
 # that CPU at half of D's capacity (D's p99 there was 3.7-4.2 ms, p90 1.5
 # ms). Answers are still timed as they arrive; the send lag counts in the
