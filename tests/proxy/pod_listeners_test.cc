@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <thread>
@@ -285,6 +286,40 @@ TEST_P(PodListenersTest, PodWhosePortIsTakenIsReportedNotReady) {
   for (const auto& p : dump["pods"]) errors += p["state"] == "error";
   EXPECT_EQ(errors, 1);
   EXPECT_TRUE(Echoes(ConnectIn(ns_a_, Loopback(kOutboundPort))));
+}
+
+// What the handover does to the old proxy: Drain() then Stop(). Connections
+// the kernel queued on a listener before the worker got round to closing it
+// are served to the end, not reset: Drain waits until every listener is
+// closed, not only for "no connections" (which held while the worker was
+// busy, so Stop() reset what it accepted next; the handover flake).
+TEST_P(PodListenersTest, DrainServesConnectionsQueuedWhenItStarts) {
+  ASSERT_NO_FATAL_FAILURE(RestartCore(1, absl::Seconds(60)));
+  ASSERT_NO_FATAL_FAILURE(ApplyPods(1, true, false));
+  ASSERT_TRUE(WaitFor([&] { return core_->listener_sockets() > 0; }, milliseconds(2000)));
+  // Hold the one worker: the clients below wait in the listen backlog.
+  std::atomic<bool> held{false}, release{false};
+  core_->RunOnWorkers([&] {
+    held = true;
+    while (!release) std::this_thread::sleep_for(milliseconds(1));
+  });
+  ASSERT_TRUE(WaitFor([&] { return held.load(); }, milliseconds(2000)));
+  std::vector<UniqueFd> clients;
+  for (int i = 0; i < 4; ++i) clients.push_back(ConnectIn(ns_a_, Loopback(kOutboundPort)));
+  std::atomic<bool> clean{false};
+  std::thread stopper([&] {
+    clean = core_->Drain(absl::Seconds(10));
+    core_->Stop();
+  });
+  std::this_thread::sleep_for(milliseconds(100));  // Drain and Stop get going first
+  release = true;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    EXPECT_TRUE(Echoes(clients[i])) << "client " << i;
+    clients[i].Reset();
+  }
+  stopper.join();
+  EXPECT_TRUE(clean.load());
+  EXPECT_EQ(echo_a_->accepted(), 4u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, PodListenersTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),

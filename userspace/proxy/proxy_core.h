@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -70,9 +71,14 @@ class ProxyCore {
   // Duplicates of every pod listening socket, for a successor; empty once
   // this proxy stops accepting.
   std::vector<ListenerSet> HandoverSets();
-  // Stops accepting and waits up to `timeout` for connections to end on
-  // their own. True if none is left; Stop() resets the rest.
+  // Stops accepting, waits for every worker to close its listening sockets
+  // (serving what they had queued), then up to `timeout` in all for
+  // connections to end on their own. True if none is left; Stop() resets
+  // the rest.
   bool Drain(absl::Duration timeout);
+  // Runs `fn` on every worker's thread, after what was posted there before
+  // (tests hold a worker with it to queue connections in a listen backlog).
+  void RunOnWorkers(const std::function<void()>& fn);
   // Resets every connection, drains every op and joins the workers
   // (idempotent; also run by the destructor).
   void Stop();

@@ -131,7 +131,7 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
 
 void Worker::UpdateCounters() {
   connection_count_.store(conns_.size(), std::memory_order_relaxed);
-  listener_count_.store(listeners_.size(), std::memory_order_relaxed);
+  listener_count_.store(listeners_.size(), std::memory_order_release);
   chunks_outstanding_.store(pool_.outstanding(), std::memory_order_relaxed);
 }
 

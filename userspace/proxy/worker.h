@@ -68,7 +68,8 @@ class Worker {
 
   // Thread-safe counters.
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
-  size_t listener_count() const { return listener_count_.load(std::memory_order_relaxed); }
+  // Acquire: pairs with UpdateCounters, which stores connection_count_ first.
+  size_t listener_count() const { return listener_count_.load(std::memory_order_acquire); }
   size_t chunks_outstanding() const { return chunks_outstanding_.load(std::memory_order_relaxed); }
 
  private:
