@@ -46,6 +46,7 @@ int RunStatus(const Globals& g);
 int RunWorkloads(const Globals& g);
 int RunServices(const Globals& g);
 int RunConnections(const Globals& g);
+int RunCerts(const Globals& g);
 int RunBpf(const Globals& g);
 int RunBpfFastpath(const Globals& g, bool on);
 

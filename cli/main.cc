@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   app.add_subcommand("workloads", "pods on this node and their enrollment")->callback([&] { rc = RunWorkloads(g); });
   app.add_subcommand("services", "services, endpoints and balancing state")->callback([&] { rc = RunServices(g); });
   app.add_subcommand("connections", "live proxied connections")->callback([&] { rc = RunConnections(g); });
+  app.add_subcommand("certs", "workload certificates (mTLS identities) of this node's pods")->callback([&] {
+    rc = RunCerts(g);
+  });
   auto* bpf = app.add_subcommand("bpf", "programs, links, maps, counters, fast path");
   bpf->callback([&] {
     if (bpf->get_subcommands().empty()) rc = RunBpf(g);

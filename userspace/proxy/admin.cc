@@ -13,6 +13,7 @@
 #include <list>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "userspace/proxy/proxy_core.h"
@@ -110,6 +111,28 @@ nlohmann::json ConnectionsJson(const std::vector<ConnectionInfo>& conns) {
   return arr;
 }
 
+// The workload certificates this proxy holds (ringmeshctl certs).
+nlohmann::json CertsJson(const tls::WorkloadIdentities* identities) {
+  if (identities == nullptr) return {{"enabled", false}, {"identities", nlohmann::json::array()}};
+  auto time = [](absl::Time t) {
+    return t == absl::InfinitePast() ? std::string() : absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
+  };
+  nlohmann::json arr = nlohmann::json::array();
+  for (const tls::IdentityView& v : identities->Views()) {
+    arr.push_back({{"identity", v.id},
+                   {"pods", v.pods},
+                   {"state", v.state},
+                   {"serial", v.serial},
+                   {"not_before", time(v.not_before)},
+                   {"not_after", time(v.not_after)},
+                   {"renew_at", time(v.renew_at)},
+                   {"issuer", v.issuer},
+                   {"renewals", v.renewals},
+                   {"last_error", v.last_error}});
+  }
+  return {{"enabled", true}, {"trust_domain", identities->trust_domain()}, {"identities", std::move(arr)}};
+}
+
 const char* ReasonPhrase(int status) {
   switch (status) {
     case 200: return "OK";
@@ -138,6 +161,7 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
   }
   if (req.path == "/config_dump") return Json(core.ConfigDump());
   if (req.path == "/connections") return Json(ConnectionsJson(core.Connections()));
+  if (req.path == "/certs") return Json(CertsJson(core.workload_identities().get()));
   if (req.path == "/metrics") {
     core.SyncDirectMetrics();
     std::string body = RenderMetrics(core.stats());

@@ -110,6 +110,21 @@ int Main(int argc, char** argv) {
                  "Unix socket on which a successor proxy takes over the pod listening sockets (restart without drops)");
   app.add_option("--take-over-from", take_over_from,
                  "a running proxy's --handover-socket: listen on its sockets instead of opening new ones");
+  // Workload identities (mTLS): off unless a CA is given.
+  ringmesh::proxy::tls::WorkloadIdentityOptions identity;
+  int64_t cert_ttl_s = absl::ToInt64Seconds(identity.ttl);
+  app.add_option("--trust-domain", identity.trust_domain, "SPIFFE trust domain of this cluster's identities");
+  auto* ca_cert = app.add_option("--ca-cert", identity.ca_cert_path,
+                                 "PEM certificate of the CA that issues this node's workload certificates "
+                                 "(an intermediate or a root; e.g. from a Secret). Unset: no workload certificates");
+  app.add_option("--ca-key", identity.ca_key_path, "PEM private key of --ca-cert")->needs(ca_cert);
+  app.add_option("--ca-chain", identity.ca_chain_path, "PEM certificates above --ca-cert (optional)")->needs(ca_cert);
+  app.add_option("--trust-bundle", identity.trust_bundle_path,
+                 "PEM roots peers' certificates must chain to, several allowed, reloaded when the file changes "
+                 "(default: --ca-cert)")
+      ->needs(ca_cert);
+  app.add_option("--cert-ttl-s", cert_ttl_s, "Lifetime of workload certificates; renewed at half-life")
+      ->check(CLI::Range(int64_t{2}, int64_t{365} * 86400));
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error");
   CLI11_PARSE(app, argc, argv);
 
@@ -184,6 +199,20 @@ int Main(int argc, char** argv) {
   if (!core.ok()) {
     spdlog::error("starting proxy: {}", core.status().ToString());
     return 1;
+  }
+  if (!identity.ca_cert_path.empty()) {
+    if (identity.ca_key_path.empty()) {
+      spdlog::error("--ca-cert needs --ca-key");
+      return 2;
+    }
+    identity.ttl = absl::Seconds(cert_ttl_s);
+    auto ids = ringmesh::proxy::tls::WorkloadIdentities::Start(identity);
+    if (!ids.ok()) {
+      spdlog::error("workload certificates: {}", ids.status().ToString());
+      return 1;
+    }
+    spdlog::info("workload certificates: trust domain {}, lifetime {} s", identity.trust_domain, cert_ttl_s);
+    (*core)->SetWorkloadIdentities(std::move(*ids));
   }
   for (const std::string& l : listen) {
     auto addr = SocketAddress::Parse(l);

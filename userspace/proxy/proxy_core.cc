@@ -267,6 +267,7 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
   if (stopped_) return absl::FailedPreconditionError("proxy stopped");
   // A draining proxy opens no listener again (Drain waits for them all to close).
   if (!accepting_) return absl::FailedPreconditionError("proxy draining");
+  if (identities_) identities_->SetWorkloads(snapshot.pods);
   // Routes first: a worker handles posts in order, so no listener of this
   // snapshot accepts a connection before its routes are there (a taken-over
   // listener has connections waiting at once).
@@ -450,6 +451,16 @@ std::vector<ListenerSet> ProxyCore::HandoverSets() {
     }
   }
   return out;
+}
+
+void ProxyCore::SetWorkloadIdentities(std::shared_ptr<tls::WorkloadIdentities> identities) {
+  std::lock_guard<std::mutex> lock(mu_);
+  identities_ = std::move(identities);
+}
+
+std::shared_ptr<tls::WorkloadIdentities> ProxyCore::workload_identities() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return identities_;
 }
 
 void ProxyCore::RunOnWorkers(const std::function<void()>& fn) {

@@ -34,6 +34,7 @@
 #include "userspace/proxy/proxy_options.h"
 #include "userspace/proxy/route_table.h"
 #include "userspace/proxy/stats.h"
+#include "userspace/proxy/tls/workload_identities.h"
 
 namespace ringmesh::proxy {
 
@@ -105,6 +106,12 @@ class ProxyCore {
   // route, through the proxy or not. Called before metrics are rendered.
   void SyncDirectMetrics();
 
+  // Workload certificates (mTLS identities), when configured: told the
+  // enrolled pods of every snapshot from then on. Set before the first
+  // snapshot.
+  void SetWorkloadIdentities(std::shared_ptr<tls::WorkloadIdentities> identities);
+  std::shared_ptr<tls::WorkloadIdentities> workload_identities() const;
+
   // Gathered from the workers through their loops; waits at most `timeout`.
   std::vector<ConnectionInfo> Connections(absl::Duration timeout = absl::Seconds(1));
   nlohmann::json ConfigDump();
@@ -155,6 +162,7 @@ class ProxyCore {
   std::shared_ptr<const RouteTable> routes_;
   InheritedListeners inherited_;
   bool accepting_ = true;
+  std::shared_ptr<tls::WorkloadIdentities> identities_;
 
   std::mutex direct_sync_mu_;  // guards direct_seen_
   // (pod id, endpoint) -> (established, closed) already added to the cells.
