@@ -18,6 +18,7 @@
 #include "nlohmann/json.hpp"
 #include "userspace/common/logging.h"
 #include "userspace/agent/node_file.h"
+#include "userspace/agent/utf8.h"
 #include "userspace/common/netns.h"
 #include "userspace/common/snapshot_protocol.h"
 
@@ -229,10 +230,20 @@ void Agent::WriteStatus() {
   nlohmann::json proxies = nlohmann::json::array();
   for (const auto& p : proxies_) proxies.push_back({{"acked_generation", p.acked}});
   j["proxies"] = proxies;
+  // Health() and last_error_ carry text from outside (an API server's error
+  // page, names from the node file): DumpJson replaces bytes that are not
+  // UTF-8 instead of throwing, and nothing here may end the agent anyway.
+  std::string text;
+  try {
+    text = DumpJson(j);
+  } catch (const std::exception& e) {
+    spdlog::warn("status file not written: {}", e.what());
+    return;
+  }
   std::string tmp = opts_.status_file + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << j.dump() << "\n";
+    out << text << "\n";
     if (!out) {
       spdlog::warn("cannot write {}", tmp);
       return;

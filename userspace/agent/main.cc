@@ -51,6 +51,13 @@ int main(int argc, char** argv) {
   app.add_option("--k8s-connect-timeout-ms", connect_timeout_ms)->check(CLI::Range(10, 600000));
   app.add_option("--k8s-stall-timeout-s", stall_timeout_s, "reconnect a watch silent this long")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--k8s-max-list-bytes", ko.reflector.max_list_bytes,
+                 "bytes of one list of a kind (all pages); a bigger list is refused and retried. Keep it "
+                 "well under the agent's memory limit")
+      ->check(CLI::Range(size_t{64} << 10, size_t{1} << 40));
+  app.add_option("--k8s-max-event-bytes", ko.reflector.max_event_bytes,
+                 "bytes of one watch event (parsed whole: about 7x this in memory)")
+      ->check(CLI::Range(size_t{64} << 10, size_t{1} << 32));
   app.add_option("--agent-socket", opts.agent_socket, "Unix socket the proxy connects to")
       ->default_val("/run/ringmesh/agent.sock");
   app.add_option("--status-file", opts.status_file, "JSON status file read by ringmeshctl")

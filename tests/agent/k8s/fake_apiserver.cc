@@ -37,15 +37,20 @@ const std::map<std::string, Kind>& Kinds() {
   return kKinds;
 }
 
-bool SendAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+// How many bytes of `data` the kernel took (all of them unless the peer
+// went away).
+size_t SendCount(int fd, std::string_view data) {
+  size_t sent = 0;
+  while (sent < data.size()) {
+    ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    data.remove_prefix(static_cast<size_t>(n));
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
   }
-  return true;
+  return sent;
 }
+
+bool SendAll(int fd, std::string_view data) { return SendCount(fd, data) == data.size(); }
 
 std::string PercentDecode(std::string_view s) {
   std::string out;
@@ -70,10 +75,17 @@ std::string StatusJson(int code, const std::string& reason, const std::string& m
       .dump();
 }
 
-void SendResponse(int fd, int code, const std::string& reason, const std::string& body) {
-  SendAll(fd, absl::StrCat("HTTP/1.1 ", code, " ", reason,
-                           "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
-                           "\r\nConnection: close\r\n\r\n", body));
+// Returns how many bytes of the response the kernel took.
+size_t SendResponseCounted(int fd, int code, const std::string& reason, const std::string& body,
+                           const std::string& content_type = "application/json") {
+  return SendCount(fd,
+                   absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ", content_type,
+                                "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n", body));
+}
+
+void SendResponse(int fd, int code, const std::string& reason, const std::string& body,
+                  const std::string& content_type = "application/json") {
+  SendResponseCounted(fd, code, reason, body, content_type);
 }
 
 std::string Chunk(const std::string& data) {
@@ -240,7 +252,17 @@ void FakeApiServer::Serve(int fd) {
   for (const auto& [name, kind] : Kinds()) {
     if (req.path == kind.path) {
       auto w = req.query.find("watch");
-      if (w != req.query.end() && (w->second == "1" || w->second == "true")) return ServeWatch(fd, name, req);
+      bool watch = w != req.query.end() && (w->second == "1" || w->second == "true");
+      std::unique_lock lock(mu_);
+      if (auto e = errors_.find({name, watch}); e != errors_.end()) {
+        InjectedError err = e->second;
+        ++injected_errors_;
+        lock.unlock();
+        SendResponse(fd, err.code, "Injected", err.body, err.content_type);
+        return;
+      }
+      lock.unlock();
+      if (watch) return ServeWatch(fd, name, req);
       return ServeList(fd, name, req);
     }
   }
@@ -251,9 +273,11 @@ void FakeApiServer::ServeList(int fd, const std::string& resource, const Request
   const Kind& kind = Kinds().at(resource);
   std::string node = SelectedNode(req.query);
   std::string body;
+  Resource* res = nullptr;
   {
     std::lock_guard lock(mu_);
     Resource& r = resources_[resource];
+    res = &r;
     ++r.lists;
     uint64_t rv = rv_;
     size_t offset = 0;
@@ -289,8 +313,11 @@ void FakeApiServer::ServeList(int fd, const std::string& resource, const Request
                 {"metadata", md},
                 {"items", std::move(items)}}
                .dump();
+    r.list_bytes_offered += body.size();
   }
-  SendResponse(fd, 200, "OK", body);
+  size_t sent = SendResponseCounted(fd, 200, "OK", body);
+  std::lock_guard lock(mu_);
+  res->list_bytes_sent += sent;
 }
 
 Json FakeApiServer::EventObject(const std::string& resource, const Json& object) const {
@@ -531,6 +558,37 @@ int FakeApiServer::unauthorized() const {
   return unauthorized_;
 }
 
+void FakeApiServer::InjectError(const std::string& resource, bool watch, int code,
+                                const std::string& content_type, const std::string& body) {
+  std::lock_guard lock(mu_);
+  errors_[{resource, watch}] = InjectedError{code, content_type, body};
+  if (watch) {
+    // Open watches end, so the next one meets the error.
+    ++kill_gen_;
+    cv_.notify_all();
+  }
+}
+
+void FakeApiServer::ClearErrors() {
+  std::lock_guard lock(mu_);
+  errors_.clear();
+}
+
+int FakeApiServer::injected_errors() const {
+  std::lock_guard lock(mu_);
+  return injected_errors_;
+}
+
+uint64_t FakeApiServer::list_bytes_offered(const std::string& resource) const {
+  std::lock_guard lock(mu_);
+  return resources_.at(resource).list_bytes_offered;
+}
+
+uint64_t FakeApiServer::list_bytes_sent(const std::string& resource) const {
+  std::lock_guard lock(mu_);
+  return resources_.at(resource).list_bytes_sent;
+}
+
 std::vector<std::string> FakeApiServer::requests() const {
   std::lock_guard lock(mu_);
   return requests_;
@@ -545,6 +603,17 @@ Json StringMap(const std::map<std::string, std::string>& m) {
   return j;
 }
 }  // namespace
+
+std::string TestUid(const std::string& tag) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char c : tag) h = (h ^ c) * 1099511628211ull;
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%08x-%04x-4%03x-8%03x-%012llx", static_cast<unsigned>(h >> 32),
+                static_cast<unsigned>((h >> 16) & 0xffff), static_cast<unsigned>(h & 0xfff),
+                static_cast<unsigned>((h >> 44) & 0xfff),
+                static_cast<unsigned long long>(h & 0xffffffffffffull));
+  return buf;
+}
 
 Json MakeNamespace(const std::string& name, const std::map<std::string, std::string>& labels) {
   Json md{{"name", name}, {"uid", absl::StrCat("ns-", name)}};

@@ -80,6 +80,13 @@ class FakeApiServer {
   void set_event_delay(std::chrono::milliseconds d) { event_delay_ms_.store(d.count()); }
   // Requests without "Authorization: Bearer <token>" get 401; "" disables.
   void RequireToken(const std::string& token);
+  // Every list (watch=false) or watch (watch=true) of the resource gets this
+  // response instead, byte for byte, until ClearErrors(): e.g. a 503 with the
+  // Latin-1 HTML page of a load balancer in front of the API server.
+  void InjectError(const std::string& resource, bool watch, int code, const std::string& content_type,
+                   const std::string& body);
+  void ClearErrors();
+  int injected_errors() const;  // responses sent by InjectError
 
   uint64_t resource_version() const;
   int lists(const std::string& resource) const;
@@ -87,6 +94,10 @@ class FakeApiServer {
   int open_watches() const;
   int unauthorized() const;
   std::vector<std::string> requests() const;  // request targets, in order
+  // List response bytes: the bodies it meant to send, and the bytes (head and
+  // body) the kernel took before the client went away.
+  uint64_t list_bytes_offered(const std::string& resource) const;
+  uint64_t list_bytes_sent(const std::string& resource) const;
 
  private:
   struct Entry {
@@ -103,6 +114,12 @@ class FakeApiServer {
     uint64_t compacted_rv = 0;  // watches from an older version get 410
     int lists = 0;
     int watches = 0;
+    uint64_t list_bytes_offered = 0;
+    uint64_t list_bytes_sent = 0;
+  };
+  struct InjectedError {
+    int code = 0;
+    std::string content_type, body;
   };
   struct Request {
     std::string method, path;
@@ -130,6 +147,8 @@ class FakeApiServer {
   bool stalled_ = false;
   bool stopping_ = false;
   std::string token_;
+  std::map<std::pair<std::string, bool>, InjectedError> errors_;  // by (resource, watch)
+  int injected_errors_ = 0;
   int unauthorized_ = 0;
   int open_watches_ = 0;
   std::vector<std::string> requests_;
@@ -139,6 +158,10 @@ class FakeApiServer {
   std::thread accept_thread_;
   std::list<std::thread> conn_threads_;
 };
+
+// A well-formed pod UID (8-4-4-4-12 hex), the same for the same tag, so a
+// test can name its pods' UIDs: TestUid("web-1").
+std::string TestUid(const std::string& tag);
 
 // Object builders in the API's JSON shape.
 Json MakeNamespace(const std::string& name, const std::map<std::string, std::string>& labels = {});

@@ -133,7 +133,7 @@ TEST_F(SourceTest, ApiServerDownFor30SecondsKeepsServingThenResyncs) {
   // Meanwhile the cluster moves on, and etcd compacts past our version.
   api_.Delete("services", "shop", "cart");
   api_.Upsert("services", MakeService("shop", "checkout", "10.96.0.21", {{"http", 80, 8080}}));
-  api_.Upsert("pods", MakePod("shop", "web-9", "uid-web-9", "node-a", "10.244.1.9"));
+  api_.Upsert("pods", MakePod("shop", "web-9", TestUid("web-9"), "node-a", "10.244.1.9"));
   api_.Compact();
 
   const auto start = Clock::now();

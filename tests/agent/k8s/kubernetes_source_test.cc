@@ -27,11 +27,11 @@ TEST_F(SourceTest, InitialSyncBuildsOneConsistentSnapshot) {
   const Pod& pod = s.pods[0];
   EXPECT_EQ(pod.ns, "shop");
   EXPECT_EQ(pod.name, "web-1");
-  EXPECT_EQ(pod.uid, "uid-web-1");
+  EXPECT_EQ(pod.uid, TestUid("web-1"));
   EXPECT_EQ(pod.service_account, "app");
   EXPECT_TRUE(pod.enrolled);
-  EXPECT_EQ(pod.netns_path, "/run/netns/uid-web-1");
-  EXPECT_EQ(pod.cgroup_path, "/sys/fs/cgroup/kubepods/poduid-web-1");
+  EXPECT_EQ(pod.netns_path, "/run/netns/" + TestUid("web-1"));
+  EXPECT_EQ(pod.cgroup_path, "/sys/fs/cgroup/kubepods/pod" + TestUid("web-1"));
   ASSERT_EQ(pod.ips.size(), 1u);
   EXPECT_EQ(pod.ips[0].ToString(), "10.244.1.5");
   EXPECT_EQ(pod.fail_mode, FailMode::kOpen);
@@ -73,14 +73,14 @@ TEST_F(SourceTest, NoSnapshotUntilEveryKindIsListed) {
 TEST_F(SourceTest, EnrollmentByNamespaceLabelPodLabelOverrideAndDisabled) {
   api_.Upsert("namespaces", MakeNamespace("meshed", {{"ringmesh.io/mode", "enabled"}}));
   api_.Upsert("namespaces", MakeNamespace("plain"));
-  api_.Upsert("pods", MakePod("meshed", "inherits", "u1", "node-a", "10.0.0.1"));
-  api_.Upsert("pods",
-              MakePod("meshed", "opts-out", "u2", "node-a", "10.0.0.2", {{"ringmesh.io/mode", "disabled"}}));
-  api_.Upsert("pods",
-              MakePod("plain", "opts-in", "u3", "node-a", "10.0.0.3", {{"ringmesh.io/mode", "enabled"}}));
-  api_.Upsert("pods", MakePod("plain", "plain", "u4", "node-a", "10.0.0.4"));
-  api_.Upsert("pods",
-              MakePod("meshed", "typo", "u5", "node-a", "10.0.0.5", {{"ringmesh.io/mode", "enable"}}));
+  api_.Upsert("pods", MakePod("meshed", "inherits", TestUid("u1"), "node-a", "10.0.0.1"));
+  api_.Upsert("pods", MakePod("meshed", "opts-out", TestUid("u2"), "node-a", "10.0.0.2",
+                              {{"ringmesh.io/mode", "disabled"}}));
+  api_.Upsert("pods", MakePod("plain", "opts-in", TestUid("u3"), "node-a", "10.0.0.3",
+                              {{"ringmesh.io/mode", "enabled"}}));
+  api_.Upsert("pods", MakePod("plain", "plain", TestUid("u4"), "node-a", "10.0.0.4"));
+  api_.Upsert("pods", MakePod("meshed", "typo", TestUid("u5"), "node-a", "10.0.0.5",
+                              {{"ringmesh.io/mode", "enable"}}));
   LogCapture log;
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.pods.size() == 5; }));
@@ -95,8 +95,8 @@ TEST_F(SourceTest, EnrollmentByNamespaceLabelPodLabelOverrideAndDisabled) {
 
   // While running: the namespace stops opting in, the plain pod opts in.
   api_.Upsert("namespaces", MakeNamespace("meshed"));
-  api_.Upsert("pods",
-              MakePod("plain", "plain", "u4", "node-a", "10.0.0.4", {{"ringmesh.io/mode", "enabled"}}));
+  api_.Upsert("pods", MakePod("plain", "plain", TestUid("u4"), "node-a", "10.0.0.4",
+                              {{"ringmesh.io/mode", "enabled"}}));
   ASSERT_TRUE(WaitFor([](const Snapshot& s) {
     return !Enrolled(s, "meshed", "inherits") && Enrolled(s, "plain", "plain") &&
            Enrolled(s, "plain", "opts-in");
@@ -112,11 +112,11 @@ TEST_F(SourceTest, EnrollmentByNamespaceLabelPodLabelOverrideAndDisabled) {
 
 TEST_F(SourceTest, OptOutAndFailModeAnnotations) {
   api_.Upsert("namespaces", MakeNamespace("ns", {{"ringmesh.io/mode", "enabled"}}));
-  api_.Upsert("pods", MakePod("ns", "a", "ua", "node-a", "10.0.0.1", {},
+  api_.Upsert("pods", MakePod("ns", "a", TestUid("ua"), "node-a", "10.0.0.1", {},
                               {{"ringmesh.io/opt-out-ports", "22, 9090,22"},
                                {"ringmesh.io/opt-out-cidrs", "10.0.0.0/8,fd00::/8"},
                                {"ringmesh.io/fail-mode", "closed"}}));
-  api_.Upsert("pods", MakePod("ns", "bad", "ub", "node-a", "10.0.0.2", {},
+  api_.Upsert("pods", MakePod("ns", "bad", TestUid("ub"), "node-a", "10.0.0.2", {},
                               {{"ringmesh.io/opt-out-ports", "ssh,8080,70000"},
                                {"ringmesh.io/opt-out-cidrs", "10.0.0.0/33,192.168.0.0/16"},
                                {"ringmesh.io/fail-mode", "sometimes"}}));
@@ -144,8 +144,8 @@ TEST_F(SourceTest, OptOutAndFailModeAnnotations) {
   EXPECT_TRUE(log.Contains("\"sometimes\" is not open or closed"));
 
   // Annotations change while the pod runs.
-  api_.Upsert("pods",
-              MakePod("ns", "a", "ua", "node-a", "10.0.0.1", {}, {{"ringmesh.io/opt-out-ports", "15"}}));
+  api_.Upsert("pods", MakePod("ns", "a", TestUid("ua"), "node-a", "10.0.0.1", {},
+                              {{"ringmesh.io/opt-out-ports", "15"}}));
   ASSERT_TRUE(WaitFor([](const Snapshot& s) {
     const Pod* p = FindPod(s, "ns", "a");
     return p && p->opt_out_ports == std::vector<uint16_t>{15} && p->opt_out_cidrs.empty() &&
@@ -315,7 +315,7 @@ TEST_F(SourceTest, RelistAfterGoneErrorEvent) {
   lists = api_.lists("pods");
   api_.EmitError("pods", 410);
   ASSERT_TRUE(WaitUntil([&] { return api_.lists("pods") > lists; }));
-  api_.Upsert("pods", MakePod("shop", "web-3", "uid-web-3", "node-a", "10.244.1.6"));
+  api_.Upsert("pods", MakePod("shop", "web-3", TestUid("web-3"), "node-a", "10.244.1.6"));
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "shop", "web-3") != nullptr; }));
 }
 
@@ -466,8 +466,8 @@ TEST_F(SourceTest, StalledWatchIsDetectedAndReplaced) {
 
 TEST_F(SourceTest, UnlocatedPodsAreSkippedAndRetried) {
   SeedBasicWorld();
-  api_.Upsert("pods", MakePod("shop", "new", "uid-new", "node-a", ""));
-  locator_->SetMissing("uid-new", true);
+  api_.Upsert("pods", MakePod("shop", "new", TestUid("new"), "node-a", ""));
+  locator_->SetMissing(TestUid("new"), true);
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPod(s, "shop", "web-1") != nullptr; }));
   for (int i = 0; i < 5; ++i) PollOnce();
@@ -475,16 +475,16 @@ TEST_F(SourceTest, UnlocatedPodsAreSkippedAndRetried) {
   int calls = locator_->calls();
   for (int i = 0; i < 3; ++i) PollOnce();
   EXPECT_GE(locator_->calls(), calls + 3) << "retried on every Poll";
-  locator_->SetMissing("uid-new", false);
+  locator_->SetMissing(TestUid("new"), false);
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return Enrolled(s, "shop", "new"); }));
 }
 
 TEST_F(SourceTest, NonRunningAndHostNetworkPodsAreNotEnrolled) {
   SeedBasicWorld();
-  Json done = MakePod("shop", "job", "uid-job", "node-a", "10.244.1.10");
+  Json done = MakePod("shop", "job", TestUid("job"), "node-a", "10.244.1.10");
   done["status"]["phase"] = "Succeeded";
   api_.Upsert("pods", done);
-  Json hostnet = MakePod("shop", "hostnet", "uid-hostnet", "node-a", "192.0.2.1");
+  Json hostnet = MakePod("shop", "hostnet", TestUid("hostnet"), "node-a", "192.0.2.1");
   hostnet["spec"]["hostNetwork"] = true;
   api_.Upsert("pods", hostnet);
   LogCapture log;

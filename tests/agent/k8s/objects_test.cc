@@ -13,6 +13,7 @@ namespace {
 using testing::MakeEndpointSlice;
 using testing::MakePod;
 using testing::MakeService;
+using testing::TestUid;
 
 TEST(ParseService, DualStackPortsAndProtocols) {
   Json svc = MakeService("ns", "s", "10.96.0.1", {});
@@ -89,7 +90,7 @@ TEST(ParseEndpointSlice, ConditionsDefaultsAndFiltering) {
 
 TEST(ParsePod, FieldsAndAnnotations) {
   Json pod =
-      MakePod("ns", "p", "u", "node-a", "10.0.0.1", {{"ringmesh.io/mode", "disabled"}},
+      MakePod("ns", "p", TestUid("u"), "node-a", "10.0.0.1", {{"ringmesh.io/mode", "disabled"}},
               {{"ringmesh.io/opt-out-ports", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"}}, "Burstable");
   pod["status"]["podIPs"] = {{{"ip", "10.0.0.1"}}, {{"ip", "fd00::1"}}};
   auto parsed = ParsePod(pod);
@@ -107,12 +108,34 @@ TEST(ParsePod, FieldsAndAnnotations) {
   EXPECT_FALSE(ParsePod(bad).ok());
 }
 
+TEST(ParsePod, UidMustBeAUuid) {
+  EXPECT_TRUE(IsPodUid("1b2c3d4e-0000-4a5b-8c9d-0123456789ab"));
+  EXPECT_TRUE(IsPodUid("1B2C3D4E-0000-4A5B-8C9D-0123456789AB"));
+  EXPECT_TRUE(IsPodUid(TestUid("anything")));
+  for (const char* bad : {"", "../../x", "1b2c3d4e-0000-4a5b-8c9d-0123456789abc",
+                          "1b2c3d4e-0000-4a5b-8c9d-0123456789a", "1b2c3d4e-0000-4a5b-8c9d-0123456789ag",
+                          "1b2c3d4e_0000_4a5b_8c9d_0123456789ab", "1b2c3d4e-0000-4a5b-8c9d0-123456789ab",
+                          "../../../../../../../../../etc/passwd", "1b2c3d4e-0000-4a5b-8c9d-0123456789\n"}) {
+    EXPECT_FALSE(IsPodUid(bad)) << bad;
+  }
+  Json pod = MakePod("ns", "p", "../../x", "node-a", "10.0.0.1");
+  auto parsed = ParsePod(pod);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().message(), "metadata.uid: \"../../x\" is not a UUID");
+  // A UID that is not even text the log can show.
+  pod["metadata"]["uid"] = "\xff/../x";
+  parsed = ParsePod(pod);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().message(), "metadata.uid: \"\\xFF/../x\" is not a UUID");
+}
+
 TEST(Parsers, NeverThrowOnMangledObjects) {
   // Replace random subtrees of valid objects with values of the wrong type.
   std::vector<Json> seeds = {
       MakeService("ns", "s", "10.96.0.1", {{"p", 80, 80}}),
       MakeEndpointSlice("ns", "s-1", "s", {{"p", 80}}, {{.ip = "10.0.0.1", .pod = "x"}}),
-      MakePod("ns", "p", "u", "n", "10.0.0.1", {{"a", "b"}}, {{"ringmesh.io/opt-out-cidrs", "10.0.0.0/8"}}),
+      MakePod("ns", "p", TestUid("u"), "n", "10.0.0.1", {{"a", "b"}},
+              {{"ringmesh.io/opt-out-cidrs", "10.0.0.0/8"}}),
       testing::MakeNamespace("ns", {{"ringmesh.io/mode", "enabled"}}),
   };
   std::vector<Json> junk = {

@@ -149,5 +149,27 @@ TEST_F(LocatorTest, PicksTheOldestProcess) {
   EXPECT_EQ(*pid, getpid());
 }
 
+// The UID comes from the API server and becomes part of a path: one that
+// is not a UUID must be refused before any path is formed, even where the
+// path it would form exists (here it escapes to <root>/outside).
+TEST_F(LocatorTest, RefusesUidsThatAreNotUuids) {
+  MakeCgroup("kubepods/besteffort/pod", {});
+  MakeCgroup("outside", {getpid()});
+  for (const std::string& uid : std::vector<std::string>{
+           "/../../../outside", "../../x", "", kUid + "0", kUid.substr(1),
+           "1b2c3d4e-0000-4a5b-8c9d-0123456789ag", "1b2c3d4e00000-4a5b-8c9d-0123456789ab",
+           "1b2c3d4e-0000-4a5b-8c9d-01234567/9ab"}) {
+    auto where = Locator(CgroupDriver::kCgroupfs).Locate({"ns", "p", uid, "BestEffort"});
+    EXPECT_EQ(where.status().code(), absl::StatusCode::kInvalidArgument)
+        << "uid \"" << uid << "\": " << (where.ok() ? where->cgroup_path : where.status().ToString());
+  }
+  // Upper-case hex is still a UUID (the API server's are lower-case, but
+  // RFC 4122 reads both).
+  std::string upper = "1B2C3D4E-0000-4A5B-8C9D-0123456789AB";
+  MakeCgroup(KubeletPodCgroup(CgroupDriver::kCgroupfs, QosClass::kBestEffort, upper), {getpid()});
+  auto where = Locator(CgroupDriver::kCgroupfs).Locate({"ns", "p", upper, "BestEffort"});
+  EXPECT_TRUE(where.ok()) << where.status();
+}
+
 }  // namespace
 }  // namespace ringmesh::agent::k8s

@@ -32,6 +32,7 @@ class FakeLocator : public PodLocator {
   absl::StatusOr<PodLocation> Locate(const PodRef& pod) override {
     std::lock_guard lock(mu_);
     ++calls_;
+    uids_.insert(pod.uid);
     if (missing_.count(pod.uid)) return absl::NotFoundError("no cgroup yet");
     return PodLocation{absl::StrCat("/sys/fs/cgroup/kubepods/pod", pod.uid),
                        absl::StrCat("/run/netns/", pod.uid)};
@@ -48,10 +49,16 @@ class FakeLocator : public PodLocator {
     std::lock_guard lock(mu_);
     return calls_;
   }
+  // Every UID it was asked to locate.
+  std::set<std::string> uids() {
+    std::lock_guard lock(mu_);
+    return uids_;
+  }
 
  private:
   std::mutex mu_;
   std::set<std::string> missing_;
+  std::set<std::string> uids_;
   int calls_ = 0;
 };
 
@@ -204,8 +211,8 @@ class SourceTest : public ::testing::Test {
   void SeedBasicWorld() {
     api_.Upsert("namespaces", MakeNamespace("shop", {{"ringmesh.io/mode", "enabled"}}));
     api_.Upsert("namespaces", MakeNamespace("kube-system"));
-    api_.Upsert("pods", MakePod("shop", "web-1", "uid-web-1", "node-a", "10.244.1.5"));
-    api_.Upsert("pods", MakePod("shop", "web-2", "uid-web-2", "node-b", "10.244.2.5"));
+    api_.Upsert("pods", MakePod("shop", "web-1", TestUid("web-1"), "node-a", "10.244.1.5"));
+    api_.Upsert("pods", MakePod("shop", "web-2", TestUid("web-2"), "node-b", "10.244.2.5"));
     api_.Upsert("services", MakeService("shop", "cart", "10.96.0.20", {{"http", 80, 8080}}));
     api_.Upsert("endpointslices", MakeEndpointSlice("shop", "cart-abc", "cart", {{"http", 8080}},
                                                     {{.ip = "10.244.1.7", .pod = "cart-1"},

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
+#include "userspace/agent/utf8.h"
 
 namespace ringmesh::agent::k8s {
 
@@ -24,6 +25,7 @@ struct KubernetesSource::Cache {
   std::map<std::string, EndpointSliceObject> slices;
   std::map<std::string, NamespaceObject> namespaces;
   std::map<std::string, PodObject> pods;
+  std::map<std::string, uint64_t> skipped;  // malformed objects seen, by kind
 };
 
 // Parses what one reflector delivers into one map of the cache. Bad objects
@@ -37,31 +39,38 @@ class KubernetesSource::Store : public ObjectStore {
         std::function<bool(const T&)> wanted)
       : kind_(std::move(kind)), cache_(cache), member_(member), parse_(parse), wanted_(std::move(wanted)) {}
 
-  void Replace(const std::vector<Json>& items) override {
-    std::map<std::string, T> next;
-    std::vector<std::string> bad;
-    for (const auto& item : items) {
-      std::string key = ObjectKey(item);
-      auto parsed = Parse(item, key);
-      if (!parsed.ok()) {
-        if (!key.empty()) bad.push_back(key);
-        continue;
-      }
-      if (*parsed) next[key] = std::move(**parsed);
+  void BeginList() override {
+    next_.clear();
+    bad_.clear();
+  }
+
+  void AddListItem(const Json& item) override {
+    std::string key = ObjectKey(item);
+    auto parsed = Parse(item, key);
+    if (!parsed.ok()) {
+      if (!key.empty()) bad_.push_back(key);
+      return;
     }
+    if (*parsed) next_[key] = std::move(**parsed);
+  }
+
+  void EndList() override {
     std::lock_guard lock(cache_->mu);
     auto& map = cache_->*member_;
-    for (const auto& key : bad) {
-      if (auto it = map.find(key); it != map.end() && !next.count(key)) next[key] = it->second;
+    for (const auto& key : bad_) {
+      if (auto it = map.find(key); it != map.end() && !next_.count(key)) next_[key] = it->second;
     }
     if constexpr (std::is_same_v<T, PodObject>) {
-      for (const auto& [key, pod] : next) LogWarnings(key, pod, map);
+      for (const auto& [key, pod] : next_) LogWarnings(key, pod, map);
     }
-    if (next != map) {
-      map = std::move(next);
+    if (next_ != map) {
+      map = std::move(next_);
       ++cache_->version;
     }
+    BeginList();  // frees what is left
   }
+
+  void AbortList() override { BeginList(); }
 
   void Apply(const std::string& type, const Json& object) override {
     std::string key = ObjectKey(object);
@@ -95,7 +104,9 @@ class KubernetesSource::Store : public ObjectStore {
     auto parsed = parse_(item);
     if (!parsed.ok()) {
       spdlog::warn("skipping malformed {} {}: {}", kind_, key.empty() ? "(no name)" : key,
-                   std::string(parsed.status().message()));
+                   SanitizeUtf8(std::string(parsed.status().message())));
+      std::lock_guard lock(cache_->mu);
+      ++cache_->skipped[kind_];
       return parsed.status();
     }
     if (*parsed && wanted_ && !wanted_(**parsed)) return std::optional<T>();
@@ -115,6 +126,9 @@ class KubernetesSource::Store : public ObjectStore {
   std::map<std::string, T> Cache::*const member_;
   const Parser parse_;
   const std::function<bool(const T&)> wanted_;
+  // The list being received (reflector thread only).
+  std::map<std::string, T> next_;
+  std::vector<std::string> bad_;  // keys of malformed items in it
 };
 
 namespace {
@@ -226,6 +240,9 @@ absl::StatusOr<std::unique_ptr<KubernetesSource>> KubernetesSource::Create(
   if (r.backoff_initial.count() <= 0 || r.backoff_max < r.backoff_initial) {
     return absl::InvalidArgumentError("kubernetes: backoff must satisfy 0 < initial <= max");
   }
+  if (r.max_list_bytes < 4096 || r.max_event_bytes < 4096) {
+    return absl::InvalidArgumentError("kubernetes: max_list_bytes and max_event_bytes must be at least 4096");
+  }
   if (r.stall_timeout < std::chrono::seconds(1)) {
     return absl::InvalidArgumentError("kubernetes: the stall timeout must be at least 1s");
   }
@@ -286,7 +303,14 @@ std::string KubernetesSource::Describe() const {
   return absl::StrCat("kubernetes ", api_.server, " (node ", opts_.node_name, ")");
 }
 
-std::string KubernetesSource::Health() const {
+std::map<std::string, uint64_t> KubernetesSource::skipped_objects() const {
+  std::lock_guard lock(cache_->mu);
+  return cache_->skipped;
+}
+
+std::string KubernetesSource::Health() const { return SanitizeUtf8(HealthText()); }
+
+std::string KubernetesSource::HealthText() const {
   auto now = Clock::now();
   bool all_synced = true;
   std::vector<std::string> waiting;

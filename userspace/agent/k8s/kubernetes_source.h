@@ -85,6 +85,11 @@ class KubernetesSource : public EndpointSource {
   bool synced() const;
   // Per-kind reflector state, for status and tests.
   std::map<std::string, ReflectorState> reflector_states() const;
+  // Objects skipped as malformed since the start, by kind ("Pod": 3),
+  // counted each time one arrives (in a list or an event). A pod whose
+  // metadata.uid is not a UUID is one of these: the UID becomes part of a
+  // cgroup path, so such a pod is never located nor enrolled.
+  std::map<std::string, uint64_t> skipped_objects() const;
 
  private:
   struct Cache;
@@ -93,6 +98,7 @@ class KubernetesSource : public EndpointSource {
 
   KubernetesSource(KubernetesOptions opts, ApiConfig api, std::unique_ptr<PodLocator> locator);
   void Start();
+  std::string HealthText() const;
   Snapshot Build(bool* pending);
 
   const KubernetesOptions opts_;

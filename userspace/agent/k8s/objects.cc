@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <charconv>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "userspace/agent/utf8.h"
 
 namespace ringmesh::agent::k8s {
 namespace {
@@ -367,10 +369,25 @@ absl::StatusOr<std::optional<NamespaceObject>> ParseNamespace(const Json& object
   return std::optional<NamespaceObject>(std::move(ns));
 }
 
+bool IsPodUid(std::string_view uid) {
+  if (uid.size() != 36) return false;
+  for (size_t i = 0; i < uid.size(); ++i) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (uid[i] != '-') return false;
+    } else if (!absl::ascii_isxdigit(static_cast<unsigned char>(uid[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object) {
   auto meta = ParseMeta(object, /*namespaced=*/true);
   if (!meta.ok()) return meta.status();
   if (meta->uid.empty()) return Bad("metadata.uid", "missing");
+  if (!IsPodUid(meta->uid)) {
+    return Bad("metadata.uid", absl::StrCat("\"", Utf8Preview(meta->uid, 64), "\" is not a UUID"));
+  }
   PodObject pod;
   pod.ns = meta->ns;
   pod.name = meta->name;

@@ -20,6 +20,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -123,7 +124,14 @@ std::string ResourceVersionOf(const Json& object);
 absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object);
 absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json& object);
 absl::StatusOr<std::optional<NamespaceObject>> ParseNamespace(const Json& object);
+// Rejects a pod whose metadata.uid is not a UUID (IsPodUid): the UID
+// becomes part of the pod's cgroup path.
 absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object);
+
+// A pod UID as the API server makes them: a UUID, 8-4-4-4-12 hex digits
+// (either case). Anything else ("../../x", "", 37 characters) must never be
+// put into a path.
+bool IsPodUid(std::string_view uid);
 
 // The annotation lists; bad entries are reported in *warnings and skipped.
 std::vector<uint16_t> ParseOptOutPorts(const std::string& value, std::vector<std::string>* warnings);

@@ -16,6 +16,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "userspace/agent/k8s/objects.h"
+#include "userspace/agent/utf8.h"
 
 #ifndef CGROUP2_SUPER_MAGIC
 #define CGROUP2_SUPER_MAGIC 0x63677270
@@ -138,6 +140,12 @@ absl::StatusOr<pid_t> CgroupPodLocator::OldestProcess(const std::string& cgroup_
 }
 
 absl::StatusOr<PodLocation> CgroupPodLocator::Locate(const PodRef& pod) {
+  // The UID comes from the API server and becomes a path component: one
+  // that is not a UUID ("../../x") could name any directory.
+  if (!IsPodUid(pod.uid)) {
+    return absl::InvalidArgumentError(absl::StrCat("pod ", pod.ns, "/", pod.name, ": uid \"",
+                                                   Utf8Preview(pod.uid, 64), "\" is not a UUID"));
+  }
   std::lock_guard lock(mu_);
   // Fast path: the process found last time still holds the same netns.
   if (auto it = cache_.find(pod.uid); it != cache_.end()) {

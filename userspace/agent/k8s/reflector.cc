@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "userspace/agent/k8s/objects.h"
+#include "userspace/agent/utf8.h"
 
 namespace ringmesh::agent::k8s {
 namespace {
@@ -15,17 +16,17 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
 
-std::string Preview(std::string_view s) {
-  constexpr size_t kMax = 200;
-  return s.size() <= kMax ? std::string(s) : absl::StrCat(std::string(s.substr(0, kMax)), "...");
-}
+// Server text in messages: short, and valid UTF-8 whatever was sent (an
+// error page from a proxy in front of the API server is often Latin-1 HTML;
+// Health() ends up in the agent's JSON status file).
+std::string Preview(std::string_view s) { return Utf8Preview(s, 200); }
 
 // The message of a metav1.Status body, else the body itself.
 std::string StatusMessage(const std::string& body) {
   Json j = Json::parse(body, nullptr, false);
   if (j.is_object()) {
     auto it = j.find("message");
-    if (it != j.end() && it->is_string()) return it->get<std::string>();
+    if (it != j.end() && it->is_string()) return Utf8Preview(it->get_ref<const std::string&>(), 1024);
   }
   return Preview(body);
 }
@@ -93,7 +94,7 @@ void Reflector::SleepFor(std::chrono::milliseconds d) {
 void Reflector::SetError(const absl::Status& st, std::chrono::milliseconds retry_in) {
   std::lock_guard lock(mu_);
   state_.connected = false;
-  state_.error = std::string(st.message());
+  state_.error = SanitizeUtf8(std::string(st.message()));
   state_.retry_at = Clock::now() + retry_in;
 }
 
@@ -137,8 +138,27 @@ absl::Status Reflector::HttpError(const std::string& what, const HttpResult& res
 }
 
 absl::Status Reflector::List() {
-  std::vector<Json> items;
-  std::string cont, rv;
+  store_->BeginList();
+  std::string rv;
+  size_t count = 0;
+  auto st = ListPages(&rv, &count);
+  if (!st.ok()) {
+    store_->AbortList();
+    return st;
+  }
+  store_->EndList();
+  rv_ = rv;
+  std::lock_guard lock(mu_);
+  state_.synced = true;
+  state_.error.clear();
+  state_.resource_version = rv;
+  ++state_.lists;
+  spdlog::debug("listed {} {} objects at resourceVersion {}", count, spec_.kind, rv);
+  return absl::OkStatus();
+}
+
+absl::Status Reflector::ListPages(std::string* rv, size_t* count) {
+  std::string cont;
   size_t total = 0;
   // Each page is one request; a list of a 100k-object cluster at 500 per
   // page is 200 pages, so this bound only stops a server that loops.
@@ -150,6 +170,7 @@ absl::Status Reflector::List() {
     auto res = Get(query, opts_.list_timeout, [&](std::string_view chunk) {
       total += chunk.size();
       if (total > opts_.max_list_bytes) {
+        // Stop reading: the rest is never buffered, the connection closes.
         too_big = true;
         return false;
       }
@@ -159,7 +180,8 @@ absl::Status Reflector::List() {
     if (!res.ok()) {
       if (too_big) {
         return absl::ResourceExhaustedError(
-            absl::StrCat("list ", spec_.kind, ": larger than ", opts_.max_list_bytes, " bytes"));
+            absl::StrCat("list ", spec_.kind, ": more than max_list_bytes (", opts_.max_list_bytes,
+                         " bytes); stopped reading (raise --k8s-max-list-bytes if the cluster is that big)"));
       }
       if (absl::IsCancelled(res.status())) return res.status();
       return absl::Status(res.status().code(),
@@ -168,44 +190,59 @@ absl::Status Reflector::List() {
     if (res->status == 410 && !cont.empty()) {
       // The continue token expired mid-list: start over from a fresh read.
       spdlog::info("list {}: continue token expired, listing again", spec_.kind);
-      items.clear();
+      store_->BeginList();
+      *count = 0;
       cont.clear();
       continue;
     }
     if (res->status != 200) return HttpError("list", *res);
-    Json j = Json::parse(body, nullptr, false);
+
+    // Each element of the top-level "items" array goes to the store as soon
+    // as it is parsed and is then dropped, so the page never exists as a
+    // whole JSON tree; metadata (resourceVersion, continue) is kept.
+    std::string top_key;
+    bool in_items = false, items_not_array = false;
+    auto on_event = [&](int depth, Json::parse_event_t ev, Json& parsed) {
+      using Event = Json::parse_event_t;
+      if (depth == 1) {
+        if (ev == Event::key) {
+          top_key = parsed.is_string() ? parsed.get<std::string>() : "";
+        } else if (top_key == "items") {
+          if (ev == Event::array_start) in_items = true;
+          if (ev == Event::array_end) in_items = false;
+          if (ev == Event::object_end || (ev == Event::value && !parsed.is_null())) items_not_array = true;
+        }
+        return true;
+      }
+      if (depth == 2 && in_items &&
+          (ev == Event::object_end || ev == Event::array_end || ev == Event::value)) {
+        store_->AddListItem(parsed);
+        ++*count;
+        return false;  // discard it from the tree
+      }
+      return true;
+    };
+    Json j = Json::parse(body, on_event, /*allow_exceptions=*/false);
     if (j.is_discarded() || !j.is_object()) {
       return absl::DataLossError(
           absl::StrCat("list ", spec_.kind, ": response is not a JSON object: ", Preview(body)));
     }
+    if (items_not_array)
+      return absl::DataLossError(absl::StrCat("list ", spec_.kind, ": items is not an array"));
     auto md = j.find("metadata");
     if (md != j.end() && md->is_object()) {
       auto r = md->find("resourceVersion");
-      rv = r != md->end() && r->is_string() ? r->get<std::string>() : "";
+      *rv = r != md->end() && r->is_string() ? r->get<std::string>() : "";
       auto c = md->find("continue");
       cont = c != md->end() && c->is_string() ? c->get<std::string>() : "";
     } else {
-      rv.clear();
+      rv->clear();
       cont.clear();
-    }
-    auto it = j.find("items");
-    if (it != j.end() && it->is_array()) {
-      for (auto& item : *it) items.push_back(std::move(item));
-    } else if (it != j.end() && !it->is_null()) {
-      return absl::DataLossError(absl::StrCat("list ", spec_.kind, ": items is not an array"));
     }
     if (cont.empty()) break;
   }
-  if (rv.empty())
+  if (rv->empty())
     return absl::DataLossError(absl::StrCat("list ", spec_.kind, ": no metadata.resourceVersion"));
-  store_->Replace(items);
-  rv_ = rv;
-  std::lock_guard lock(mu_);
-  state_.synced = true;
-  state_.error.clear();
-  state_.resource_version = rv;
-  ++state_.lists;
-  spdlog::debug("listed {} {} objects at resourceVersion {}", items.size(), spec_.kind, rv);
   return absl::OkStatus();
 }
 
@@ -309,7 +346,7 @@ void Reflector::Run() {
   };
   auto fail = [this](const absl::Status& st) {
     auto delay = NextBackoff();
-    spdlog::warn("{}: {}; retry in {}", server_, std::string(st.message()), Seconds(delay));
+    spdlog::warn("{}: {}; retry in {}", server_, SanitizeUtf8(std::string(st.message())), Seconds(delay));
     SetError(st, delay);
     SleepFor(delay);
   };

@@ -34,8 +34,16 @@ namespace ringmesh::agent::k8s {
 class ObjectStore {
  public:
   virtual ~ObjectStore() = default;
-  // The complete current set, from a (re)list. Replaces everything.
-  virtual void Replace(const std::vector<nlohmann::json>& items) = 0;
+  // A (re)list, item by item as each page is parsed, so that a list never
+  // exists as JSON all at once (parsed JSON takes about seven times the
+  // bytes of its text): BeginList(), AddListItem() for every item, then
+  // EndList(), which makes those items the complete current set, replacing
+  // everything. AbortList() instead when the list failed midway: nothing
+  // changes. A BeginList() also forgets any list that was not ended.
+  virtual void BeginList() = 0;
+  virtual void AddListItem(const nlohmann::json& item) = 0;
+  virtual void EndList() = 0;
+  virtual void AbortList() = 0;
   // One watch event: type is ADDED, MODIFIED or DELETED.
   virtual void Apply(const std::string& type, const nlohmann::json& object) = 0;
 };
@@ -62,8 +70,20 @@ struct ReflectorOptions {
   std::chrono::seconds watch_timeout_min{60};
   std::chrono::seconds watch_timeout_max{80};
   int page_size = 500;
-  size_t max_list_bytes = size_t{1} << 30;
-  size_t max_event_bytes = size_t{16} << 20;
+  // Bytes of one (re)list, all pages together; past it the reader stops
+  // reading, and the list fails and is retried with backoff. The agent's
+  // container is limited to 256 MiB (deploy/daemonset). A page is held as
+  // text and parsed item by item (the store keeps typed objects, a fraction
+  // of the text's size), so a list costs about this much at worst, and only
+  // Services and EndpointSlices can get big (Pods are this node's only): two
+  // at the bound still leave half the limit. 64 MiB is ~25k EndpointSlices
+  // or ~60k Services at their usual 1-2.5 KiB of JSON: more than the
+  // largest clusters Kubernetes supports (10k Services). --k8s-max-list-bytes.
+  size_t max_list_bytes = size_t{64} << 20;
+  // One watch event, parsed whole (about 7x its text in memory). An object
+  // is at most ~1.5 MiB (etcd's request limit), so 4 MiB never cuts a real
+  // one. --k8s-max-event-bytes.
+  size_t max_event_bytes = size_t{4} << 20;
 };
 
 struct ReflectorState {
@@ -96,6 +116,7 @@ class Reflector {
 
   void Run();
   absl::Status List();
+  absl::Status ListPages(std::string* rv, size_t* count);
   absl::StatusOr<WatchEnd> Watch(bool* made_progress);
   absl::StatusOr<HttpResult> Get(const std::string& query, std::chrono::milliseconds total_timeout,
                                  const std::function<bool(std::string_view)>& on_body);
