@@ -1,7 +1,8 @@
 // HBONE against an implementation not written here: Node.js's http2 and TLS
 // (/usr/bin/node) over real loopback TCP, driven by a small poll() loop.
 // (a) a Node HBONE client tunnels through our HboneServerConn to an echo
-// (and gets 400 for a GET and for an address the server does not serve);
+// (and gets 400 for a GET and for an address the server does not serve, also
+// while its request side is still open);
 // (b) our HboneClientConn tunnels through a Node http2 secure server that
 // echoes. The scripts sit next to this file. Every wait has a deadline, and
 // the child is killed and reaped on every exit path.
@@ -230,13 +231,13 @@ TEST_F(HboneNodeInterop, NodeClientThroughOurServer) {
       fd.get(), **server, [] { return false; }, deadline);
   auto line = node.ReadLine(deadline);
   ASSERT_TRUE(line.has_value()) << "no result from node";
-  EXPECT_EQ(*line, "ECHO_OK " + std::to_string(kPayload) + " GET=400 OTHER=400");
+  EXPECT_EQ(*line, "ECHO_OK " + std::to_string(kPayload) + " GET=400 OTHER=400 OPEN=400");
   EXPECT_EQ(node.Wait(deadline), 0);
   ASSERT_EQ(ev.connects.size(), 1u);
   EXPECT_EQ(ev.connects[0].second.request.target, target);
   EXPECT_EQ(ev.connects[0].second.peer, mesh_.client_id);
   EXPECT_EQ(ev.echoed, kPayload);
-  EXPECT_EQ((*server)->counters().bad_request, 2u);
+  EXPECT_EQ((*server)->counters().bad_request, 3u);  // GET, unserved, unserved with the request open
   EXPECT_EQ(ev.half_closed.size(), 1u);
   EXPECT_TRUE(ev.resets.empty());
   EXPECT_FALSE((*server)->failed()) << HboneConnErrorName((*server)->error());

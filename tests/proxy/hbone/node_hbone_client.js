@@ -41,9 +41,19 @@ const statusOf = (headers) => new Promise((resolve) => {
   r.resume();
   r.end();
 });
+// A refused CONNECT whose request side stays open: the answer comes first, then
+// RST_STREAM(NO_ERROR) (RFC 9113 8.1); the reset must not swallow the answer.
+const statusOfOpen = (headers) => new Promise((resolve) => {
+  const r = client.request(headers, { endStream: false });
+  r.on('response', (h) => resolve(h[':status']));
+  r.on('close', () => resolve(`closed:${r.rstCode}`));
+  r.on('error', (e) => resolve(`error:${e.code}`));
+  r.resume();
+});
 const refusals = Promise.all([
   statusOf({ ':method': 'GET', ':path': '/' }),
   statusOf({ ':method': 'CONNECT', ':authority': '198.18.0.9:8080' }),
+  statusOfOpen({ ':method': 'CONNECT', ':authority': '198.18.0.9:8080' }),
 ]);
 
 const req = client.request({ ':method': 'CONNECT', ':authority': '198.18.0.5:8080' }, { endStream: false });
@@ -56,8 +66,8 @@ let n = 0;
 req.on('data', (chunk) => { got.update(chunk); n += chunk.length; });
 req.on('end', () => {
   const have = got.digest('hex');
-  refusals.then(([get, other]) => {
-    console.log(have === want && n === total ? `ECHO_OK ${n} GET=${get} OTHER=${other}` : `ECHO_BAD ${n} ${have} ${want}`);
+  refusals.then(([get, other, open]) => {
+    console.log(have === want && n === total ? `ECHO_OK ${n} GET=${get} OTHER=${other} OPEN=${open}` : `ECHO_BAD ${n} ${have} ${want}`);
     client.close(() => process.exit(have === want ? 0 : 5));
   });
 });

@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <deque>
 #include <optional>
 #include <set>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "tests/proxy/http/http2_test_util.h"
 
 namespace ringmesh::proxy::http {
@@ -414,6 +417,147 @@ TEST(Http2Session, OversizedHeaderListAnswered431) {
   EXPECT_EQ(p.server->stats().header_list_too_large, 1u);
   EXPECT_EQ(p.client_handler.streams[*ok_id].head.status, 200);
   EXPECT_EQ(p.server->close_reason(), Http2CloseReason::kNone);
+}
+
+// Client events in arrival order, to check that an answer arrives before the stream's reset.
+class OrderedLog : public RecordingHandler {
+ public:
+  std::vector<std::string> events;
+  void OnHeaders(int32_t id, const Http2Headers& h, bool end) override {
+    RecordingHandler::OnHeaders(id, h, end);
+    events.push_back(absl::StrCat(id, " headers ", h.status));
+  }
+  void OnData(int32_t id, absl::Span<const uint8_t> d) override {
+    RecordingHandler::OnData(id, d);
+    events.push_back(absl::StrCat(id, " data"));
+  }
+  void OnStreamEnd(int32_t id) override {
+    RecordingHandler::OnStreamEnd(id);
+    events.push_back(absl::StrCat(id, " end"));
+  }
+  void OnStreamReset(int32_t id, uint32_t code) override {
+    RecordingHandler::OnStreamReset(id, code);
+    events.push_back(absl::StrCat(id, " reset ", code));
+  }
+  void OnStreamClosed(int32_t id) override {
+    RecordingHandler::OnStreamClosed(id);
+    events.push_back(absl::StrCat(id, " closed"));
+  }
+};
+
+// The request is still open (no END_STREAM) when the server refuses its head: RFC 9113 8.1 lets the
+// server send its complete answer and then RST_STREAM(NO_ERROR); the 431 must not be lost to the
+// reset.
+TEST(Http2Session, OversizedHeaderListOnOpenStreamAnswered431ThenReset) {
+  Http2Options client_options, server_options;
+  client_options.max_header_list_size = 256 * 1024;  // the client may send it; the server refuses
+  OrderedLog client_handler;
+  RecordingHandler server_handler;
+  Http2Session client(Http2Role::kClient, client_options, &client_handler);
+  Http2Session server(Http2Role::kServer, server_options, &server_handler);
+  ASSERT_TRUE(client.Start().ok());
+  ASSERT_TRUE(server.Start().ok());
+  Http2Headers big = Post("/big");
+  big.fields.push_back({"x-big", std::string(70 * 1024, 'a')});
+  auto id = client.SubmitRequest(big, /*end_stream=*/false);
+  ASSERT_TRUE(id.ok());
+  for (int i = 0; i < 20; ++i) PumpOnce(client, server);
+
+  const std::string head = absl::StrCat(*id, " headers 431");
+  const std::string reset = absl::StrCat(*id, " reset ", NGHTTP2_NO_ERROR);
+  const std::string closed = absl::StrCat(*id, " closed");
+  auto at = [&](const std::string& e) {
+    return std::find(client_handler.events.begin(), client_handler.events.end(), e) -
+           client_handler.events.begin();
+  };
+  const std::string log = absl::StrJoin(client_handler.events, "; ");
+  ASSERT_LT(at(head), std::ssize(client_handler.events)) << "no 431 before the stream ended: " << log;
+  EXPECT_LT(at(head), at(reset)) << log;
+  EXPECT_LT(at(reset), at(closed)) << log;
+  EXPECT_TRUE(client_handler.streams[*id].ended);  // the 431 carried END_STREAM
+  EXPECT_EQ(server_handler.streams.count(*id), 0u);
+  EXPECT_EQ(server.stats().header_list_too_large, 1u);
+  EXPECT_EQ(server.stats().resets_sent, 1u);
+  EXPECT_EQ(client.open_streams(), 0u);
+  EXPECT_EQ(server.open_streams(), 0u);
+  EXPECT_EQ(server.close_reason(), Http2CloseReason::kNone);
+}
+
+// A server that refuses every request with 413 and a body, as a complete answer that ends the
+// stream: SubmitResponse(..., reset_after_end=true).
+class RefusingServer : public RecordingHandler {
+ public:
+  Http2Session* session = nullptr;
+  bool with_body = true;
+  void OnHeaders(int32_t id, const Http2Headers& h, bool end) override {
+    RecordingHandler::OnHeaders(id, h, end);
+    Http2Headers resp;
+    resp.status = 413;
+    EXPECT_TRUE(session->SubmitResponse(id, resp, /*end_stream=*/!with_body, /*reset_after_end=*/true).ok());
+    if (with_body) {
+      EXPECT_TRUE(session->SubmitData(id, std::string_view("too large"), /*end_stream=*/false).ok());
+      EXPECT_TRUE(session->SubmitTrailers(id, Http2Headers{.fields = {{"x-why", "size"}}}).ok());
+    }
+  }
+};
+
+struct RefusalRun {
+  OrderedLog client_handler;
+  RefusingServer server_handler;
+  std::unique_ptr<Http2Session> client, server;
+  int32_t id = 0;
+
+  void Run(bool with_body, bool request_ended) {
+    client = std::make_unique<Http2Session>(Http2Role::kClient, Http2Options{}, &client_handler);
+    server = std::make_unique<Http2Session>(Http2Role::kServer, Http2Options{}, &server_handler);
+    server_handler.session = server.get();
+    server_handler.with_body = with_body;
+    ASSERT_TRUE(client->Start().ok());
+    ASSERT_TRUE(server->Start().ok());
+    auto submitted = client->SubmitRequest(Post("/upload"), request_ended);
+    ASSERT_TRUE(submitted.ok());
+    id = *submitted;
+    if (!request_ended) {
+      ASSERT_TRUE(client->SubmitData(id, std::string_view("part"), false).ok());
+    }
+    for (int i = 0; i < 20; ++i) {
+      client_handler.Drain(*client);
+      server_handler.Drain(*server);
+      PumpOnce(*client, *server);
+    }
+  }
+  std::string Log() const { return absl::StrJoin(client_handler.events, "; "); }
+};
+
+TEST(Http2Session, ResponseWithResetAfterEndArrivesWholeThenResets) {
+  for (bool with_body : {false, true}) {
+    SCOPED_TRACE(with_body ? "with body and trailers" : "head only");
+    RefusalRun r;
+    r.Run(with_body, /*request_ended=*/false);
+    const std::string id = absl::StrCat(r.id);
+    std::vector<std::string> want = {id + " headers 413"};
+    if (with_body) want.push_back(id + " data");
+    want.insert(want.end(), {id + " end", id + " reset 0", id + " closed"});
+    EXPECT_EQ(r.Log(), absl::StrJoin(want, "; "));
+    EXPECT_EQ(r.client_handler.streams[r.id].body, with_body ? "too large" : "");
+    EXPECT_EQ(r.client_handler.streams[r.id].has_trailers, with_body);
+    EXPECT_EQ(r.server->stats().resets_sent, 1u);
+    // The server's handler chose the reset: it is told the stream closed, not that it was reset.
+    EXPECT_TRUE(r.server_handler.streams[r.id].closed);
+    EXPECT_EQ(r.server_handler.streams[r.id].reset_code, -1);
+    EXPECT_EQ(r.client->open_streams(), 0u);
+    EXPECT_EQ(r.server->open_streams(), 0u);
+  }
+}
+
+TEST(Http2Session, ResetAfterEndIsNotSentWhenThePeerHadEnded) {
+  RefusalRun r;
+  r.Run(/*with_body=*/true, /*request_ended=*/true);
+  const std::string id = absl::StrCat(r.id);
+  EXPECT_EQ(r.Log(), absl::StrJoin({id + " headers 413", id + " data", id + " end", id + " closed"}, "; "));
+  EXPECT_EQ(r.server->stats().resets_sent, 0u);
+  EXPECT_EQ(r.client->stats().resets_received, 0u);
+  EXPECT_EQ(r.server->open_streams(), 0u);
 }
 
 }  // namespace

@@ -138,13 +138,6 @@ void HboneConn::MoveBytes(bool* progress) {
     h2_.ConsumeOutput(n);
     *progress = true;
   }
-  // Nothing left in nghttp2's queues: the refusals' HEADERS are out, their
-  // resets may follow.
-  if (!rst_after_answer_.empty() && h2_.PendingOutput().empty()) {
-    for (StreamId id : rst_after_answer_) (void)h2_.ResetStream(id, NGHTTP2_NO_ERROR);
-    rst_after_answer_.clear();
-    *progress = true;
-  }
 }
 
 void HboneConn::CheckState() {
@@ -466,16 +459,16 @@ absl::StatusOr<std::unique_ptr<HboneServerConn>> HboneServerConn::Create(const s
   return conn;
 }
 
-void HboneServerConn::Answer(StreamId id, int status, bool peer_ended) {
+void HboneServerConn::Answer(StreamId id, int status) {
   http::Http2Headers h;
   h.status = status;
-  (void)h2_.SubmitResponse(id, h, /*end_stream=*/true);
-  // RFC 9113 §8.1: after a complete response, NO_ERROR asks the client to
-  // stop sending without calling it an error.
-  if (!peer_ended) rst_after_answer_.push_back(id);
+  // RFC 9113 §8.1: after a complete response, RST_STREAM(NO_ERROR) asks a
+  // client still sending to stop without calling it an error. The session
+  // sends it once the answer is out, and only if the client had not ended.
+  (void)h2_.SubmitResponse(id, h, /*end_stream=*/true, /*reset_after_end=*/true);
 }
 
-void HboneServerConn::OnHead(StreamId id, const http::Http2Headers& head, bool end_stream) {
+void HboneServerConn::OnHead(StreamId id, const http::Http2Headers& head, bool /*end_stream*/) {
   if (Find(id) != nullptr) return;  // a second head on a tunnel: ignored
   if (streams_.size() >= limits_.max_streams) {
     ++counters_.over_limit;
@@ -485,12 +478,12 @@ void HboneServerConn::OnHead(StreamId id, const http::Http2Headers& head, bool e
   absl::StatusOr<HboneConnectRequest> req = ParseConnectRequest(head);
   if (!req.ok() || !policy_.serves || !policy_.serves(req->target) || !peer_id()) {
     ++counters_.bad_request;
-    Answer(id, kStatusBadRequest, end_stream);
+    Answer(id, kStatusBadRequest);
     return;
   }
   if (policy_.authorize && !policy_.authorize(*peer_id(), *req)) {
     ++counters_.denied;
-    Answer(id, kStatusUnauthorized, end_stream);
+    Answer(id, kStatusUnauthorized);
     return;
   }
   Stream& s = streams_[id];
@@ -525,7 +518,7 @@ absl::Status HboneServerConn::Refuse(StreamId id, int status) {
   }
   if (status < 400 || status > 599) return absl::InvalidArgumentError("refuse with a 4xx or 5xx status");
   ++counters_.refused;
-  Answer(id, status, s->peer_ended);
+  Answer(id, status);
   Erase(id);
   Pump();
   return absl::OkStatus();

@@ -237,9 +237,6 @@ class HboneConn : private http::Http2Handler {
 
   HboneLimits limits_;
   HboneEvents* events_sink_;
-  // Server: refusals whose RST_STREAM(NO_ERROR) waits until the answer's HEADERS left nghttp2 (a
-  // reset queued earlier would make nghttp2 drop the HEADERS). At most one per open HTTP/2 stream.
-  std::vector<StreamId> rst_after_answer_;
   http::Http2Session h2_;
   absl::flat_hash_map<StreamId, Stream> streams_;
 
@@ -315,7 +312,7 @@ class HboneServerConn : public HboneConn {
   HboneServerConn(HboneLimits limits, HboneServerPolicy policy, HboneServerEvents* events);
   void OnHead(StreamId id, const http::Http2Headers& head, bool end_stream) override;
   void DeliverConnect(StreamId id, const HboneInboundConnect& connect) override;
-  void Answer(StreamId id, int status, bool peer_ended);
+  void Answer(StreamId id, int status);
 
   HboneServerPolicy policy_;
   HboneServerEvents* server_events_;

@@ -119,7 +119,7 @@ struct Http2Session::Callbacks {
       case NGHTTP2_HEADERS:
         if (s == nullptr || s->rejected) break;
         if (s->head_too_large) {
-          self->RejectOversizedHead(s, end_stream);
+          self->RejectOversizedHead(s);
           break;
         }
         if (s->final_head_seen) {
@@ -181,7 +181,14 @@ struct Http2Session::Callbacks {
 
   static int OnFrameSend(nghttp2_session* session, const nghttp2_frame* frame, void* ud) {
     Http2Session* self = Self(ud);
-    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+    if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+      Stream* s = self->FindStream(frame->hd.stream_id);
+      if (s != nullptr && s->reset_after_end) {
+        s->reset_after_end = false;
+        self->reset_after_sent_.push_back(s->id);
+      }
+    } else if (frame->hd.type == NGHTTP2_RST_STREAM) {
       ++self->stats_.resets_sent;
       const bool peer_stream =
           (frame->hd.stream_id % 2 == 1) == nghttp2_session_check_server_session(session);
@@ -415,15 +422,19 @@ void Http2Session::ClassifyLibraryGoaway(const nghttp2_goaway& goaway) {
   }
 }
 
-void Http2Session::RejectOversizedHead(Stream* s, bool end_stream) {
+void Http2Session::RejectOversizedHead(Stream* s) {
   ++stats_.header_list_too_large;
   s->rejected = true;
   s->head = Http2Headers{};
   if (role_ == Http2Role::kServer && !s->final_head_seen) {
-    // The 431 that an HTTP/1 server would send, then stop the request body if there is one.
+    // The 431 that an HTTP/1 server would send, then stop the request body if there is one (the
+    // reset waits for the 431 to be serialized; see SubmitResetsAfterEnd).
     nghttp2_nv status = Nv(":status", "431");
-    nghttp2_submit_response(session_, s->id, &status, 1, nullptr);
-    if (!end_stream) nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+    if (nghttp2_submit_response(session_, s->id, &status, 1, nullptr) == 0) {
+      s->reset_after_end = true;
+    } else {
+      nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
+    }
     return;
   }
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
@@ -469,8 +480,12 @@ void Http2Session::FillOutput() {
       HandleNghttp2Error(static_cast<int>(n));
       break;
     }
+    if (n > 0) output_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
+    if (!reset_after_sent_.empty()) {
+      SubmitResetsAfterEnd();
+      continue;  // serialize the resets now, behind the answers they follow
+    }
     if (n == 0) break;
-    output_.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));
   }
   filling_ = false;
   std::vector<int32_t> writable = std::move(writable_);
@@ -482,6 +497,18 @@ void Http2Session::FillOutput() {
     handler_->OnStreamWritable(id);
   }
   CheckFinished();
+}
+
+void Http2Session::SubmitResetsAfterEnd() {
+  std::vector<int32_t> ids = std::move(reset_after_sent_);
+  reset_after_sent_.clear();
+  for (int32_t id : ids) {
+    Stream* s = FindStream(id);
+    // Gone, or the peer had ended too: our END_STREAM closed the stream, nothing to stop.
+    if (s == nullptr || nghttp2_session_get_stream_remote_close(session_, id) != 0) continue;
+    s->reset_notified = true;  // our own choice: no OnStreamReset
+    nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+  }
 }
 
 void Http2Session::CheckFinished() {

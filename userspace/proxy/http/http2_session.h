@@ -140,8 +140,13 @@ class Http2Session {
   // Client only. Refused (ResourceExhausted) at the peer's MAX_CONCURRENT_STREAMS, FailedPrecondition
   // after GOAWAY.
   absl::StatusOr<int32_t> SubmitRequest(const Http2Headers& headers, bool end_stream);
-  // Server only.
-  absl::Status SubmitResponse(int32_t stream_id, const Http2Headers& headers, bool end_stream);
+  // Server only. With reset_after_end the answer is final for the whole stream: once its last frame
+  // (END_STREAM on the HEADERS, the last DATA or the trailers) has been serialized, a peer still
+  // sending its request is sent RST_STREAM(NO_ERROR) (RFC 9113 8.1: a complete response before the
+  // request is complete, e.g. a refusal). Not sooner: nghttp2 drops anything queued on a stream
+  // after its RST_STREAM, the answer included. The handler sees only OnStreamClosed.
+  absl::Status SubmitResponse(int32_t stream_id, const Http2Headers& headers, bool end_stream,
+                              bool reset_after_end = false);
   // Appends to the stream's send queue; returns how many bytes fit (all or part of `data`). With
   // end_stream the stream ends once everything accepted so far is sent (only if all of `data` fit).
   absl::StatusOr<size_t> SubmitData(int32_t stream_id, absl::Span<const uint8_t> data, bool end_stream);
@@ -181,7 +186,8 @@ class Http2Session {
   void OnGuardViolation(Http2Abuse abuse);
   void HandleNghttp2Error(int rv);
   void ClassifyLibraryGoaway(const nghttp2_goaway& goaway);
-  void RejectOversizedHead(Stream* s, bool end_stream);
+  void RejectOversizedHead(Stream* s);
+  void SubmitResetsAfterEnd();
   void CheckFinished();
   absl::Status ClosedStatus() const;
   // Reads a stream's body from its send queue (defined next to the other nghttp2 callbacks).
@@ -206,6 +212,9 @@ class Http2Session {
   bool receiving_ = false;  // inside nghttp2_session_mem_recv
   absl::Status init_status_;
   std::vector<int32_t> writable_;  // streams to tell OnStreamWritable after serializing
+  // Streams whose final frame (reset_after_end) was just serialized: RST_STREAM(NO_ERROR) is
+  // submitted right after nghttp2_session_mem_send returns, outside nghttp2's frame-sent handling.
+  std::vector<int32_t> reset_after_sent_;
   std::string output_;
   size_t output_pos_ = 0;
   size_t nghttp2_bytes_ = 0;

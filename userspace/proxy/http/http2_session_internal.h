@@ -25,6 +25,8 @@ struct Http2Session::Stream {
   // Outbound body.
   bool has_provider = false;  // head went out without END_STREAM; body comes from `send`
   bool head_submitted = false;
+  // RST_STREAM(NO_ERROR) once our END_STREAM frame is out, if the peer is still sending.
+  bool reset_after_end = false;
   std::string send;
   size_t send_pos = 0;
   bool end_queued = false;

@@ -50,12 +50,16 @@ absl::StatusOr<int32_t> Http2Session::SubmitRequest(const Http2Headers& headers,
   return id;
 }
 
-absl::Status Http2Session::SubmitResponse(int32_t stream_id, const Http2Headers& headers, bool end_stream) {
+absl::Status Http2Session::SubmitResponse(int32_t stream_id, const Http2Headers& headers, bool end_stream,
+                                          bool reset_after_end) {
   if (role_ != Http2Role::kServer) return absl::FailedPreconditionError("SubmitResponse on a client session");
   Stream* s = FindStream(stream_id);
   if (s == nullptr || s->rejected) return absl::NotFoundError(absl::StrCat("no stream ", stream_id));
   if (s->head_submitted) return absl::FailedPreconditionError("response already submitted");
-  return SubmitHeaders(stream_id, headers, end_stream, nullptr);
+  absl::Status st = SubmitHeaders(stream_id, headers, end_stream, nullptr);
+  // Acted on in Callbacks::OnFrameSend when the END_STREAM frame goes out.
+  if (st.ok()) s->reset_after_end = reset_after_end;
+  return st;
 }
 
 absl::StatusOr<size_t> Http2Session::SubmitData(int32_t stream_id, absl::Span<const uint8_t> data,
