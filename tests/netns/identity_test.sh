@@ -9,6 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 source "$here/mesh.sh"
+source "$here/ca.sh"
 
 rm_init identity
 mesh_init
@@ -18,15 +19,7 @@ for p in web api b1; do rm_pod n1 "$p"; done
 
 # The CA: a root, and an intermediate that issues (what --ca-cert takes).
 ca=$RM_TMP/ca
-mkdir -p "$ca"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj "/O=ringmesh-test/CN=root" \
-  -keyout "$ca/root-key.pem" -out "$ca/root.pem" -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=ringmesh-test/CN=n1-intermediate" \
-  -keyout "$ca/ca-key.pem" -out "$ca/ca.csr" 2>/dev/null
-printf 'basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n' >"$ca/ext.cnf"
-openssl x509 -req -in "$ca/ca.csr" -CA "$ca/root.pem" -CAkey "$ca/root-key.pem" -CAcreateserial -days 30 \
-  -extfile "$ca/ext.cnf" -out "$ca/ca.pem" 2>/dev/null
+ca_make "$ca" n1
 
 VIP=198.18.200.20
 nodefile=$RM_TMP/node.yaml

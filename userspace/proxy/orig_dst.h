@@ -29,6 +29,10 @@ class PinnedMaps;
 
 namespace ringmesh::proxy {
 
+namespace tls {
+class WorkloadIdentities;
+}  // namespace tls
+
 struct ListenerInfo {
   std::string pod_ns;
   std::string pod_name;
@@ -40,6 +44,13 @@ struct ListenerInfo {
   // null means the proxy's own namespace (plain-proxy mode).
   std::shared_ptr<const UniqueFd> netns;
   SocketAddress local;  // the bound listener address
+  // Inbound HBONE (<pod IP>:15008): what arrives here is an mTLS tunnel
+  // from another node's proxy (or any HBONE client) to this pod, answered
+  // with the pod's certificate from `identities`; CONNECTs may target only
+  // the pod's own addresses.
+  bool hbone_inbound = false;
+  std::vector<IpAddress> pod_ips;
+  std::shared_ptr<tls::WorkloadIdentities> identities;
 
   int netns_fd() const { return netns ? netns->get() : -1; }
 };

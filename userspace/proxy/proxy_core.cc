@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "userspace/common/netns.h"
+#include "userspace/proxy/hbone/hbone_request.h"
 #include "userspace/proxy/worker.h"
 
 namespace ringmesh::proxy {
@@ -150,6 +152,13 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, c
   info->netns_cookie = p.netns_cookie;
   info->netns = p.netns;
   info->local = local;
+  // Outbound listeners are on loopback; HBONE's on the pod's own addresses.
+  if (local.port == hbone::kHbonePort &&
+      std::find(p.pod.ips.begin(), p.pod.ips.end(), local.ip) != p.pod.ips.end()) {
+    info->hbone_inbound = true;
+    info->pod_ips = p.pod.ips;
+    info->identities = identities_;
+  }
   return info;
 }
 
@@ -227,6 +236,17 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
     // is common); its absence is not an error.
     auto v6 = open(SocketAddress{*IpAddress::Parse("::1"), p.port});
     if (v6.ok()) sets.emplace_back(SocketAddress{*IpAddress::Parse("::1"), p.port}, std::move(*v6));
+    // Inbound HBONE on each pod IP, when this proxy holds workload
+    // certificates to answer with (other nodes' proxies tunnel here).
+    for (const IpAddress& ip : identities_ ? p.pod.ips : std::vector<IpAddress>{}) {
+      const SocketAddress a{ip, hbone::kHbonePort};
+      auto h = open(a);
+      if (h.ok()) {
+        sets.emplace_back(a, std::move(*h));
+      } else if (status.ok()) {
+        status = absl::Status(h.status().code(), absl::StrCat("HBONE listener ", a.ToString(), ": ", h.status().message()));
+      }
+    }
   }
   sw->Leave();
   if (!status.ok()) return status;

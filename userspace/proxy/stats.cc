@@ -3,9 +3,11 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <string_view>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "userspace/proxy/tls/tls_context.h"
 
 namespace ringmesh::proxy {
 
@@ -109,6 +111,27 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");
+
+  Metric(out, "ringmesh_hbone_inbound_connections_total", "counter",
+         "mTLS tunnel connections accepted on <pod IP>:15008.");
+  absl::StrAppend(&out, "ringmesh_hbone_inbound_connections_total ", load(s.hbone_inbound_connections), "\n");
+  Metric(out, "ringmesh_hbone_inbound_streams_total", "counter",
+         "CONNECT streams that passed the checks (target served here, authorized).");
+  absl::StrAppend(&out, "ringmesh_hbone_inbound_streams_total ", load(s.hbone_streams), "\n");
+  Metric(out, "ringmesh_hbone_inbound_failures_total", "counter",
+         "Inbound tunnels that ended badly, by reason (TLS handshake refusals by their reason).");
+  absl::StrAppend(&out, "ringmesh_hbone_inbound_failures_total{reason=\"no_certificate\"} ",
+                  load(s.hbone_no_certificate), "\n");
+  absl::StrAppend(&out, "ringmesh_hbone_inbound_failures_total{reason=\"handshake_timeout\"} ",
+                  load(s.hbone_handshake_timeouts), "\n");
+  absl::StrAppend(&out, "ringmesh_hbone_inbound_failures_total{reason=\"protocol\"} ",
+                  load(s.hbone_protocol_failures), "\n");
+  for (size_t i = 1; i < kTlsReasonSlots; ++i) {
+    const char* name = tls::TlsErrorName(static_cast<tls::TlsError>(i));
+    if (std::string_view(name) == "unknown") continue;
+    absl::StrAppend(&out, "ringmesh_hbone_inbound_failures_total{reason=\"tls_", name, "\"} ",
+                    load(s.hbone_tls_failures[i]), "\n");
+  }
 
   const auto cells = s.Cells();
   struct Family {

@@ -51,6 +51,8 @@ struct TcpMetricCell {
   std::atomic<uint64_t> received_bytes{0};  // destination -> proxy (response direction)
 };
 
+inline constexpr size_t kTlsReasonSlots = 16;
+
 class ProxyStats {
  public:
   void Add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
@@ -78,6 +80,14 @@ class ProxyStats {
   std::atomic<uint64_t> drained_from_listen_queue{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};
+  // Inbound HBONE (mTLS tunnels on <pod IP>:15008).
+  std::atomic<uint64_t> hbone_inbound_connections{0};
+  std::atomic<uint64_t> hbone_streams{0};             // CONNECTs that passed the checks
+  std::atomic<uint64_t> hbone_no_certificate{0};      // the pod had no certificate to answer with
+  std::atomic<uint64_t> hbone_handshake_timeouts{0};
+  std::atomic<uint64_t> hbone_protocol_failures{0};   // not HTTP/2, protocol errors, abuse
+  // Handshakes refused, by tls::TlsError (index; rendered with its name).
+  std::array<std::atomic<uint64_t>, kTlsReasonSlots> hbone_tls_failures{};
 
  private:
   std::array<std::atomic<uint64_t>, kCloseReasonCount> closed_{};

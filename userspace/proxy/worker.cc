@@ -117,7 +117,7 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
   backend_ = backend;
   ready(absl::OkStatus());
 
-  while (!(exiting_ && listeners_.empty() && conns_.empty())) {
+  while (!(exiting_ && listeners_.empty() && conns_.empty() && tunnels_.empty())) {
     loop_->RunOnce(absl::Milliseconds(100));
     UpdateCounters();
     SweepSpares(exiting_);
@@ -130,7 +130,7 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
 }
 
 void Worker::UpdateCounters() {
-  connection_count_.store(conns_.size(), std::memory_order_relaxed);
+  connection_count_.store(conns_.size() + tunnels_.size(), std::memory_order_relaxed);
   listener_count_.store(listeners_.size(), std::memory_order_release);
   chunks_outstanding_.store(pool_.outstanding(), std::memory_order_relaxed);
 }
@@ -202,6 +202,9 @@ void Worker::AbortAll(CloseReason reason) {
   all.reserve(conns_.size());
   for (auto& [id, c] : conns_) all.push_back(c.get());
   for (Connection* c : all) c->Abort(reason, /*reset=*/true);
+  std::vector<InboundTunnel*> tunnels;
+  for (auto& [id, t] : tunnels_) tunnels.push_back(t.get());
+  for (InboundTunnel* t : tunnels) t->Abort(reason);
 }
 
 std::vector<ConnectionInfo> Worker::Connections() const {
@@ -224,6 +227,14 @@ void Worker::OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info)
     return;
   }
   const uint64_t id = (static_cast<uint64_t>(id_) << 48) | next_conn_++;
+  if (info->hbone_inbound) {
+    auto t = std::make_unique<InboundTunnel>(this, id, fd, info);
+    InboundTunnel* tp = t.get();
+    tunnels_[id] = std::move(t);
+    stats_->connections_active.fetch_add(1, std::memory_order_relaxed);
+    tp->Start();
+    return;
+  }
   auto conn = std::make_unique<Connection>(this, id, fd, info);
   Connection* c = conn.get();
   conns_[id] = std::move(conn);
@@ -233,6 +244,10 @@ void Worker::OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info)
 
 void Worker::Destroy(Connection* c) {
   if (conns_.erase(c->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::DestroyTunnel(InboundTunnel* t) {
+  if (tunnels_.erase(t->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
 }
 
 int Worker::MakeUpstreamSocket(int family) {

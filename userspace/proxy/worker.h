@@ -18,6 +18,7 @@
 #include "userspace/proxy/byte_queue.h"
 #include "userspace/proxy/connection.h"
 #include "userspace/proxy/event_loop.h"
+#include "userspace/proxy/inbound_tunnel.h"
 #include "userspace/proxy/netns_switch.h"
 #include "userspace/proxy/orig_dst.h"
 #include "userspace/proxy/proxy_options.h"
@@ -65,6 +66,7 @@ class Worker {
   // the loop's socket flags; -errno on failure.
   int CreateUpstreamSocket(const ListenerInfo& listener, int family);
   void Destroy(Connection* c);
+  void DestroyTunnel(InboundTunnel* t);
 
   // Thread-safe counters.
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
@@ -99,6 +101,7 @@ class Worker {
   std::shared_ptr<const RouteTable> routes_;
   std::unordered_map<uint64_t, std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::unordered_map<uint64_t, std::unique_ptr<InboundTunnel>> tunnels_;
   std::map<std::pair<const UniqueFd*, int>, SparePool> spares_;
   int64_t next_sweep_ns_ = 0;
   uint64_t next_conn_ = 1;
