@@ -126,4 +126,26 @@ static __always_inline void rm_peer_key(struct rm_sock_key *peer, const struct r
 	peer->_pad = 0;
 }
 
+/* Linux errno values (asm-generic/errno-base.h, the same on every
+ * architecture); BPF programs have no <errno.h>. */
+#define RM_E2BIG 7
+#define RM_ENOMEM 12
+#define RM_EEXIST 17
+
+/* The counter to bump for one bpf_sock_hash_update(..., BPF_NOEXIST) of a
+ * socket that counts `added` when inserted, given the helper's result
+ * `err`; RM_CTR_MAX: count nothing. Only a map at max_entries (-E2BIG) or
+ * out of memory (-ENOMEM) is "full": -EEXIST is the normal result for a
+ * key already present, and other errors (a socket state or protocol the
+ * sockhash does not take) say nothing about capacity, so sockhash_full
+ * stays a sizing signal for --max-sockhash. */
+static __always_inline enum rm_counter rm_sockhash_insert_counter(long err, enum rm_counter added)
+{
+	if (err == 0)
+		return added;
+	if (err == -RM_E2BIG || err == -RM_ENOMEM)
+		return RM_CTR_SOCKHASH_FULL;
+	return RM_CTR_MAX;
+}
+
 #endif /* RINGMESH_BPF_LIB_DECIDE_H_ */

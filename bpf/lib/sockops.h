@@ -54,13 +54,16 @@ static __always_inline void rm_sockhash_insert(struct bpf_sock_ops *skops, __u64
 	struct rm_sock_key k = {};
 	struct rm_sock_addr a = {};
 	struct bpf_sock *sk = skops->sk;
+	enum rm_counter c;
+	long err;
 
 	rm_sockops_key(skops, netns_cookie, &k);
-	if (bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST)) {
-		rm_count(RM_CTR_SOCKHASH_FULL);
+	err = bpf_sock_hash_update(skops, &rm_sockhash, &k, BPF_NOEXIST);
+	c = rm_sockhash_insert_counter(err, added);
+	if (c != RM_CTR_MAX)
+		rm_count(c);
+	if (err)
 		return;
-	}
-	rm_count(added);
 	if (!sk)
 		return;
 	/* A kernel address kept as a number: the peer's sk_msg reads through

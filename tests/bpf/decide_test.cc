@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 
+#include <cerrno>
 #include <cstring>
 
 extern "C" {
@@ -169,6 +170,30 @@ TEST(DirectPick, FamilyMustMatchTheSocket) {
   EXPECT_EQ(rm_direct_pick(&e, vip, 0), -1) << "a v4 socket cannot connect to a v6 backend";
   V4Mapped(e.backends[0].addr, 10);
   EXPECT_EQ(rm_direct_pick(&e, vip, 0), 0);
+}
+
+// sockops' sockhash insert (rm_sockhash_insert in bpf/lib/sockops.h) counts
+// what rm_sockhash_insert_counter says for bpf_sock_hash_update's result.
+static_assert(RM_E2BIG == E2BIG && RM_ENOMEM == ENOMEM && RM_EEXIST == EEXIST, "BPF errno copies drifted");
+
+TEST(SockhashInsert, SuccessCountsTheCallersCounter) {
+  EXPECT_EQ(rm_sockhash_insert_counter(0, RM_CTR_SOCKHASH_ADDED), RM_CTR_SOCKHASH_ADDED);
+  EXPECT_EQ(rm_sockhash_insert_counter(0, RM_CTR_PROXY_SOCKHASH_ADDED), RM_CTR_PROXY_SOCKHASH_ADDED);
+}
+
+TEST(SockhashInsert, OnlyRealFullnessCountsFull) {
+  EXPECT_EQ(rm_sockhash_insert_counter(-E2BIG, RM_CTR_SOCKHASH_ADDED), RM_CTR_SOCKHASH_FULL)
+      << "at max_entries";
+  EXPECT_EQ(rm_sockhash_insert_counter(-ENOMEM, RM_CTR_SOCKHASH_ADDED), RM_CTR_SOCKHASH_FULL);
+}
+
+TEST(SockhashInsert, AlreadyPresentIsNotFull) {
+  // BPF_NOEXIST on a key already in the map: the normal -EEXIST, no counter.
+  EXPECT_EQ(rm_sockhash_insert_counter(-EEXIST, RM_CTR_SOCKHASH_ADDED), RM_CTR_MAX);
+  EXPECT_EQ(rm_sockhash_insert_counter(-EEXIST, RM_CTR_SERVER_SOCKHASH_ADDED), RM_CTR_MAX);
+  // Nor is a socket the sockhash does not take (state, protocol).
+  EXPECT_EQ(rm_sockhash_insert_counter(-EOPNOTSUPP, RM_CTR_SOCKHASH_ADDED), RM_CTR_MAX);
+  EXPECT_EQ(rm_sockhash_insert_counter(-EINVAL, RM_CTR_SOCKHASH_ADDED), RM_CTR_MAX);
 }
 
 }  // namespace

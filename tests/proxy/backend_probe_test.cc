@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "tests/proxy/test_util.h"
 #include "userspace/common/unique_fd.h"
 #include "userspace/proxy/event_loop.h"
 
@@ -26,7 +27,7 @@ TEST(BackendProbeTest, LeavesTheCallersThreadUninterrupted) {
   ASSERT_EQ(setsockopt(reader.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
 
   const IoBackend backend = ResolveBackend(IoBackend::kAuto);
-  if (backend != IoBackend::kIoUring) GTEST_SKIP() << "io_uring unavailable: nothing was probed here";
+  if (backend != IoBackend::kIoUring) RINGMESH_SKIP_OR_FAIL("io_uring unavailable: nothing was probed here");
 
   // The reader waits inside recv() while the probe ring's teardown would
   // finish (it is asynchronous, tens of milliseconds at most).

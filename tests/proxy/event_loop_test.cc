@@ -44,7 +44,9 @@ class EventLoopTest : public ::testing::TestWithParam<IoBackend> {
  protected:
   void SetUp() override {
     auto loop = CreateEventLoop(GetParam(), {});
-    if (!loop.ok() && GetParam() == IoBackend::kIoUring) GTEST_SKIP() << "io_uring unavailable: " << loop.status();
+    if (!loop.ok() && GetParam() == IoBackend::kIoUring) {
+      RINGMESH_SKIP_OR_FAIL("io_uring unavailable: " << loop.status());
+    }
     ASSERT_TRUE(loop.ok()) << loop.status();
     loop_ = std::move(*loop);
     ASSERT_EQ(loop_->backend(), GetParam());
@@ -265,7 +267,7 @@ TEST_P(EventLoopTest, DeferRunsAfterTheBatch) {
 
 TEST(IoUringLoop, ReportsBoundedMultishotRecvSupport) {
   auto loop = IoUringLoop::Create({});
-  if (!loop.ok()) GTEST_SKIP() << "io_uring unavailable: " << loop.status();
+  if (!loop.ok()) RINGMESH_SKIP_OR_FAIL("io_uring unavailable: " << loop.status());
   // Informational: both answers are valid, the recv budget test above holds
   // either way.
   std::cout << "bounded multishot recv: " << ((*loop)->bounded_multishot_recv() ? "yes" : "no") << "\n";

@@ -21,11 +21,7 @@ constexpr size_t kMiB = 1024 * 1024;
 
 class ForwardingTest : public ::testing::TestWithParam<IoBackend> {
  protected:
-  void SetUp() override {
-    if (GetParam() == IoBackend::kIoUring && ResolveBackend(IoBackend::kAuto) != IoBackend::kIoUring) {
-      GTEST_SKIP() << "io_uring unavailable on this kernel";
-    }
-  }
+  void SetUp() override { RINGMESH_SKIP_OR_FAIL_WITHOUT_BACKEND(GetParam()); }
 
   // Starts a proxy (two workers unless told otherwise) forwarding to `dest`.
   void StartProxy(SocketAddress dest, ProxyOptions opts = {}) {

@@ -85,15 +85,8 @@ Pod MakePod(const std::string& name, uint32_t id) {
 class PodListenersTest : public ::testing::TestWithParam<IoBackend> {
  protected:
   void SetUp() override {
-    if (geteuid() != 0) {
-      // CI runs these as root and must not skip them silently.
-      const char* require = getenv("RINGMESH_REQUIRE_ROOT_TESTS");
-      if (require != nullptr && std::string(require) == "1") FAIL() << "needs root, RINGMESH_REQUIRE_ROOT_TESTS=1";
-      GTEST_SKIP() << "needs root (network namespaces)";
-    }
-    if (GetParam() == IoBackend::kIoUring && ResolveBackend(IoBackend::kAuto) != IoBackend::kIoUring) {
-      GTEST_SKIP() << "io_uring unavailable on this kernel";
-    }
+    if (geteuid() != 0) RINGMESH_SKIP_OR_FAIL("needs root (network namespaces)");
+    RINGMESH_SKIP_OR_FAIL_WITHOUT_BACKEND(GetParam());
     ns_a_ = NewNetns();
     ns_b_ = NewNetns();
     ASSERT_TRUE(ns_a_ && ns_b_) << "could not create network namespaces";

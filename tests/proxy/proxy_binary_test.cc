@@ -24,9 +24,7 @@ using std::chrono::milliseconds;
 class ProxyBinaryTest : public ::testing::TestWithParam<IoBackend> {};
 
 TEST_P(ProxyBinaryTest, ForwardsAndExitsCleanlyOnSigterm) {
-  if (GetParam() == IoBackend::kIoUring && ResolveBackend(IoBackend::kAuto) != IoBackend::kIoUring) {
-    GTEST_SKIP() << "io_uring unavailable on this kernel";
-  }
+  RINGMESH_SKIP_OR_FAIL_WITHOUT_BACKEND(GetParam());
   EchoServer echo;
   char tmpl[] = "/tmp/ringmesh-proxy-bin-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);

@@ -1,7 +1,8 @@
 // Loopback helpers for the proxy tests: listening and connecting sockets
 // with timeouts (so no test can hang), deterministic payloads with
 // checksums, a poll-based echo server that scales to thousands of
-// connections, and a thread-per-connection server for scripted peers.
+// connections, a thread-per-connection server for scripted peers, and the
+// one way to skip a test that cannot run here (RINGMESH_SKIP_OR_FAIL).
 #pragma once
 
 #include <arpa/inet.h>
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -26,6 +28,43 @@
 
 #include "userspace/common/ip.h"
 #include "userspace/common/unique_fd.h"
+
+namespace ringmesh::proxy::testing {
+
+// RINGMESH_REQUIRE_ROOT_TESTS=1 (scripts/test sets it as root, hence CI):
+// every test must really run, so a skip for a missing privilege or kernel
+// feature is a failure instead of a silent gap in the suite.
+inline bool SkipsAreFailures() {
+  const char* require = std::getenv("RINGMESH_REQUIRE_ROOT_TESTS");
+  return require != nullptr && std::string(require) == "1";
+}
+
+}  // namespace ringmesh::proxy::testing
+
+// Skips the current test (from its body or SetUp) because `why` (a
+// streamable reason) keeps it from running here, or fails it when
+// SkipsAreFailures(). A macro because GTEST_SKIP and FAIL return from the
+// calling function; the caller includes gtest.
+#define RINGMESH_SKIP_OR_FAIL(why)                                                            \
+  do {                                                                                        \
+    if (::ringmesh::proxy::testing::SkipsAreFailures()) {                                     \
+      FAIL() << "cannot run: " << why << " (RINGMESH_REQUIRE_ROOT_TESTS=1 forbids skipping)"; \
+    }                                                                                         \
+    GTEST_SKIP() << why;                                                                      \
+  } while (0)
+
+// For tests parameterised over the event-loop backend: the io_uring half
+// when io_uring is unavailable here (old kernel, seccomp, io_uring_disabled
+// sysctl) goes through RINGMESH_SKIP_OR_FAIL. Needs
+// userspace/proxy/event_loop.h.
+#define RINGMESH_SKIP_OR_FAIL_WITHOUT_BACKEND(backend)                            \
+  do {                                                                            \
+    if ((backend) == ::ringmesh::proxy::IoBackend::kIoUring &&                    \
+        ::ringmesh::proxy::ResolveBackend(::ringmesh::proxy::IoBackend::kAuto) != \
+            ::ringmesh::proxy::IoBackend::kIoUring) {                             \
+      RINGMESH_SKIP_OR_FAIL("io_uring unavailable on this kernel");               \
+    }                                                                             \
+  } while (0)
 
 namespace ringmesh::proxy::testing {
 

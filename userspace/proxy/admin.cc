@@ -1,17 +1,22 @@
 #include "userspace/proxy/admin.h"
 
+#include <grp.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <list>
+#include <optional>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
@@ -193,20 +198,86 @@ HttpResponse HandleAdminRequest(ProxyCore& core, const HttpRequest& req) {
 
 // --- server -----------------------------------------------------------------
 
+namespace {
+
+absl::StatusOr<gid_t> LookUpGroup(const std::string& name) {
+  group gr{};
+  group* found = nullptr;
+  std::vector<char> buf(16 * 1024);
+  int err = getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found);
+  if (err == 0 && found != nullptr) return found->gr_gid;
+  uint32_t gid = 0;
+  if (absl::SimpleAtoi(name, &gid)) return static_cast<gid_t>(gid);
+  if (err != 0) return absl::ErrnoToStatus(err, absl::StrCat("admin socket group ", name));
+  return absl::NotFoundError(absl::StrCat("admin socket group ", name, ": no such group"));
+}
+
+// Makes room for the admin socket at `path`: removes a socket a previous
+// run left behind, never anything else (a mistyped --admin-socket must not
+// delete a file).
+absl::Status RemoveStaleSocket(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::ErrnoToStatus(errno, absl::StrCat("admin socket path ", path));
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("admin socket path ", path, " exists and is not a socket; refusing to remove it"));
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("removing stale admin socket ", path));
+  }
+  return absl::OkStatus();
+}
+
+// Binds and listens on the admin Unix socket, mode 0600, or 0660 and owned
+// by `group_name`, independent of the umask.
+absl::StatusOr<UniqueFd> ListenUnix(const std::string& path, const std::string& group_name) {
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(sun.sun_path)) return absl::InvalidArgumentError("admin socket path too long");
+  std::memcpy(sun.sun_path, path.c_str(), path.size() + 1);
+  std::optional<gid_t> gid;
+  if (!group_name.empty()) {
+    auto g = LookUpGroup(group_name);
+    if (!g.ok()) return g.status();
+    gid = *g;
+  }
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
+  // bind() creates the file with the socket inode's mode minus the umask:
+  // narrowed first, it is never more open than 0600, even for a moment.
+  if (fchmod(fd.get(), 0600) != 0) return absl::ErrnoToStatus(errno, "fchmod(admin socket)");
+  if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("bind ", path));
+  }
+  // Exact mode and owner before listen(): until then nobody can connect.
+  absl::Status status;
+  if (gid.has_value() && chown(path.c_str(), static_cast<uid_t>(-1), *gid) != 0) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("chown admin socket ", path, " to group ", group_name));
+  } else if (chmod(path.c_str(), gid.has_value() ? 0660 : 0600) != 0) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("chmod admin socket ", path));
+  } else if (listen(fd.get(), 64) != 0) {
+    status = absl::ErrnoToStatus(errno, "listen(admin unix)");
+  }
+  if (!status.ok()) {
+    ::unlink(path.c_str());  // ours: just bound
+    return status;
+  }
+  return fd;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminOptions& options, ProxyCore* core) {
   std::unique_ptr<AdminServer> s(new AdminServer(options, core));
   if (!options.unix_path.empty()) {
-    sockaddr_un sun{};
-    sun.sun_family = AF_UNIX;
-    if (options.unix_path.size() >= sizeof(sun.sun_path)) return absl::InvalidArgumentError("admin socket path too long");
-    std::memcpy(sun.sun_path, options.unix_path.c_str(), options.unix_path.size() + 1);
-    s->unix_fd_.Reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!s->unix_fd_) return absl::ErrnoToStatus(errno, "socket(AF_UNIX)");
-    ::unlink(options.unix_path.c_str());  // a stale socket from a previous run
-    if (bind(s->unix_fd_.get(), reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) != 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("bind ", options.unix_path));
-    }
-    if (listen(s->unix_fd_.get(), 64) != 0) return absl::ErrnoToStatus(errno, "listen(admin unix)");
+    auto fd = ListenUnix(options.unix_path, options.unix_group);
+    if (!fd.ok()) return fd.status();
+    s->unix_fd_ = std::move(*fd);
+    s->owns_unix_path_ = true;
   }
   if (options.tcp_port != 0) {
     s->tcp_fd_.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -234,11 +305,14 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminOptio
 AdminServer::~AdminServer() { Stop(); }
 
 void AdminServer::Stop() {
-  if (!thread_.joinable()) return;
-  uint64_t one = 1;
-  [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof(one));
-  thread_.join();
-  if (!options_.unix_path.empty()) ::unlink(options_.unix_path.c_str());
+  if (thread_.joinable()) {
+    uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_fd_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  // Also when Start failed after binding it.
+  if (owns_unix_path_) ::unlink(options_.unix_path.c_str());
+  owns_unix_path_ = false;
 }
 
 namespace {

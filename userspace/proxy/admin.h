@@ -62,8 +62,12 @@ class HttpRequestParser {
 };
 
 struct AdminOptions {
-  std::string unix_path;  // empty: no Unix socket
-  int tcp_port = 0;       // 0: off; -1: pick a free port (tests)
+  // Empty: no Unix socket. Created mode 0600 whatever the umask (the admin
+  // API shows every connection and pod), or 0660 owned by `unix_group`. A
+  // stale socket at the path is replaced; anything else there is an error.
+  std::string unix_path;
+  std::string unix_group;  // group name (or numeric gid) allowed to connect; empty: owner only
+  int tcp_port = 0;        // 0: off; -1: pick a free port (tests)
   size_t max_request_bytes = 8 * 1024;
   absl::Duration client_timeout = absl::Seconds(5);
   int max_clients = 64;
@@ -84,6 +88,7 @@ class AdminServer {
   AdminOptions options_;
   ProxyCore* core_;
   UniqueFd unix_fd_;
+  bool owns_unix_path_ = false;  // bound it: Stop() removes it
   UniqueFd tcp_fd_;
   UniqueFd stop_fd_;
   uint16_t tcp_port_ = 0;

@@ -34,6 +34,7 @@ int Main(int argc, char** argv) {
   int workers = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::string io_backend = "auto";
   std::string admin_socket;
+  std::string admin_socket_group;
   int admin_port = 0;
   std::string agent_socket;
   std::string bpf_pin_dir;
@@ -54,7 +55,9 @@ int Main(int argc, char** argv) {
   app.add_option("--workers", workers, "Data-plane threads (default: number of CPUs)")->check(CLI::Range(1, 1024));
   app.add_option("--io-backend", io_backend, "auto|io_uring|epoll")
       ->check(CLI::IsMember({"auto", "io_uring", "epoll"}));
-  app.add_option("--admin-socket", admin_socket, "Unix socket path of the admin API");
+  app.add_option("--admin-socket", admin_socket, "Unix socket path of the admin API (mode 0600)");
+  app.add_option("--admin-socket-group", admin_socket_group,
+                 "Group allowed to use the admin socket (mode 0660)");
   app.add_option("--admin-port", admin_port, "Admin API on 127.0.0.1:PORT (0 = off)")->check(CLI::Range(0, 65535));
   app.add_option("--agent-socket", agent_socket, "Agent's snapshot socket");
   app.add_option("--bpf-pin-dir", bpf_pin_dir, "Pinned BPF maps of this node (empty: no BPF, plain-proxy mode)");
@@ -254,7 +257,8 @@ int Main(int argc, char** argv) {
 
   std::unique_ptr<rp::AdminServer> admin;
   if (!admin_socket.empty() || admin_port != 0) {
-    auto a = rp::AdminServer::Start({.unix_path = admin_socket, .tcp_port = admin_port}, core->get());
+    auto a = rp::AdminServer::Start(
+        {.unix_path = admin_socket, .unix_group = admin_socket_group, .tcp_port = admin_port}, core->get());
     if (!a.ok()) {
       spdlog::error("admin: {}", a.status().ToString());
       return 1;
