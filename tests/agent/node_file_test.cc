@@ -2,9 +2,11 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <initializer_list>
 #include <string>
@@ -160,6 +162,7 @@ TEST(NodeFile, DocumentedExampleParses) {
   auto s = ParseNodeFile(yaml, "docs/node-file.md");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->pods.size(), 3u);
+  EXPECT_EQ(s->remote_pods.size(), 2u);
   EXPECT_EQ(s->services.size(), 2u);
 }
 
@@ -173,6 +176,210 @@ TEST(NodeFile, EmptyFileIsANodeWithoutPods) {
   auto s = ParseNodeFile("outboundPort: 15006\npods: []\nservices: []\n", "node.yaml");
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->outbound_port, 15006);
+}
+
+// Pods of other nodes: `node:` and no netns/cgroup. They are kept apart from
+// the local pods, in file order, so no local-pod code path sees them.
+const std::string kWithRemote = Lines({
+    "pods:",                                                                             // 1
+    "  - namespace: shop",                                                               // 2
+    "    name: web-0",                                                                   // 3
+    "    netns: /run/netns/web-0",                                                       // 4
+    "    ips: [198.18.1.2]",                                                             // 5
+    "  - namespace: shop",                                                               // 6
+    "    name: api-7d9f8b6c5d-x2x4k",                                                    // 7
+    "    node: node-b",                                                                  // 8
+    "    serviceAccount: api",                                                           // 9
+    "    ips: [198.18.2.7, \"2001:db8::2:7\"]",                                          // 10
+    "    labels: {app: api}",                                                            // 11
+    "  - namespace: legacy",                                                             // 12
+    "    name: batch-0",                                                                 // 13
+    "    node: node-c.example.com",                                                      // 14
+    "    ips: [198.18.3.9]",                                                             // 15
+    "    mode: disabled",                                                                // 16
+    "  - {namespace: shop, name: cart-0, netns: /run/netns/cart-0, ips: [198.18.1.3]}",  // 17
+    "services:",                                                                         // 18
+    "  - namespace: shop",                                                               // 19
+    "    name: api",                                                                     // 20
+    "    ports: [{port: 80}]",                                                           // 21
+    "    endpoints: [{ip: 198.18.2.7, pod: shop/api-7d9f8b6c5d-x2x4k}]",                 // 22
+});
+
+TEST(NodeFileRemotePods, ParsedApartFromLocalPods) {
+  auto s = ParseNodeFile(kWithRemote, "node.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->pods.size(), 2u);
+  EXPECT_EQ(s->pods[0].name, "web-0");
+  EXPECT_EQ(s->pods[1].name, "cart-0");
+  ASSERT_EQ(s->remote_pods.size(), 2u);
+  const RemotePod& api = s->remote_pods[0];
+  EXPECT_EQ(api.ns, "shop");
+  EXPECT_EQ(api.name, "api-7d9f8b6c5d-x2x4k");
+  EXPECT_EQ(api.node, "node-b");
+  EXPECT_EQ(api.service_account, "api");
+  ASSERT_EQ(api.ips.size(), 2u);
+  EXPECT_EQ(api.ips[0].ToString(), "198.18.2.7");
+  EXPECT_EQ(api.ips[1].ToString(), "2001:db8::2:7");
+  EXPECT_TRUE(api.enrolled);
+  const RemotePod& batch = s->remote_pods[1];
+  EXPECT_EQ(batch.service_account, "default");
+  EXPECT_EQ(batch.node, "node-c.example.com");
+  EXPECT_FALSE(batch.enrolled);
+  // Exact sizes: the remote pods are counted before they are allocated.
+  EXPECT_EQ(s->remote_pods.capacity(), 2u);
+  // Nothing checks a netns for them (there is none on this node).
+  auto only_remote =
+      ParseNodeFile("pods: [{namespace: a, name: b, node: c, ips: [198.18.9.1]}]\n", "node.yaml");
+  ASSERT_TRUE(only_remote.ok()) << only_remote.status();
+  EXPECT_TRUE(CheckNodeFileResources(*only_remote).ok());
+}
+
+TEST(NodeFileRemotePods, RoundTripThroughSnapshotJson) {
+  auto s = ParseNodeFile(kWithRemote, "node.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto json = EncodeSnapshotJson(*s);
+  ASSERT_TRUE(json.ok()) << json.status();
+  auto back = DecodeSnapshotJson(*json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *s);
+}
+
+TEST(NodeFileRemotePods, LocalOnlyFieldsAreErrors) {
+  const std::string head =
+      "pods:\n  - namespace: shop\n    name: api-0\n    node: node-b\n    ips: [198.18.2.7]\n";
+  EXPECT_EQ(
+      ErrorOf(head + "    netns: /run/netns/api-0\n"),
+      "node.yaml:6: pods[0].netns: only pods of this node have it; this pod has `node:` (a pod of another "
+      "node)");
+  EXPECT_EQ(
+      ErrorOf(head + "    cgroup: /kubepods/x\n"),
+      "node.yaml:6: pods[0].cgroup: only pods of this node have it; this pod has `node:` (a pod of another "
+      "node)");
+  EXPECT_EQ(ErrorOf(head + "    failMode: closed\n"),
+            "node.yaml:6: pods[0].failMode: only pods of this node have it; this pod has `node:` (a pod of "
+            "another node)");
+  EXPECT_EQ(
+      ErrorOf(head + "    optOutPorts: [22]\n"),
+      "node.yaml:6: pods[0].optOutPorts: only pods of this node have it; this pod has `node:` (a pod of "
+      "another node)");
+  EXPECT_EQ(
+      ErrorOf(head + "    uid: abc\n"),
+      "node.yaml:6: pods[0].uid: only pods of this node have it; this pod has `node:` (a pod of another "
+      "node)");
+  // Unknown fields are still unknown fields.
+  EXPECT_EQ(ErrorOf(head + "    nodee: x\n"), "node.yaml:6: pods[0]: unknown field \"nodee\"");
+  // A local pod still needs its netns.
+  EXPECT_EQ(ErrorOf("pods:\n  - {namespace: shop, name: web-0, ips: [198.18.1.2]}\n"),
+            "node.yaml:2: pods[0].netns: required field missing");
+}
+
+TEST(NodeFileRemotePods, BadNames) {
+  auto remote = [](std::string_view fields) {
+    return absl::StrCat("pods:\n  - {", absl::string_view(fields.data(), fields.size()), "}\n");
+  };
+  EXPECT_EQ(
+      ErrorOf(remote("namespace: shop, name: a, node: Node_B, ips: [198.18.2.7]")),
+      "node.yaml:2: pods[0].node: \"Node_B\" is not a valid name (lowercase letters, digits, '-' and '.', "
+      "at most 253)");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: , ips: [198.18.2.7]")),
+            "node.yaml:2: pods[0].node: required field missing");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: [b], ips: [198.18.2.7]")),
+            "node.yaml:2: pods[0].node: expected a string, got a list");
+  EXPECT_EQ(
+      ErrorOf(remote("namespace: Shop, name: a, node: b, ips: [198.18.2.7]")),
+      "node.yaml:2: pods[0].namespace: \"Shop\" is not a valid name (lowercase letters, digits and '-', "
+      "at most 63)");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: b, serviceAccount: \"sa/x\", ips: [198.18.2.7]")),
+            "node.yaml:2: pods[0].serviceAccount: \"sa/x\" is not a valid name (lowercase letters, digits, "
+            "'-' and '.', at most 253)");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: b")),
+            "node.yaml:2: pods[0].ips: required field missing");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: b, ips: [198.18.2.7], mode: on")),
+            "node.yaml:2: pods[0].mode: unknown value \"on\" (expected one of enabled, disabled)");
+  EXPECT_EQ(ErrorOf(remote("namespace: shop, name: a, node: b, ips: [198.18.2.7], labels: {app: \"-x\"}")),
+            "node.yaml:2: pods[0].labels.app: \"-x\" is not a valid label value");
+}
+
+TEST(NodeFileRemotePods, UniqueAcrossLocalAndRemote) {
+  const std::string local = "pods:\n  - {namespace: shop, name: web-0, netns: /n/w, ips: [198.18.1.2]}\n";
+  EXPECT_EQ(ErrorOf(local + "  - {namespace: shop, name: web-1, node: b, ips: [198.18.1.2]}\n"),
+            "node.yaml:3: duplicate IP 198.18.1.2 (pods[0] and pods[1])");
+  EXPECT_EQ(ErrorOf(local + "  - {namespace: shop, name: web-0, node: b, ips: [198.18.2.2]}\n"),
+            "node.yaml:3: duplicate pod shop/web-0 (pods[0] and pods[1])");
+  // A VIP that is a remote pod's IP names the pod by its place in the file.
+  EXPECT_EQ(ErrorOf(local + "  - {namespace: shop, name: api-0, node: b, ips: [198.18.2.2]}\n" +
+                    "services:\n  - {namespace: shop, name: s, vips: [198.18.2.2], ports: [{port: 80}]}\n"),
+            "node.yaml:5: services[0].vips[0]: VIP 198.18.2.2 is also the IP of pods[1] (shop/api-0)");
+}
+
+TEST(NodeFileRemotePods, CountedApartAndBounded) {
+  std::string yaml = "pods:\n";
+  for (int i = 0; i < 3; ++i)
+    absl::StrAppend(&yaml, "- {namespace: d, name: r", i, ", node: b, ips: [10.9.0.", i, "]}\n");
+  NodeFileOptions options;
+  options.max_remote_pods = 2;
+  auto s = ParseNodeFile(yaml, "node.yaml", options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(), "node.yaml:4: pods[2]: more than 2 pods of other nodes (with `node:`)");
+  options.max_remote_pods = 3;
+  s = ParseNodeFile(yaml, "node.yaml", options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->remote_pods.size(), 3u);
+  EXPECT_TRUE(s->pods.empty());
+
+  // kMaxPods counts pods of this node only: a full node plus remote pods is fine.
+  std::string full = "pods:\n";
+  for (size_t i = 0; i < kMaxPods; ++i) {
+    absl::StrAppend(&full, "- {namespace: d, name: p", i, ", netns: /n/", i, ", ips: [10.", i / 256, ".",
+                    i % 256, ".1]}\n");
+  }
+  absl::StrAppend(&full, "- {namespace: d, name: remote, node: b, ips: [10.200.0.1]}\n");
+  s = ParseNodeFile(full, "node.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->pods.size(), kMaxPods);
+  EXPECT_EQ(s->remote_pods.size(), 1u);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RINGMESH_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RINGMESH_UNDER_ASAN 1
+#endif
+#endif
+
+// The agent's memory per remote pod, measured: the heap a parsed snapshot
+// holds per pod of another node (its RemotePod with typical names, one IPv4
+// address). docs/node-file.md quotes the number; the budget is 300.
+TEST(NodeFileRemotePods, MemoryPerRemotePod) {
+#ifdef RINGMESH_UNDER_ASAN
+  GTEST_SKIP() << "ASan replaces malloc; mallinfo2 does not see its heap";
+#else
+  constexpr size_t kPods = 20000;
+  std::string yaml = "pods:\n";
+  for (size_t i = 0; i < kPods; ++i) {
+    // Typical Kubernetes names: a Deployment's pod (20 characters), an EKS node.
+    absl::StrAppend(&yaml, "- {namespace: shop, name: api-7d9f8b6c5d-", absl::Dec(i, absl::kZeroPad5),
+                    ", serviceAccount: api, node: ip-10-0-", i % 200, "-", i % 250,
+                    ".ec2.internal, ips: [10.", 16 + i / 65536, ".", (i / 256) % 256, ".", i % 256, "]}\n");
+  }
+  // In use from the heap (uordblks) plus mmap()ed blocks (hblkhd): the
+  // vector of all remote pods is one allocation large enough to be mmap()ed.
+  auto in_use = [] {
+    struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+  };
+  const size_t before = in_use();
+  auto s = ParseNodeFile(yaml, "node.yaml");
+  const size_t after = in_use();
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->remote_pods.size(), kPods);
+  const double per_pod = static_cast<double>(after - before) / kPods;
+  RecordProperty("bytes_per_remote_pod", static_cast<int>(per_pod));
+  std::printf("agent heap per remote pod: %.0f bytes (sizeof(RemotePod) = %zu)\n", per_pod,
+              sizeof(RemotePod));
+  EXPECT_LE(per_pod, 300.0);
+#endif
 }
 
 TEST(NodeFileErrors, BadIp) {
@@ -440,7 +647,8 @@ TEST(NodeFileErrors, SizeLimits) {
     absl::StrAppend(&pods, "- {namespace: d, name: p", i, ", netns: /n/", i, ", ips: [10.", i / 256, ".",
                     i % 256, ".1]}\n");
   }
-  EXPECT_EQ(ErrorOf(pods), "node.yaml:2: pods: 4097 entries, at most 4096 allowed");
+  // Line 1 is "pods:", so pods[i] is on line i + 2.
+  EXPECT_EQ(ErrorOf(pods), "node.yaml:4098: pods[4096]: more than 4096 pods of this node (without `node:`)");
 
   std::string eps = "services:\n- namespace: d\n  name: s\n  ports: [{port: 80}]\n  endpoints:\n";
   for (size_t i = 0; i <= kMaxEndpointsPerService; ++i) {

@@ -78,6 +78,20 @@ Snapshot RichSnapshot() {
   rr.name = "rr";
   rr.lb = LbPolicy::kRoundRobin;
   s.services = {svc, other, rr};
+  RemotePod api;
+  api.ns = "shop";
+  api.name = "api-7d9f8b6c5d-x2x4k";
+  api.service_account = "api";
+  api.node = "node-b";
+  api.ips = {Ip("198.18.2.7"), Ip("2001:db8::2:7")};
+  RemotePod legacy;
+  legacy.ns = "legacy";
+  legacy.name = "batch-0";
+  legacy.service_account = "default";
+  legacy.node = "node-c";
+  legacy.ips = {Ip("198.18.3.9")};
+  legacy.enrolled = false;
+  s.remote_pods = {api, legacy};
   return s;
 }
 
@@ -105,6 +119,31 @@ TEST(SnapshotJson, UsesTheNodeFileFieldNames) {
   EXPECT_EQ(j["services"][0]["lb"], "least_connections");
   EXPECT_EQ(j["services"][0]["ports"][0]["targetPort"], 8080);
   EXPECT_EQ(j["services"][0]["ports"][0]["protocol"], "http");
+}
+
+TEST(SnapshotJson, RemotePods) {
+  nlohmann::json j = SnapshotToJson(RichSnapshot());
+  ASSERT_EQ(j["remotePods"].size(), 2u);
+  EXPECT_EQ(
+      j["remotePods"][0],
+      nlohmann::json::parse(R"({"namespace": "shop", "name": "api-7d9f8b6c5d-x2x4k", "serviceAccount": "api",
+                                      "node": "node-b", "ips": ["198.18.2.7", "2001:db8::2:7"],
+                                      "mode": "enabled"})"));
+  EXPECT_EQ(j["remotePods"][1]["mode"], "disabled");
+
+  // Without remote pods the JSON is that of protocol version 1, byte for
+  // byte: the field is left out, not written empty.
+  Snapshot none = RichSnapshot();
+  none.remote_pods.clear();
+  EXPECT_FALSE(SnapshotToJson(none).contains("remotePods"));
+  EXPECT_EQ(*EncodeSnapshotJson(RichSnapshot(), -1, RemotePodsInJson::kOmit), *EncodeSnapshotJson(none));
+
+  // Only the identifying fields are required.
+  auto minimal = DecodeSnapshotJson(R"({"remotePods": [{"namespace": "a", "name": "b", "node": "c"}]})");
+  ASSERT_TRUE(minimal.ok()) << minimal.status();
+  ASSERT_EQ(minimal->remote_pods.size(), 1u);
+  EXPECT_EQ(minimal->remote_pods[0], (RemotePod{"a", "b", "", "c", {}, true}));
+  EXPECT_TRUE(minimal->pods.empty());
 }
 
 // Decodes RichSnapshot's JSON after `edit`, returning the error text.
@@ -158,6 +197,22 @@ TEST(SnapshotJson, RejectsWithJsonPath) {
   EXPECT_EQ(DecodeError([](J& j) { j["pods"][0]["labels"]["app"] = 1; }),
             "$.pods[0].labels.app: expected a string, got an integer");
   EXPECT_EQ(DecodeError([](J& j) { j = J::array(); }), "$: expected an object, got an array");
+}
+
+TEST(SnapshotJson, RejectsBadRemotePodsWithJsonPath) {
+  using J = nlohmann::json;
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][1].erase("node"); }),
+            "$.remotePods[1].node: required field missing");
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][0]["netns"] = "/run/netns/x"; }),
+            "$.remotePods[0]: unknown field \"netns\"");
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][0]["ips"][1] = "2001:db8::g"; }),
+            "$.remotePods[0].ips[1]: \"2001:db8::g\" is not an IP address");
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][0]["mode"] = "on"; }),
+            "$.remotePods[0].mode: unknown value \"on\" (expected one of enabled, disabled)");
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][0]["serviceAccount"] = 7; }),
+            "$.remotePods[0].serviceAccount: expected a string, got an integer");
+  EXPECT_EQ(DecodeError([](J& j) { j["remotePods"] = J::object(); }),
+            "$.remotePods: expected an array, got an object");
 }
 
 TEST(SnapshotJson, RejectsBadText) {
@@ -263,6 +318,11 @@ TEST(ProtocolCodec, NegotiatesVersions) {
       "agent speaks protocol 2..3 (release 0.3.0), proxy speaks 1..1 (release 0.1.0): upgrade the proxy";
   EXPECT_EQ(Msg(NegotiateVersion(new_agent, old_proxy).status()), kUpgradeProxy);
   EXPECT_EQ(Msg(NegotiateVersion(old_proxy, new_agent).status()), kUpgradeProxy);
+
+  // This build still speaks version 1 with the previous release.
+  EXPECT_EQ(kMaxProtocolVersion, kRemotePodsVersion);
+  EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kAgent), Hello{Role::kProxy, 1, 1, "0.1.0"}), 1);
+  EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kProxy), Hello{Role::kAgent, 1, 1, "0.1.0"}), 1);
 
   Hello old_agent{Role::kAgent, 1, 1, "0.1.0"};
   Hello new_proxy{Role::kProxy, 2, 2, "0.2.0"};
@@ -550,6 +610,110 @@ TEST(ProtocolSocket, RejectedSnapshotKeepsTheStreamInStep) {
   EXPECT_EQ(next->snapshot.generation, 12u);
 }
 
+// What a proxy of protocol version 1 reads: every message labelled 1 and
+// JSON with only the fields version 1 knows.
+TEST(ProtocolVersions, VersionOneProxyGetsSnapshotsWithoutRemotePods) {
+  SocketPair sp;
+  Snapshot s = RichSnapshot();
+  s.generation = 21;
+  ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, 1).ok());
+  std::string json;
+  for (;;) {
+    auto msg = ReceiveMessage(sp.proxy.get(), 1000);
+    ASSERT_TRUE(msg.ok()) << msg.status();
+    EXPECT_EQ(msg->header.version, 1) << ToString(msg->header.type);
+    if (msg->header.type != MessageType::kSnapshotEnd) continue;
+    json += ParseSnapshotFragment(msg->payload)->data;
+    if (nlohmann::json::accept(json)) break;
+  }
+  nlohmann::json j = nlohmann::json::parse(json);
+  for (const auto& [key, value] : j.items()) {
+    EXPECT_THAT((std::vector<std::string>{"generation", "outboundPort", "pods", "services"}),
+                ::testing::Contains(key));
+  }
+  Snapshot want = s;
+  want.remote_pods.clear();
+  EXPECT_EQ(*DecodeSnapshotJson(json), want);
+
+  // Through the assembler: version 1, and no remote pods.
+  ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, 1).ok());
+  auto got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->version, 1);
+  EXPECT_EQ(got->snapshot, want);
+
+  // The current version carries them.
+  ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, kRemotePodsVersion).ok());
+  got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->version, kRemotePodsVersion);
+  EXPECT_EQ(got->snapshot, s);
+}
+
+TEST(ProtocolVersions, SendersRefuseVersionsThisBuildDoesNotSpeak) {
+  SocketPair sp;
+  EXPECT_EQ(Msg(SendSnapshot(sp.agent.get(), Snapshot{}, {}, 0)),
+            absl::StrCat("cannot send in protocol version 0, this build speaks 1..", kMaxProtocolVersion));
+  EXPECT_EQ(SendSnapshot(sp.agent.get(), Snapshot{}, {}, kMaxProtocolVersion + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(SendAck(sp.proxy.get(), 1, "", kMaxProtocolVersion + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  // An ACK in version 1 reaches an agent (of any version speaking 1).
+  ASSERT_TRUE(SendAck(sp.proxy.get(), 5, "", 1).ok());
+  auto msg = ReceiveMessage(sp.agent.get(), 1000);
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(msg->header.version, 1);
+  EXPECT_EQ(ParseAck(msg->payload)->generation, 5u);
+}
+
+// Sends one snapshot by hand: BEGIN in `begin_version`, the JSON in
+// `end_version`.
+void SendJsonSnapshot(int fd, uint64_t generation, const std::string& json, uint16_t begin_version,
+                      uint16_t end_version) {
+  ASSERT_TRUE(
+      SendRawMessage(fd,
+                     EncodeMessage(MessageType::kSnapshotBegin,
+                                   EncodeSnapshotBegin({generation, 0, json.size()}), 0, begin_version),
+                     {})
+          .ok());
+  ASSERT_TRUE(
+      SendRawMessage(
+          fd, EncodeMessage(MessageType::kSnapshotEnd, EncodeSnapshotFragment(0, json), 0, end_version), {})
+          .ok());
+}
+
+TEST(ProtocolVersions, ReceiverChecksRemotePodsAgainstTheVersion) {
+  SocketPair sp;
+  const std::string json =
+      R"({"generation": 30, "remotePods": [{"namespace": "a", "name": "b", "node": "n", "ips": ["198.18.2.1"]},
+                                          {"namespace": "a", "name": "c", "node": "n", "ips": ["198.18.2.2"]}]})";
+  // Version 1 has no remote pods: rejected, but the stream stays in step.
+  SendJsonSnapshot(sp.agent.get(), 30, json, 1, 1);
+  auto got = ReceiveSnapshot(sp.proxy.get());
+  EXPECT_EQ(Msg(got.status()),
+            "generation 30 rejected: remote pods in protocol version 1; they need version 2");
+  EXPECT_EQ(RejectedGeneration(got.status()), 30u);
+
+  // Bounded.
+  SendJsonSnapshot(sp.agent.get(), 30, json, 2, 2);
+  ReceiveOptions small;
+  small.max_remote_pods = 1;
+  got = ReceiveSnapshot(sp.proxy.get(), small);
+  EXPECT_EQ(Msg(got.status()), "generation 30 rejected: snapshot has 2 remote pods, the limit is 1");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(RejectedGeneration(got.status()), 30u);
+
+  SendJsonSnapshot(sp.agent.get(), 30, json, 2, 2);
+  got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->snapshot.remote_pods.size(), 2u);
+
+  // One snapshot, one version.
+  SendJsonSnapshot(sp.agent.get(), 31, R"({"generation": 31})", 2, 1);
+  EXPECT_EQ(Msg(ReceiveSnapshot(sp.proxy.get()).status()),
+            "SNAPSHOT_END in protocol version 1 inside a snapshot begun in version 2");
+}
+
 class ProtocolUnixPath : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -596,6 +760,35 @@ TEST_F(ProtocolUnixPath, ListenAcceptConnect) {
   proxy->Reset();
   EXPECT_EQ(ReceiveAck(conn->get(), 1000).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(SendSnapshot(conn->get(), s, {-1, -1}).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST_F(ProtocolUnixPath, PeersLearnTheNegotiatedVersion) {
+  auto server = AgentServer::Listen(path_);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<PeerConnection> proxy;
+  std::thread t([&] { proxy = ConnectToAgentPeer(path_); });
+  auto agent_side = server->AcceptPeer();
+  t.join();
+  ASSERT_TRUE(agent_side.ok()) << agent_side.status();
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  EXPECT_EQ(agent_side->version, kMaxProtocolVersion);
+  EXPECT_EQ(proxy->version, kMaxProtocolVersion);
+
+  // A proxy of the previous release (version 1 only).
+  absl::StatusOr<uint16_t> old_side;
+  std::thread t2([&] {
+    UniqueFd fd(socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path_.c_str());
+    ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    old_side = Handshake(fd.get(), Hello{Role::kProxy, 1, 1, "0.1.0"});
+  });
+  agent_side = server->AcceptPeer();
+  t2.join();
+  ASSERT_TRUE(agent_side.ok()) << agent_side.status();
+  EXPECT_EQ(agent_side->version, 1);
+  EXPECT_EQ(*old_side, 1);
 }
 
 TEST_F(ProtocolUnixPath, StaleSocketIsReplacedLiveOneIsNot) {

@@ -160,8 +160,8 @@ absl::Status Agent::Apply(Snapshot snap) {
 
   generation_ = std::max<uint64_t>(generation_ + 1, static_cast<uint64_t>(NowUnixMs()));
   snap.generation = generation_;
-  spdlog::info("generation {}: {} pods ({} enrolled), {} services", generation_, snap.pods.size(), entries.size(),
-               snap.services.size());
+  spdlog::info("generation {}: {} pods ({} enrolled), {} services, {} pods of other nodes", generation_,
+               snap.pods.size(), entries.size(), snap.services.size(), snap.remote_pods.size());
   entries_ = std::move(entries);
   last_error_.clear();
   SyncDatapath();
@@ -203,7 +203,7 @@ void Agent::PollLease() {
 
 void Agent::Publish(ProxyConn& conn) {
   if (!current_ || !conn.fd) return;
-  auto st = proto::SendSnapshot(conn.fd.get(), *current_, current_fds_);
+  auto st = proto::SendSnapshot(conn.fd.get(), *current_, current_fds_, conn.version);
   if (!st.ok()) {
     spdlog::warn("proxy connection dropped while sending generation {}: {}", current_->generation, st.message());
     conn.fd.Reset();
@@ -312,12 +312,16 @@ absl::Status Agent::Run() {
     }
     std::erase_if(proxies_, [](const ProxyConn& c) { return !c.fd; });
     if (pfds[0].revents & POLLIN) {
-      auto conn = server_->Accept();
+      auto conn = server_->AcceptPeer();
       if (!conn.ok()) {
         spdlog::warn("proxy handshake failed: {}", conn.status().message());
       } else {
-        spdlog::info("proxy connected");
-        proxies_.push_back(ProxyConn{std::move(*conn), 0});
+        spdlog::info("proxy connected (protocol version {})", conn->version);
+        if (conn->version < proto::kRemotePodsVersion) {
+          spdlog::warn("the proxy speaks protocol {}: it is not told about pods of other nodes; upgrade it",
+                       conn->version);
+        }
+        proxies_.push_back(ProxyConn{std::move(conn->fd), 0, conn->version});
         Publish(proxies_.back());
         std::erase_if(proxies_, [](const ProxyConn& c) { return !c.fd; });
       }

@@ -82,6 +82,7 @@ class Agent {
   struct ProxyConn {
     UniqueFd fd;
     uint64_t acked = 0;
+    uint16_t version = proto::kMaxProtocolVersion;  // negotiated in the handshake
   };
 
   absl::Status Apply(Snapshot snap);

@@ -229,7 +229,7 @@ std::string Index(std::string_view path, size_t i) { return absl::StrCat(AV(path
 
 class Converter {
  public:
-  explicit Converter(std::string_view file) : file_(file) {}
+  Converter(std::string_view file, const NodeFileOptions& options) : file_(file), options_(options) {}
 
   absl::StatusOr<Snapshot> Convert(const YNode& root);
 
@@ -245,6 +245,8 @@ class Converter {
                            std::initializer_list<std::string_view> known) const;
   // The value of `key`, or nullptr when absent or null.
   static const YNode* Find(const YNode& map, std::string_view key);
+  // Whether `key` is there at all, even with a null value.
+  static bool HasKey(const YNode& map, std::string_view key);
   absl::Status Require(const YNode& map, const std::string& path, std::string_view key,
                        const YNode** out) const;
 
@@ -258,13 +260,23 @@ class Converter {
   absl::Status GetName(const YNode& n, const std::string& path, bool subdomain, std::string* out) const;
   absl::Status GetPath(const YNode& n, const std::string& path, std::string* out) const;
 
+  // The checks and fields both kinds of pod share.
+  absl::Status ConvertPodName(const YNode& n, const std::string& path, size_t index, std::string* ns,
+                              std::string* name);
+  absl::Status ConvertIps(const YNode& n, const std::string& path, size_t index, std::vector<IpAddress>* ips);
+  absl::Status ConvertLabels(const YNode& n, const std::string& path,
+                             std::map<std::string, std::string>* labels) const;
   absl::Status ConvertPod(const YNode& n, size_t index, Pod* pod);
-  absl::Status ConvertService(const YNode& n, size_t index, const std::vector<Pod>& pods, Service* svc);
+  absl::Status ConvertRemotePod(const YNode& n, size_t index, RemotePod* pod);
+  absl::Status ConvertService(const YNode& n, size_t index, Service* svc);
   absl::Status ConvertPort(const YNode& n, const std::string& path, ServicePort* port) const;
 
   std::string_view file_;
-  // For the cross-entry checks: which entry first used a key.
+  NodeFileOptions options_;
+  // For the cross-entry checks: which entry first used a key. Pods are
+  // numbered by their place in the file's `pods` list, local or remote.
   std::map<std::string, size_t> pod_names_;
+  std::vector<std::string> pod_keys_;  // "<ns>/<name>" per pods[] index
   std::map<IpAddress, size_t> pod_ips_;
   std::map<std::string, size_t> netns_paths_;
   std::map<std::string, size_t> service_names_;
@@ -293,6 +305,13 @@ absl::Status Converter::CheckFields(const YNode& map, const std::string& path,
     }
   }
   return absl::OkStatus();
+}
+
+bool Converter::HasKey(const YNode& map, std::string_view key) {
+  for (size_t i = 0; i + 1 < map.children.size(); i += 2) {
+    if (map.children[i].value == key) return true;
+  }
+  return false;
 }
 
 const YNode* Converter::Find(const YNode& map, std::string_view key) {
@@ -411,21 +430,116 @@ absl::Status Converter::GetPath(const YNode& n, const std::string& path, std::st
   return absl::OkStatus();
 }
 
-absl::Status Converter::ConvertPod(const YNode& n, size_t index, Pod* pod) {
-  const std::string path = Index("pods", index);
-  RM_RETURN_IF_ERROR(CheckFields(n, path,
-                                 {"namespace", "name", "uid", "serviceAccount", "netns", "cgroup", "ips",
-                                  "labels", "mode", "failMode", "optOutPorts", "optOutCidrs"}));
+absl::Status Converter::ConvertPodName(const YNode& n, const std::string& path, size_t index, std::string* ns,
+                                       std::string* name) {
   const YNode* v = nullptr;
   RM_RETURN_IF_ERROR(Require(n, path, "namespace", &v));
-  RM_RETURN_IF_ERROR(GetName(*v, Child(path, "namespace"), /*subdomain=*/false, &pod->ns));
+  RM_RETURN_IF_ERROR(GetName(*v, Child(path, "namespace"), /*subdomain=*/false, ns));
   RM_RETURN_IF_ERROR(Require(n, path, "name", &v));
-  RM_RETURN_IF_ERROR(GetName(*v, Child(path, "name"), /*subdomain=*/true, &pod->name));
-  const std::string key = absl::StrCat(pod->ns, "/", pod->name);
+  RM_RETURN_IF_ERROR(GetName(*v, Child(path, "name"), /*subdomain=*/true, name));
+  std::string key = absl::StrCat(*ns, "/", *name);
   if (auto [it, inserted] = pod_names_.emplace(key, index); !inserted) {
     return Error(n, "",
                  absl::StrCat("duplicate pod ", key, " (pods[", it->second, "] and pods[", index, "])"));
   }
+  if (pod_keys_.size() <= index) pod_keys_.resize(index + 1);
+  pod_keys_[index] = std::move(key);
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ConvertIps(const YNode& n, const std::string& path, size_t index,
+                                   std::vector<IpAddress>* ips) {
+  const YNode* v = nullptr;
+  RM_RETURN_IF_ERROR(Require(n, path, "ips", &v));
+  const std::string ips_path = Child(path, "ips");
+  RM_RETURN_IF_ERROR(GetList(*v, ips_path, kMaxIpsPerPod));
+  if (v->children.empty()) return Error(*v, ips_path, "at least one IP address is required");
+  ips->reserve(v->children.size());
+  for (size_t i = 0; i < v->children.size(); ++i) {
+    const YNode& item = v->children[i];
+    IpAddress ip;
+    RM_RETURN_IF_ERROR(GetIp(item, Index(ips_path, i), &ip));
+    if (auto [it, inserted] = pod_ips_.emplace(ip, index); !inserted) {
+      if (it->second == index)
+        return Error(item, Index(ips_path, i), absl::StrCat("duplicate IP ", ip.ToString()));
+      return Error(
+          item, "",
+          absl::StrCat("duplicate IP ", ip.ToString(), " (pods[", it->second, "] and pods[", index, "])"));
+    }
+    ips->push_back(ip);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ConvertLabels(const YNode& n, const std::string& path,
+                                      std::map<std::string, std::string>* labels) const {
+  const YNode* v = Find(n, "labels");
+  if (v == nullptr) return absl::OkStatus();
+  const std::string labels_path = Child(path, "labels");
+  if (v->kind != YNode::Kind::kMap) {
+    return Error(*v, labels_path, absl::StrCat("expected a mapping, got ", KindName(*v)));
+  }
+  if (v->children.size() / 2 > kMaxLabelsPerPod) {
+    return Error(*v, labels_path,
+                 absl::StrCat(v->children.size() / 2, " labels, at most ", kMaxLabelsPerPod, " allowed"));
+  }
+  for (size_t i = 0; i + 1 < v->children.size(); i += 2) {
+    const YNode& k = v->children[i];
+    std::string name;
+    RM_RETURN_IF_ERROR(GetString(k, labels_path, 317, &name));
+    if (!IsLabelKey(name))
+      return Error(k, labels_path, absl::StrCat(Quote(name), " is not a valid label key"));
+    if (labels->count(name)) return Error(k, labels_path, absl::StrCat("duplicate label ", Quote(name)));
+    const YNode& lv = v->children[i + 1];
+    std::string value;
+    if (lv.kind != YNode::Kind::kNull)
+      RM_RETURN_IF_ERROR(GetString(lv, Child(labels_path, name), 63, &value));
+    if (!value.empty() && !IsLabelName(value)) {
+      return Error(lv, Child(labels_path, name), absl::StrCat(Quote(value), " is not a valid label value"));
+    }
+    labels->emplace(std::move(name), std::move(value));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ConvertRemotePod(const YNode& n, size_t index, RemotePod* pod) {
+  const std::string path = Index("pods", index);
+  // What only a pod of this node has (where its sockets live, how the
+  // datapath treats them) means nothing for a pod elsewhere: an error, not
+  // silently ignored, as it most likely means a wrong `node:`.
+  for (size_t i = 0; i + 1 < n.children.size(); i += 2) {
+    const YNode& key = n.children[i];
+    for (std::string_view local : {"uid", "netns", "cgroup", "failMode", "optOutPorts", "optOutCidrs"}) {
+      if (key.value == local) {
+        return Error(key, Child(path, local),
+                     "only pods of this node have it; this pod has `node:` (a pod of another node)");
+      }
+    }
+  }
+  RM_RETURN_IF_ERROR(ConvertPodName(n, path, index, &pod->ns, &pod->name));
+  const YNode* v = nullptr;
+  RM_RETURN_IF_ERROR(Require(n, path, "node", &v));
+  RM_RETURN_IF_ERROR(GetName(*v, Child(path, "node"), /*subdomain=*/true, &pod->node));
+  pod->service_account = "default";
+  if ((v = Find(n, "serviceAccount"))) {
+    RM_RETURN_IF_ERROR(GetName(*v, Child(path, "serviceAccount"), /*subdomain=*/true, &pod->service_account));
+  }
+  if ((v = Find(n, "mode"))) {
+    std::string mode;
+    RM_RETURN_IF_ERROR(GetEnum(*v, Child(path, "mode"), {"enabled", "disabled"}, &mode));
+    pod->enrolled = mode == "enabled";
+  }
+  RM_RETURN_IF_ERROR(ConvertIps(n, path, index, &pod->ips));
+  // Checked like a local pod's, so a file stays valid when a pod moves, but
+  // not kept: nothing on this node selects remote pods by label.
+  std::map<std::string, std::string> labels;
+  return ConvertLabels(n, path, &labels);
+}
+
+absl::Status Converter::ConvertPod(const YNode& n, size_t index, Pod* pod) {
+  const std::string path = Index("pods", index);
+  RM_RETURN_IF_ERROR(ConvertPodName(n, path, index, &pod->ns, &pod->name));
+  const YNode* v = nullptr;
   if ((v = Find(n, "uid"))) RM_RETURN_IF_ERROR(GetString(*v, Child(path, "uid"), 128, &pod->uid));
   pod->service_account = "default";
   if ((v = Find(n, "serviceAccount"))) {
@@ -459,51 +573,8 @@ absl::Status Converter::ConvertPod(const YNode& n, size_t index, Pod* pod) {
   }
   if ((v = Find(n, "cgroup"))) RM_RETURN_IF_ERROR(GetPath(*v, Child(path, "cgroup"), &pod->cgroup_path));
 
-  RM_RETURN_IF_ERROR(Require(n, path, "ips", &v));
-  const std::string ips_path = Child(path, "ips");
-  RM_RETURN_IF_ERROR(GetList(*v, ips_path, kMaxIpsPerPod));
-  if (v->children.empty()) return Error(*v, ips_path, "at least one IP address is required");
-  for (size_t i = 0; i < v->children.size(); ++i) {
-    const YNode& item = v->children[i];
-    IpAddress ip;
-    RM_RETURN_IF_ERROR(GetIp(item, Index(ips_path, i), &ip));
-    if (auto [it, inserted] = pod_ips_.emplace(ip, index); !inserted) {
-      if (it->second == index)
-        return Error(item, Index(ips_path, i), absl::StrCat("duplicate IP ", ip.ToString()));
-      return Error(
-          item, "",
-          absl::StrCat("duplicate IP ", ip.ToString(), " (pods[", it->second, "] and pods[", index, "])"));
-    }
-    pod->ips.push_back(ip);
-  }
-
-  if ((v = Find(n, "labels"))) {
-    const std::string labels_path = Child(path, "labels");
-    if (v->kind != YNode::Kind::kMap) {
-      return Error(*v, labels_path, absl::StrCat("expected a mapping, got ", KindName(*v)));
-    }
-    if (v->children.size() / 2 > kMaxLabelsPerPod) {
-      return Error(*v, labels_path,
-                   absl::StrCat(v->children.size() / 2, " labels, at most ", kMaxLabelsPerPod, " allowed"));
-    }
-    for (size_t i = 0; i + 1 < v->children.size(); i += 2) {
-      const YNode& k = v->children[i];
-      std::string name;
-      RM_RETURN_IF_ERROR(GetString(k, labels_path, 317, &name));
-      if (!IsLabelKey(name))
-        return Error(k, labels_path, absl::StrCat(Quote(name), " is not a valid label key"));
-      if (pod->labels.count(name))
-        return Error(k, labels_path, absl::StrCat("duplicate label ", Quote(name)));
-      const YNode& lv = v->children[i + 1];
-      std::string value;
-      if (lv.kind != YNode::Kind::kNull)
-        RM_RETURN_IF_ERROR(GetString(lv, Child(labels_path, name), 63, &value));
-      if (!value.empty() && !IsLabelName(value)) {
-        return Error(lv, Child(labels_path, name), absl::StrCat(Quote(value), " is not a valid label value"));
-      }
-      pod->labels.emplace(std::move(name), std::move(value));
-    }
-  }
+  RM_RETURN_IF_ERROR(ConvertIps(n, path, index, &pod->ips));
+  RM_RETURN_IF_ERROR(ConvertLabels(n, path, &pod->labels));
 
   if ((v = Find(n, "optOutPorts"))) {
     const std::string p = Child(path, "optOutPorts");
@@ -554,8 +625,7 @@ absl::Status Converter::ConvertPort(const YNode& n, const std::string& path, Ser
   return absl::OkStatus();
 }
 
-absl::Status Converter::ConvertService(const YNode& n, size_t index, const std::vector<Pod>& pods,
-                                       Service* svc) {
+absl::Status Converter::ConvertService(const YNode& n, size_t index, Service* svc) {
   const std::string path = Index("services", index);
   RM_RETURN_IF_ERROR(CheckFields(n, path, {"namespace", "name", "vips", "ports", "lb", "endpoints"}));
   const YNode* v = nullptr;
@@ -589,7 +659,7 @@ absl::Status Converter::ConvertService(const YNode& n, size_t index, const std::
       if (auto it = pod_ips_.find(ip); it != pod_ips_.end()) {
         return Error(item, Index(p, i),
                      absl::StrCat("VIP ", ip.ToString(), " is also the IP of pods[", it->second, "] (",
-                                  pods[it->second].ns, "/", pods[it->second].name, ")"));
+                                  pod_keys_[it->second], ")"));
       }
       svc->vips.push_back(ip);
     }
@@ -661,16 +731,45 @@ absl::StatusOr<Snapshot> Converter::Convert(const YNode& root) {
   const YNode* v = nullptr;
   if ((v = Find(root, "outboundPort"))) RM_RETURN_IF_ERROR(GetPort(*v, "outboundPort", &s.outbound_port));
   if ((v = Find(root, "pods"))) {
-    RM_RETURN_IF_ERROR(GetList(*v, "pods", kMaxPods));
-    s.pods.resize(v->children.size());
-    for (size_t i = 0; i < v->children.size(); ++i)
-      RM_RETURN_IF_ERROR(ConvertPod(v->children[i], i, &s.pods[i]));
+    RM_RETURN_IF_ERROR(GetList(*v, "pods", kMaxPods + options_.max_remote_pods));
+    // A pod with a `node:` key is a pod of another node. Counted first so
+    // that both vectors are allocated once, at their exact size: with many
+    // remote pods, growth slack would be a large share of their memory.
+    std::vector<bool> remote(v->children.size());
+    size_t local_count = 0, remote_count = 0;
+    for (size_t i = 0; i < v->children.size(); ++i) {
+      const YNode& item = v->children[i];
+      const std::string path = Index("pods", i);
+      RM_RETURN_IF_ERROR(CheckFields(item, path,
+                                     {"namespace", "name", "uid", "serviceAccount", "node", "netns", "cgroup",
+                                      "ips", "labels", "mode", "failMode", "optOutPorts", "optOutCidrs"}));
+      remote[i] = HasKey(item, "node");
+      if (remote[i] && ++remote_count > options_.max_remote_pods) {
+        return Error(
+            item, path,
+            absl::StrCat("more than ", options_.max_remote_pods, " pods of other nodes (with `node:`)"));
+      }
+      if (!remote[i] && ++local_count > kMaxPods) {
+        return Error(item, path,
+                     absl::StrCat("more than ", kMaxPods, " pods of this node (without `node:`)"));
+      }
+    }
+    s.pods.resize(local_count);
+    s.remote_pods.resize(remote_count);
+    pod_keys_.reserve(v->children.size());
+    for (size_t i = 0, l = 0, r = 0; i < v->children.size(); ++i) {
+      if (remote[i]) {
+        RM_RETURN_IF_ERROR(ConvertRemotePod(v->children[i], i, &s.remote_pods[r++]));
+      } else {
+        RM_RETURN_IF_ERROR(ConvertPod(v->children[i], i, &s.pods[l++]));
+      }
+    }
   }
   if ((v = Find(root, "services"))) {
     RM_RETURN_IF_ERROR(GetList(*v, "services", kMaxServices));
     s.services.resize(v->children.size());
     for (size_t i = 0; i < v->children.size(); ++i) {
-      RM_RETURN_IF_ERROR(ConvertService(v->children[i], i, s.pods, &s.services[i]));
+      RM_RETURN_IF_ERROR(ConvertService(v->children[i], i, &s.services[i]));
     }
   }
   return s;
@@ -698,7 +797,8 @@ const char* NamespaceTypeName(int type) {
 
 }  // namespace
 
-absl::StatusOr<Snapshot> ParseNodeFile(std::string_view text, std::string_view file_name) {
+absl::StatusOr<Snapshot> ParseNodeFile(std::string_view text, std::string_view file_name,
+                                       const NodeFileOptions& options) {
   if (text.size() > kMaxNodeFileBytes) {
     return absl::InvalidArgumentError(absl::StrCat(AV(file_name), ": ", text.size(),
                                                    " bytes, larger than the limit of ", kMaxNodeFileBytes));
@@ -719,10 +819,10 @@ absl::StatusOr<Snapshot> ParseNodeFile(std::string_view text, std::string_view f
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(AV(file_name), ": invalid YAML: ", e.what()));
   }
-  return Converter(file_name).Convert(builder.root());
+  return Converter(file_name, options).Convert(builder.root());
 }
 
-absl::StatusOr<Snapshot> LoadNodeFile(const std::string& path) {
+absl::StatusOr<Snapshot> LoadNodeFile(const std::string& path, const NodeFileOptions& options) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) {
     int err = errno;
@@ -746,7 +846,7 @@ absl::StatusOr<Snapshot> LoadNodeFile(const std::string& path) {
           absl::StrCat(path, ": larger than the limit of ", kMaxNodeFileBytes, " bytes"));
     }
   }
-  return ParseNodeFile(text, path);
+  return ParseNodeFile(text, path, options);
 }
 
 absl::Status CheckNodeFileResources(const Snapshot& snapshot) {

@@ -1,7 +1,9 @@
 // The local node file: a YAML description of this node's pods and of the
 // services and endpoints they talk to, for standalone use, demos and tests
-// (the other endpoint source is the Kubernetes API). The format, with a
-// complete example, is in docs/node-file.md.
+// (the other endpoint source is the Kubernetes API). Pods with `node: <name>`
+// are mesh pods of other nodes: they land in Snapshot::remote_pods, never in
+// Snapshot::pods. The format, with a complete example, is in
+// docs/node-file.md.
 //
 // Parsing is strict and every error names file, line and field, so a typo is
 // found at once instead of silently ignored:
@@ -31,7 +33,10 @@ namespace ringmesh::agent {
 // (RM_MAX_OPT_OUT_PORTS).
 inline constexpr size_t kMaxNodeFileBytes = 16 << 20;
 inline constexpr size_t kMaxYamlNodes = 4'000'000;
-inline constexpr size_t kMaxPods = 4096;
+inline constexpr size_t kMaxPods = 4096;  // pods of this node
+// Pods of other nodes. ~230 bytes each in the agent (docs/node-file.md), so
+// the default bounds them to ~25 MB.
+inline constexpr size_t kDefaultMaxRemotePods = 100000;
 inline constexpr size_t kMaxServices = 10000;
 inline constexpr size_t kMaxEndpointsPerService = 1000;
 inline constexpr size_t kMaxPortsPerService = 256;
@@ -42,11 +47,17 @@ inline constexpr size_t kMaxOptOutPorts = 16;
 inline constexpr size_t kMaxOptOutCidrs = 64;
 inline constexpr uint16_t kDefaultOutboundPort = 15001;
 
+struct NodeFileOptions {
+  size_t max_remote_pods = kDefaultMaxRemotePods;
+};
+
 // Parses and validates. file_name only appears in error messages. The
 // result has generation 0 and every pod_id 0: the agent assigns both.
-[[nodiscard]] absl::StatusOr<Snapshot> ParseNodeFile(std::string_view text, std::string_view file_name);
+[[nodiscard]] absl::StatusOr<Snapshot> ParseNodeFile(std::string_view text, std::string_view file_name,
+                                                     const NodeFileOptions& options = {});
 // Reads at most kMaxNodeFileBytes from `path`, then ParseNodeFile.
-[[nodiscard]] absl::StatusOr<Snapshot> LoadNodeFile(const std::string& path);
+[[nodiscard]] absl::StatusOr<Snapshot> LoadNodeFile(const std::string& path,
+                                                    const NodeFileOptions& options = {});
 
 // Checks what the text cannot: the netns path of every enrolled pod exists
 // and is a network namespace. Separate from parsing so parsing stays pure

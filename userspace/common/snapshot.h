@@ -1,7 +1,7 @@
 // The node's desired state as the agent publishes it to the proxy: enrolled
-// pods, services and their endpoints. Immutable once published; a new
-// generation replaces the whole value, so the datapath never sees a
-// half-applied change.
+// pods, services and their endpoints, and the mesh pods of other nodes.
+// Immutable once published; a new generation replaces the whole value, so
+// the datapath never sees a half-applied change.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,25 @@ struct Pod {
   bool operator==(const Pod&) const = default;
 };
 
+// A pod of another node. It has no netns or cgroup here and never gets a
+// listener, a pod id or a pods-map entry; it exists so that a connection to
+// one of its IPs can be tunnelled (HBONE) to the ringmesh proxy of its node,
+// expecting the identity
+// spiffe://<trust-domain>/ns/<ns>/sa/<service_account>. Kept apart from
+// Snapshot::pods so that no local-pod code path ever sees one. Compact on
+// purpose: a cluster has many of them (docs/node-file.md gives the memory
+// per pod).
+struct RemotePod {
+  std::string ns;
+  std::string name;
+  std::string service_account;
+  std::string node;
+  std::vector<IpAddress> ips;
+  bool enrolled = true;  // false: known, but no ringmesh proxy serves it
+
+  bool operator==(const RemotePod&) const = default;
+};
+
 struct ServicePort {
   std::string name;
   uint16_t port = 0;         // service port (host order)
@@ -67,8 +86,9 @@ struct Service {
 struct Snapshot {
   uint64_t generation = 0;
   uint16_t outbound_port = 15001;  // proxy listener port inside every pod netns
-  std::vector<Pod> pods;
+  std::vector<Pod> pods;           // this node's pods only
   std::vector<Service> services;
+  std::vector<RemotePod> remote_pods;
 
   bool operator==(const Snapshot&) const = default;
 };

@@ -45,6 +45,13 @@ Json PodToJson(const Pod& pod) {
   };
 }
 
+Json RemotePodToJson(const RemotePod& pod) {
+  return Json{
+      {"namespace", pod.ns}, {"name", pod.name},          {"serviceAccount", pod.service_account},
+      {"node", pod.node},    {"ips", IpsToJson(pod.ips)}, {"mode", pod.enrolled ? "enabled" : "disabled"},
+  };
+}
+
 Json ServiceToJson(const Service& svc) {
   Json ports = Json::array();
   for (const auto& p : svc.ports) {
@@ -203,6 +210,16 @@ absl::Status GetEnum(const Json& j, const std::string& path, std::optional<E> (*
     }                                   \
   } while (0)
 
+absl::Status GetMode(const Json& v, const std::string& p, bool* enrolled) {
+  if (!v.is_string()) return WrongType(p, "a string", v);
+  const auto& s = v.get_ref<const std::string&>();
+  if (s != "enabled" && s != "disabled") {
+    return Error(p, absl::StrCat("unknown value ", Quote(s), " (expected one of enabled, disabled)"));
+  }
+  *enrolled = s == "enabled";
+  return absl::OkStatus();
+}
+
 absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
   RM_RETURN_IF_ERROR(CheckObject(j, path,
                                  {"namespace", "name", "uid", "serviceAccount", "netns", "cgroup", "ips",
@@ -232,12 +249,7 @@ absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
         RM_RETURN_IF_ERROR(GetString(lv, Child(p, lk), &pod->labels[lk]));
       }
     } else if (key == "mode") {
-      if (!v.is_string()) return WrongType(p, "a string", v);
-      const auto& s = v.get_ref<const std::string&>();
-      if (s != "enabled" && s != "disabled") {
-        return Error(p, absl::StrCat("unknown value ", Quote(s), " (expected one of enabled, disabled)"));
-      }
-      pod->enrolled = s == "enabled";
+      RM_RETURN_IF_ERROR(GetMode(v, p, &pod->enrolled));
     } else if (key == "failMode") {
       RM_RETURN_IF_ERROR(GetEnum(v, p, ParseFailMode, {"open", "closed"}, &pod->fail_mode));
     } else if (key == "optOutPorts") {
@@ -248,6 +260,30 @@ absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
       uint64_t id = 0;
       RM_RETURN_IF_ERROR(GetUint(v, p, std::numeric_limits<uint32_t>::max(), &id));
       pod->pod_id = static_cast<uint32_t>(id);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeRemotePod(const Json& j, const std::string& path, RemotePod* pod) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"namespace", "name", "serviceAccount", "node", "ips", "mode"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
+  RM_RETURN_IF_ERROR(Required(j, path, "name"));
+  RM_RETURN_IF_ERROR(Required(j, path, "node"));
+  for (const auto& [key, v] : j.items()) {
+    std::string p = Child(path, key);
+    if (key == "namespace") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->ns));
+    } else if (key == "name") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->name));
+    } else if (key == "serviceAccount") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->service_account));
+    } else if (key == "node") {
+      RM_RETURN_IF_ERROR(GetString(v, p, &pod->node));
+    } else if (key == "ips") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &pod->ips, GetIp));
+    } else if (key == "mode") {
+      RM_RETURN_IF_ERROR(GetMode(v, p, &pod->enrolled));
     }
   }
   return absl::OkStatus();
@@ -314,20 +350,29 @@ absl::Status CheckDepth(std::string_view text) {
 
 }  // namespace
 
-nlohmann::json SnapshotToJson(const Snapshot& snapshot) {
+nlohmann::json SnapshotToJson(const Snapshot& snapshot, RemotePodsInJson remote_pods) {
   Json pods = Json::array();
   for (const auto& pod : snapshot.pods) pods.push_back(PodToJson(pod));
   Json services = Json::array();
   for (const auto& svc : snapshot.services) services.push_back(ServiceToJson(svc));
-  return Json{{"generation", snapshot.generation},
-              {"outboundPort", snapshot.outbound_port},
-              {"pods", std::move(pods)},
-              {"services", std::move(services)}};
+  Json out{{"generation", snapshot.generation},
+           {"outboundPort", snapshot.outbound_port},
+           {"pods", std::move(pods)},
+           {"services", std::move(services)}};
+  // Left out when empty, so that a snapshot without remote pods encodes
+  // exactly as in protocol version 1.
+  if (remote_pods == RemotePodsInJson::kInclude && !snapshot.remote_pods.empty()) {
+    Json remote = Json::array();
+    for (const auto& pod : snapshot.remote_pods) remote.push_back(RemotePodToJson(pod));
+    out["remotePods"] = std::move(remote);
+  }
+  return out;
 }
 
 absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json) {
   const std::string root = "$";
-  RM_RETURN_IF_ERROR(CheckObject(json, root, {"generation", "outboundPort", "pods", "services"}));
+  RM_RETURN_IF_ERROR(
+      CheckObject(json, root, {"generation", "outboundPort", "pods", "services", "remotePods"}));
   Snapshot s;
   for (const auto& [key, v] : json.items()) {
     std::string p = Child(root, key);
@@ -339,14 +384,18 @@ absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json) {
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.pods, DecodePod));
     } else if (key == "services") {
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.services, DecodeService));
+    } else if (key == "remotePods") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s.remote_pods, DecodeRemotePod));
     }
   }
   return s;
 }
 
-absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent) {
+absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent,
+                                               RemotePodsInJson remote_pods) {
   try {
-    return SnapshotToJson(snapshot).dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict);
+    return SnapshotToJson(snapshot, remote_pods)
+        .dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict);
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot cannot be encoded as JSON: ", e.what()));
   }

@@ -3,7 +3,9 @@
 // of the proxy's /config_dump, so one reader understands both.
 //
 // The field names are those of the node file (docs/node-file.md) plus
-// `generation` and `podId`, which only the agent assigns:
+// `generation` and `podId`, which only the agent assigns, and
+// `remotePods` (protocol version 2), the mesh pods of other nodes, left out
+// when there are none:
 //
 //   {"generation": 7, "outboundPort": 15001,
 //    "pods": [{"namespace": "default", "name": "web-0", "uid": "...",
@@ -17,7 +19,10 @@
 //                  "ports": [{"name": "http", "port": 80,
 //                             "targetPort": 8080, "protocol": "http"}],
 //                  "endpoints": [{"ip": "198.18.1.2", "ready": true,
-//                                 "pod": "default/web-0"}]}]}
+//                                 "pod": "default/web-0"}]}],
+//    "remotePods": [{"namespace": "default", "name": "api-1",
+//                    "serviceAccount": "api", "node": "node-b",
+//                    "ips": ["198.18.2.7"], "mode": "enabled"}]}
 //
 // Round trips are lossless: DecodeSnapshotJson(EncodeSnapshotJson(s)) == s
 // for every snapshot whose CIDRs are normalised (host bits clear, which
@@ -29,10 +34,12 @@
 // outside 1..65535 are rejected with a Status that names the JSON path, e.g.
 //   $.pods[3].ips[0]: "198.18.0.300" is not an IP address
 // Missing fields take the defaults of snapshot.h, except the identifying
-// ones (pod and service namespace/name, endpoint ip, service port number).
+// ones (pod, remote pod and service namespace/name, a remote pod's node,
+// endpoint ip, service port number).
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
@@ -46,13 +53,19 @@ namespace ringmesh {
 // the parser's memory, rejected before nlohmann builds the tree.
 inline constexpr int kMaxSnapshotJsonDepth = 16;
 
-nlohmann::json SnapshotToJson(const Snapshot& snapshot);
+// Whether the encoding carries Snapshot::remote_pods. kOmit writes the
+// schema of protocol version 1, whose readers reject the field.
+enum class RemotePodsInJson : uint8_t { kInclude, kOmit };
+
+nlohmann::json SnapshotToJson(const Snapshot& snapshot,
+                              RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
 [[nodiscard]] absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json);
 
 // Serialises compactly (indent < 0) or pretty-printed (indent >= 0). Fails
 // only when a string in the snapshot is not valid UTF-8, which JSON cannot
 // carry; the node file parser never produces such strings.
-[[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent = -1);
+[[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(
+    const Snapshot& snapshot, int indent = -1, RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
 [[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text);
 
 // Deepest bracket nesting of JSON text (brackets inside strings ignored),

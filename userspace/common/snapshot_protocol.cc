@@ -129,8 +129,18 @@ absl::StatusOr<sockaddr_un> UnixAddress(const std::string& path) {
   return addr;
 }
 
-absl::Status SendMessage(int fd, MessageType type, std::string_view payload, std::span<const int> fds = {}) {
-  return SendRawMessage(fd, EncodeMessage(type, payload, static_cast<uint32_t>(fds.size())), fds);
+absl::Status SendMessage(int fd, uint16_t version, MessageType type, std::string_view payload,
+                         std::span<const int> fds = {}) {
+  return SendRawMessage(fd, EncodeMessage(type, payload, static_cast<uint32_t>(fds.size()), version), fds);
+}
+
+absl::Status CheckSendVersion(uint16_t version) {
+  if (version < kMinProtocolVersion || version > kMaxProtocolVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot send in protocol version ", version,
+                                                   ", this build speaks ", kMinProtocolVersion, "..",
+                                                   kMaxProtocolVersion));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -415,6 +425,12 @@ absl::Status SnapshotAssembler::Feed(const Header& header, std::string_view payl
   if (state_ == State::kComplete || state_ == State::kTaken) {
     return absl::FailedPreconditionError(absl::StrCat(ToString(header.type), " after a complete snapshot"));
   }
+  // The JSON schema depends on the version: a snapshot is read in one.
+  if (state_ != State::kIdle && header.version != version_) {
+    return absl::InvalidArgumentError(absl::StrCat(ToString(header.type), " in protocol version ",
+                                                   header.version, " inside a snapshot begun in version ",
+                                                   version_));
+  }
   switch (header.type) {
     case MessageType::kSnapshotBegin: {
       if (state_ != State::kIdle) return absl::InvalidArgumentError("SNAPSHOT_BEGIN inside a snapshot");
@@ -430,6 +446,7 @@ absl::Status SnapshotAssembler::Feed(const Header& header, std::string_view payl
                                                          options_.max_snapshot_bytes));
       }
       begin_ = *begin;
+      version_ = header.version;
       fds_.clear();
       fds_.resize(begin_.pod_count);
       // Grow with the data rather than trusting the announced size.
@@ -508,7 +525,16 @@ absl::StatusOr<ReceivedSnapshot> SnapshotAssembler::Take() {
     return reject(absl::InvalidArgumentError(
         absl::StrCat("JSON has ", snapshot->pods.size(), " pods, SNAPSHOT_BEGIN said ", begin_.pod_count)));
   }
-  return ReceivedSnapshot{*std::move(snapshot), std::move(fds_)};
+  if (!snapshot->remote_pods.empty() && version_ < kRemotePodsVersion) {
+    return reject(absl::InvalidArgumentError(absl::StrCat("remote pods in protocol version ", version_,
+                                                          "; they need version ", kRemotePodsVersion)));
+  }
+  if (snapshot->remote_pods.size() > options_.max_remote_pods) {
+    return reject(
+        absl::ResourceExhaustedError(absl::StrCat("snapshot has ", snapshot->remote_pods.size(),
+                                                  " remote pods, the limit is ", options_.max_remote_pods)));
+  }
+  return ReceivedSnapshot{*std::move(snapshot), std::move(fds_), version_};
 }
 
 std::optional<uint64_t> RejectedGeneration(const absl::Status& status) {
@@ -666,6 +692,12 @@ absl::StatusOr<AgentServer> AgentServer::Listen(const std::string& path) {
 }
 
 absl::StatusOr<UniqueFd> AgentServer::Accept() {
+  auto peer = AcceptPeer();
+  if (!peer.ok()) return peer.status();
+  return std::move(peer->fd);
+}
+
+absl::StatusOr<PeerConnection> AgentServer::AcceptPeer() {
   UniqueFd conn;
   for (;;) {
     conn.Reset(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
@@ -679,10 +711,12 @@ absl::StatusOr<UniqueFd> AgentServer::Accept() {
   }
   auto version = Handshake(conn.get(), LocalHello(Role::kAgent), kHandshakeTimeoutMs);
   if (!version.ok()) return version.status();
-  return conn;
+  return PeerConnection{std::move(conn), *version};
 }
 
-absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vector<int>& netns_fds) {
+absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vector<int>& netns_fds,
+                          uint16_t version) {
+  RM_RETURN_IF_ERROR(CheckSendVersion(version));
   if (netns_fds.size() != snapshot.pods.size()) {
     return absl::InvalidArgumentError(
         absl::StrCat(netns_fds.size(), " netns fds for ", snapshot.pods.size(), " pods; need one per pod"));
@@ -694,7 +728,8 @@ absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vect
   if (snapshot.pods.size() > kDefaultMaxPods) {
     return absl::ResourceExhaustedError(absl::StrCat(snapshot.pods.size(), " pods exceed ", kDefaultMaxPods));
   }
-  auto json = EncodeSnapshotJson(snapshot);
+  auto json = EncodeSnapshotJson(
+      snapshot, -1, version >= kRemotePodsVersion ? RemotePodsInJson::kInclude : RemotePodsInJson::kOmit);
   if (!json.ok()) return json.status();
   if (json->size() > kDefaultMaxSnapshotBytes) {
     return absl::ResourceExhaustedError(absl::StrCat("snapshot JSON of ", json->size(),
@@ -702,7 +737,7 @@ absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vect
                                                      kDefaultMaxSnapshotBytes));
   }
   const auto pod_count = static_cast<uint32_t>(snapshot.pods.size());
-  RM_RETURN_IF_ERROR(SendMessage(conn_fd, MessageType::kSnapshotBegin,
+  RM_RETURN_IF_ERROR(SendMessage(conn_fd, version, MessageType::kSnapshotBegin,
                                  EncodeSnapshotBegin({snapshot.generation, pod_count, json->size()})));
   for (uint32_t first = 0; first < pod_count; first += kMaxFdsPerMessage) {
     NetnsFds chunk{first, {}};
@@ -711,13 +746,13 @@ absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vect
       chunk.present.push_back(netns_fds[i] >= 0);
       if (netns_fds[i] >= 0) fds.push_back(netns_fds[i]);
     }
-    RM_RETURN_IF_ERROR(SendMessage(conn_fd, MessageType::kNetnsFds, EncodeNetnsFds(chunk), fds));
+    RM_RETURN_IF_ERROR(SendMessage(conn_fd, version, MessageType::kNetnsFds, EncodeNetnsFds(chunk), fds));
   }
   std::string_view rest = *json;
   for (uint64_t offset = 0; !rest.empty();) {
     std::string_view piece = rest.substr(0, kMaxFragmentBytes);
     RM_RETURN_IF_ERROR(
-        SendMessage(conn_fd, MessageType::kSnapshotEnd, EncodeSnapshotFragment(offset, piece)));
+        SendMessage(conn_fd, version, MessageType::kSnapshotEnd, EncodeSnapshotFragment(offset, piece)));
     offset += piece.size();
     rest.remove_prefix(piece.size());
   }
@@ -742,6 +777,12 @@ absl::StatusOr<uint64_t> ReceiveAck(int conn_fd, int timeout_ms) {
 // --- proxy side --------------------------------------------------------------
 
 absl::StatusOr<UniqueFd> ConnectToAgent(const std::string& path) {
+  auto peer = ConnectToAgentPeer(path);
+  if (!peer.ok()) return peer.status();
+  return std::move(peer->fd);
+}
+
+absl::StatusOr<PeerConnection> ConnectToAgentPeer(const std::string& path) {
   auto addr = UnixAddress(path);
   if (!addr.ok()) return addr.status();
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
@@ -760,7 +801,7 @@ absl::StatusOr<UniqueFd> ConnectToAgent(const std::string& path) {
   }
   auto version = Handshake(fd.get(), LocalHello(Role::kProxy), kHandshakeTimeoutMs);
   if (!version.ok()) return version.status();
-  return fd;
+  return PeerConnection{std::move(fd), *version};
 }
 
 absl::StatusOr<ReceivedSnapshot> ReceiveSnapshot(int fd) { return ReceiveSnapshot(fd, ReceiveOptions{}); }
@@ -775,8 +816,9 @@ absl::StatusOr<ReceivedSnapshot> ReceiveSnapshot(int fd, const ReceiveOptions& o
   return assembler.Take();
 }
 
-absl::Status SendAck(int fd, uint64_t generation, std::string_view error) {
-  return SendMessage(fd, MessageType::kAck,
+absl::Status SendAck(int fd, uint64_t generation, std::string_view error, uint16_t version) {
+  RM_RETURN_IF_ERROR(CheckSendVersion(version));
+  return SendMessage(fd, version, MessageType::kAck,
                      EncodeAck(Ack{generation, std::string(error.substr(0, kMaxAckErrorBytes))}));
 }
 

@@ -41,11 +41,18 @@
 // ACK (proxy -> agent): u64 generation, u32 error_len, error text (<= 4096).
 //   An empty error means the generation is applied.
 //
+// Versions:
+//   1  the first release.
+//   2  the snapshot JSON may carry `remotePods` (mesh pods of other nodes,
+//      snapshot_json.h). Every other payload is unchanged.
 // Receivers accept any version in their own [min, max] range, so they need
-// no per-connection state. Senders currently always write
-// kMaxProtocolVersion, which is right while this build speaks only one
-// version; the release that adds a second must also return the negotiated
-// version from Accept/ConnectToAgent and encode with it.
+// no per-connection state; every message of one snapshot must be in the
+// same version, and a snapshot in version 1 must not carry remote pods.
+// Senders write the version negotiated for the connection (AcceptPeer,
+// ConnectToAgentPeer): to a proxy of version 1 the agent sends its
+// snapshots without the remote pods, so that proxy keeps working and treats
+// their IPs as it always did (not meshed); the proxy ACKs in the version
+// the agent speaks.
 //
 // Every received fd is owned (UniqueFd) as soon as recvmsg returns, before
 // anything is validated, so a malformed message never leaks descriptors.
@@ -55,20 +62,21 @@
 // Usage, agent:
 //   ASSIGN_OR_RETURN(auto server, proto::AgentServer::Listen("/run/ringmesh/agent.sock"));
 //   // when server.fd() is readable:
-//   ASSIGN_OR_RETURN(UniqueFd conn, server.Accept());
-//   RETURN_IF_ERROR(proto::SendSnapshot(conn.get(), snapshot, netns_fds));
-//   ASSIGN_OR_RETURN(uint64_t applied, proto::ReceiveAck(conn.get(), 5000));
+//   ASSIGN_OR_RETURN(proto::PeerConnection proxy, server.AcceptPeer());
+//   RETURN_IF_ERROR(proto::SendSnapshot(proxy.fd.get(), snapshot, netns_fds, proxy.version));
+//   ASSIGN_OR_RETURN(uint64_t applied, proto::ReceiveAck(proxy.fd.get(), 5000));
 // Usage, proxy:
-//   ASSIGN_OR_RETURN(UniqueFd conn, proto::ConnectToAgent(path));
+//   ASSIGN_OR_RETURN(proto::PeerConnection agent, proto::ConnectToAgentPeer(path));
 //   for (;;) {
-//     auto snap = proto::ReceiveSnapshot(conn.get());
+//     auto snap = proto::ReceiveSnapshot(agent.fd.get());
 //     if (!snap.ok()) {
 //       auto g = proto::RejectedGeneration(snap.status());
 //       if (!g) break;  // stream out of step: reconnect
-//       RETURN_IF_ERROR(proto::SendAck(conn.get(), *g, std::string(snap.status().message())));
+//       RETURN_IF_ERROR(proto::SendAck(agent.fd.get(), *g, std::string(snap.status().message()),
+//                                      agent.version));
 //       continue;
 //     }
-//     ... apply ...; RETURN_IF_ERROR(proto::SendAck(conn.get(), gen, ""));
+//     ... apply ...; RETURN_IF_ERROR(proto::SendAck(agent.fd.get(), gen, "", agent.version));
 //   }
 #pragma once
 
@@ -91,7 +99,9 @@ namespace ringmesh::proto {
 // the snapshot JSON schema changes; raise kMinProtocolVersion when support
 // for an old encoding is dropped.
 inline constexpr uint16_t kMinProtocolVersion = 1;
-inline constexpr uint16_t kMaxProtocolVersion = 1;
+inline constexpr uint16_t kMaxProtocolVersion = 2;
+// The first version whose snapshot JSON may carry remote pods.
+inline constexpr uint16_t kRemotePodsVersion = 2;
 
 inline constexpr char kMagic[4] = {'R', 'M', 'S', 'P'};
 inline constexpr size_t kHeaderSize = 16;
@@ -103,6 +113,9 @@ inline constexpr size_t kMaxReleaseBytes = 128;
 inline constexpr size_t kMaxAckErrorBytes = 4096;
 inline constexpr size_t kDefaultMaxSnapshotBytes = 64 << 20;
 inline constexpr uint32_t kDefaultMaxPods = 65536;
+// Above the node file's default (agent::kDefaultMaxRemotePods): the JSON
+// size bound alone would admit ~1M, a quarter GiB in the proxy.
+inline constexpr uint32_t kDefaultMaxRemotePods = 1 << 18;
 // A peer that connects and says nothing must not stall the agent forever.
 inline constexpr int kHandshakeTimeoutMs = 5000;
 // Per message: a proxy that stops reading makes SendSnapshot fail, not hang.
@@ -203,12 +216,20 @@ struct Message {
 
 struct ReceivedSnapshot {
   Snapshot snapshot;
-  std::vector<UniqueFd> netns_fds;  // one per pod, in pod order; invalid = none
+  std::vector<UniqueFd> netns_fds;         // one per pod, in pod order; invalid = none
+  uint16_t version = kMaxProtocolVersion;  // the version it was encoded in
 };
 
 struct ReceiveOptions {
   size_t max_snapshot_bytes = kDefaultMaxSnapshotBytes;  // JSON size bound
   uint32_t max_pods = kDefaultMaxPods;
+  uint32_t max_remote_pods = kDefaultMaxRemotePods;
+};
+
+// A connected peer after the handshake, and the version both will use.
+struct PeerConnection {
+  UniqueFd fd;
+  uint16_t version = kMaxProtocolVersion;
 };
 
 // Reassembles one snapshot from its messages and owns the fds received so
@@ -229,6 +250,7 @@ class SnapshotAssembler {
   ReceiveOptions options_;
   State state_ = State::kIdle;
   SnapshotBegin begin_;
+  uint16_t version_ = 0;  // of SNAPSHOT_BEGIN; the rest must match
   std::vector<UniqueFd> fds_;
   uint32_t pods_covered_ = 0;
   std::string json_;
@@ -277,6 +299,9 @@ class AgentServer {
   // Waits for a connection and runs the handshake (at most
   // kHandshakeTimeoutMs once connected). A failed handshake closes that
   // connection and returns why; the server stays usable.
+  [[nodiscard]] absl::StatusOr<PeerConnection> AcceptPeer();
+  // AcceptPeer without the version: only for peers known to be of this
+  // build (tests), as SendSnapshot then writes kMaxProtocolVersion.
   [[nodiscard]] absl::StatusOr<UniqueFd> Accept();
 
  private:
@@ -285,19 +310,26 @@ class AgentServer {
 };
 
 // netns_fds: one per pod of `snapshot`, -1 for none; they stay owned by the
-// caller (the kernel duplicates them into the message).
+// caller (the kernel duplicates them into the message). `version` is the
+// connection's (PeerConnection::version); below kRemotePodsVersion the
+// remote pods are left out.
 [[nodiscard]] absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot,
-                                        const std::vector<int>& netns_fds);
+                                        const std::vector<int>& netns_fds,
+                                        uint16_t version = kMaxProtocolVersion);
 // The generation the proxy applied, or the error it reported for it.
 [[nodiscard]] absl::StatusOr<uint64_t> ReceiveAck(int conn_fd, int timeout_ms);
 
 // --- proxy side -----------------------------------------------------------
 
+[[nodiscard]] absl::StatusOr<PeerConnection> ConnectToAgentPeer(const std::string& path);
+// ConnectToAgentPeer without the version: only for agents known to be of
+// this build (tests), as SendAck then writes kMaxProtocolVersion.
 [[nodiscard]] absl::StatusOr<UniqueFd> ConnectToAgent(const std::string& path);
 // Blocks until a whole snapshot arrived; Unavailable when the agent closed.
 [[nodiscard]] absl::StatusOr<ReceivedSnapshot> ReceiveSnapshot(int fd);
 [[nodiscard]] absl::StatusOr<ReceivedSnapshot> ReceiveSnapshot(int fd, const ReceiveOptions& options);
-// error is truncated to kMaxAckErrorBytes.
-[[nodiscard]] absl::Status SendAck(int fd, uint64_t generation, std::string_view error);
+// error is truncated to kMaxAckErrorBytes. `version`: the connection's.
+[[nodiscard]] absl::Status SendAck(int fd, uint64_t generation, std::string_view error,
+                                   uint16_t version = kMaxProtocolVersion);
 
 }  // namespace ringmesh::proto

@@ -42,7 +42,7 @@ void AgentClient::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
-    auto conn = proto::ConnectToAgent(options_.socket_path);
+    auto conn = proto::ConnectToAgentPeer(options_.socket_path);
     if (!conn.ok()) {
       // Say it once at warning level; a down agent is expected during its
       // restarts and the proxy keeps working with its last snapshot.
@@ -56,21 +56,22 @@ void AgentClient::Run() {
       backoff = std::min(backoff * 2, options_.max_backoff);
       continue;
     }
-    spdlog::info("connected to agent at {}", options_.socket_path);
+    spdlog::info("connected to agent at {} (protocol version {})", options_.socket_path, conn->version);
     warned = false;
     backoff = options_.initial_backoff;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
-      conn_fd_ = conn->get();
+      conn_fd_ = conn->fd.get();
     }
     connected_ = true;
     for (;;) {
-      auto snap = proto::ReceiveSnapshot(conn->get());
+      auto snap = proto::ReceiveSnapshot(conn->fd.get());
       if (!snap.ok()) {
         if (auto gen = proto::RejectedGeneration(snap.status())) {
           spdlog::error("snapshot {} rejected: {}", *gen, snap.status().ToString());
-          if (proto::SendAck(conn->get(), *gen, std::string(snap.status().message())).ok()) continue;
+          const std::string error(snap.status().message());
+          if (proto::SendAck(conn->fd.get(), *gen, error, conn->version).ok()) continue;
         }
         spdlog::warn("agent connection lost: {}", snap.status().ToString());
         break;
@@ -83,7 +84,10 @@ void AgentClient::Run() {
       } else {
         spdlog::error("snapshot generation {} applied with errors: {}", gen, applied.ToString());
       }
-      if (absl::Status s = proto::SendAck(conn->get(), gen, applied.ok() ? std::string() : std::string(applied.message())); !s.ok()) {
+      if (absl::Status s = proto::SendAck(conn->fd.get(), gen,
+                                          applied.ok() ? std::string() : std::string(applied.message()),
+                                          conn->version);
+          !s.ok()) {
         spdlog::warn("ack to agent: {}", s.ToString());
         break;
       }
@@ -93,7 +97,7 @@ void AgentClient::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       conn_fd_ = -1;
     }
-    conn->Reset();
+    conn->fd.Reset();
     if (!SleepFor(backoff)) return;
   }
 }

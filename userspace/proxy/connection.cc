@@ -123,6 +123,20 @@ void Connection::ConnectNext() {
   ++attempts_;
   upstream_ = target;
   have_upstream_ = true;
+  // A mesh pod of another node: through an mTLS tunnel to its proxy.
+  if (const MeshPeer* peer = (routes_ != nullptr && listener_->identities) ? routes_->MeshPeerOf(target.ip) : nullptr) {
+    connect_start_ns_ = MonotonicNowNs();
+    auto stream = w_->OpenTunnelStream(*listener_, target, *peer);
+    if (!stream.ok()) {
+      spdlog::warn("connection {}: tunnel to {}: {}", id_, target.ToString(), stream.status().ToString());
+      OnConnect(-ECONNREFUSED);
+      return;
+    }
+    tunnel_ = std::move(*stream);
+    to_local_pod_ = false;
+    tunnel_->Connect(&connect_op_);
+    return;
+  }
   int fd = w_->CreateUpstreamSocket(*listener_, target.ip.family());
   if (fd < 0) {
     spdlog::warn("connection {}: upstream socket: {}", id_, std::strerror(-fd));
@@ -141,7 +155,9 @@ void Connection::ConnectNext() {
 void Connection::OnConnect(int res) {
   const absl::Duration latency = absl::Nanoseconds(MonotonicNowNs() - connect_start_ns_);
   if (res == 0) {
-    if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, ConnectLatencySample(fd_[kUp], latency), true);
+    if (route_ != nullptr) {
+      route_->lb->OnConnectResult(endpoint_, tunnel_ ? latency : ConnectLatencySample(fd_[kUp], latency), true);
+    }
     state_ = State::kEstablished;
     established_ = true;
     last_activity_ns_ = MonotonicNowNs();
@@ -154,7 +170,12 @@ void Connection::OnConnect(int res) {
   if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, latency, false);
   ReleaseEndpoint();
   spdlog::debug("connection {}: connect to {} failed: {}", id_, upstream_.ToString(), std::strerror(-res));
-  w_->loop()->Close(fd_[kUp]);
+  if (tunnel_) {
+    tunnel_->Close(/*reset=*/true);
+    tunnel_.reset();
+  } else if (fd_[kUp] >= 0) {
+    w_->loop()->Close(fd_[kUp]);
+  }
   fd_[kUp] = -1;
   if (route_ != nullptr && attempts_ < w_->options().connect_attempts) {
     ConnectNext();
@@ -170,7 +191,11 @@ void Connection::StartRecv(Side s) {
   if (s == kUp && state_ != State::kEstablished) return;
   const size_t room = q_[s].free_space();
   if (room == 0) return;  // backpressure: resumes when the other side drains
-  w_->loop()->Recv(&recv_op_[s], fd_[s], room);
+  if (s == kUp && tunnel_) {
+    tunnel_->Recv(&recv_op_[s], room);
+  } else {
+    w_->loop()->Recv(&recv_op_[s], fd_[s], room);
+  }
 }
 
 void Connection::OnRecv(Side s, const Completion& c) {
@@ -231,7 +256,11 @@ void Connection::Pump(Side to) {
   delayed_[to] = false;
   auto front = q.Front();
   if (HoldForReader(to, front.size())) return;
-  w_->loop()->Send(&send_op_[to], fd_[to], front.data(), front.size());
+  if (to == kUp && tunnel_) {
+    tunnel_->Send(&send_op_[to], front.data(), front.size());
+  } else {
+    w_->loop()->Send(&send_op_[to], fd_[to], front.data(), front.size());
+  }
 }
 
 // A spliced direction's reader with most of the fast-path budget unread:
@@ -301,6 +330,7 @@ void Connection::OnSend(Side to, int res) {
 // entry itself is made either way (a writer that never pauses still needs
 // it to come back from TCP once it does).
 void Connection::MaybeSplice(Side from) {
+  if (tunnel_) return;  // a tunnel stream is no socket to splice
   const int after = w_->options().splice_after_forwards;
   // An artificial forward delay (--delay-us) must stay in the data path.
   if (after <= 0 || splice_ended_ || w_->options().forward_delay > absl::ZeroDuration()) return;
@@ -368,7 +398,11 @@ void Connection::MaybeShutdown(Side to) {
   if (!eof_[from] || !q_[from].empty() || shut_[to] || send_op_[to].in_flight()) return;
   if (state_ != State::kEstablished) return;  // re-checked after connect
   shut_[to] = true;
-  w_->loop()->ShutdownWrite(&shutdown_op_[to], fd_[to]);
+  if (to == kUp && tunnel_) {
+    tunnel_->ShutdownWrite(&shutdown_op_[to]);
+  } else {
+    w_->loop()->ShutdownWrite(&shutdown_op_[to], fd_[to]);
+  }
 }
 
 void Connection::ArmTimer() {
@@ -453,16 +487,23 @@ void Connection::Close(CloseReason reason, bool reset_down, bool reset_up) {
   EndSplice();
   reset_[kDown] = reset_down;
   reset_[kUp] = reset_up;
-  EventLoop* loop = w_->loop();
-  for (int s = 0; s < 2; ++s) {
-    loop->Cancel(&recv_op_[s]);
-    loop->Cancel(&send_op_[s]);
-    loop->Cancel(&shutdown_op_[s]);
-    loop->Cancel(&delay_op_[s]);
+  for (Side s : {kDown, kUp}) {
+    CancelOp(&recv_op_[s], s);
+    CancelOp(&send_op_[s], s);
+    CancelOp(&shutdown_op_[s], s);
+    w_->loop()->Cancel(&delay_op_[s]);
   }
-  loop->Cancel(&connect_op_);
-  loop->Cancel(&timer_op_);
+  CancelOp(&connect_op_, kUp);
+  w_->loop()->Cancel(&timer_op_);
   MaybeFinish();
+}
+
+void Connection::CancelOp(IoOp* op, Side s) {
+  if (s == kUp && tunnel_) {
+    tunnel_->Cancel(op);
+  } else {
+    w_->loop()->Cancel(op);
+  }
 }
 
 bool Connection::AnyInFlight() const {
@@ -478,6 +519,10 @@ bool Connection::AnyInFlight() const {
 void Connection::MaybeFinish() {
   if (finished_ || AnyInFlight()) return;
   finished_ = true;
+  if (tunnel_) {
+    tunnel_->Close(reset_[kUp]);
+    tunnel_.reset();
+  }
   for (int s = 0; s < 2; ++s) {
     if (fd_[s] < 0) continue;
     if (reset_[s]) {

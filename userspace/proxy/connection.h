@@ -28,6 +28,7 @@
 #include "userspace/proxy/byte_queue.h"
 #include "userspace/proxy/event_loop.h"
 #include "userspace/proxy/orig_dst.h"
+#include "userspace/proxy/outbound_tunnel.h"
 #include "userspace/proxy/route_table.h"
 #include "userspace/proxy/stats.h"
 
@@ -95,6 +96,8 @@ class Connection final : public IoHandler {
   void MaybeSplice(Side from);
   bool HoldForReader(Side to, size_t len);
   void EndSplice();
+  // The loop, or the tunnel stream for the upstream side of a tunnel.
+  void CancelOp(IoOp* op, Side s);
 
   Worker* w_;
   uint64_t id_;
@@ -146,6 +149,9 @@ class Connection final : public IoHandler {
   int forwards_ = 0;           // completed sends, both directions
   bool established_ = false;   // the upstream connect succeeded
   std::optional<SpliceEnds> splice_;
+  // The upstream is a CONNECT stream in an mTLS tunnel (the endpoint is a
+  // mesh pod of another node): the kUp ops go to it instead of the loop.
+  std::unique_ptr<TunnelStream> tunnel_;
   bool splice_ended_ = false;
   uint64_t direct_seen_ = 0;  // direct bytes at the last idle check
 };

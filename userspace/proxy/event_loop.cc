@@ -50,6 +50,21 @@ IoBackend ResolveBackend(IoBackend requested) {
   return resolved;
 }
 
+void EventLoop::BeginUserOp(IoOp* op) {
+  if (op->in_flight_) {
+    spdlog::critical("user op started twice");
+    std::abort();
+  }
+  op->in_flight_ = true;
+}
+
+void EventLoop::FinishUserOp(IoOp* op, int res, const char* data) {
+  Defer([op, res, data] {
+    op->in_flight_ = false;
+    op->handler()->OnCompletion(op, Completion{.res = res, .more = false, .data = data});
+  });
+}
+
 absl::StatusOr<std::unique_ptr<EventLoop>> CreateEventLoop(IoBackend backend, const EventLoopOptions& options) {
   switch (ResolveBackend(backend)) {
     case IoBackend::kIoUring: {

@@ -75,6 +75,7 @@ class IoOp {
  private:
   friend class EpollLoop;
   friend class IoUringLoop;
+  friend class EventLoop;  // user-space ops (BeginUserOp / FinishUserOp)
 
   IoHandler* handler_;
   OpType type_;
@@ -137,6 +138,14 @@ class EventLoop {
   virtual void Defer(absl::AnyInvocable<void()> fn) = 0;
   // Thread-safe: runs `fn` on the loop thread soon (eventfd wake-up).
   virtual void Post(absl::AnyInvocable<void()> fn) = 0;
+
+  // User-space transports (an HBONE tunnel stream standing in for a
+  // socket) complete ops themselves, with the same contract as the
+  // kernel's: BeginUserOp marks `op` in flight; FinishUserOp delivers its
+  // one final completion from the loop (deferred, never inside the caller),
+  // and `data` must stay valid until then.
+  void BeginUserOp(IoOp* op);
+  void FinishUserOp(IoOp* op, int res, const char* data = nullptr);
 
   // Runs until Stop() (which may be called from the loop or via Post).
   virtual void Run() = 0;

@@ -93,14 +93,16 @@ class InboundTunnel::App final : public IoHandler {
       case kShutdown:
         break;
     }
-    t_->Pump();
+    t_->PumpWire();
     MaybeGone();
   }
 
   // Events from the stream.
   void PumpToApp() {
-    if (!connected_ || closing_ || stream_gone_ || send_op_.in_flight()) return;
-    if (to_app_pos_ == to_app_.size()) {
+    if (!connected_ || closing_ || send_op_.in_flight()) return;
+    // A stream that ended cleanly had every byte read (it may end inside
+    // the Read below): what is left is to send them and shut the app's side.
+    if (to_app_pos_ == to_app_.size() && !stream_gone_) {
       to_app_.resize(kAppChunk);
       size_t n = t_->conn_->Read(sid_, {reinterpret_cast<uint8_t*>(to_app_.data()), to_app_.size()});
       to_app_.resize(n);
@@ -109,7 +111,7 @@ class InboundTunnel::App final : public IoHandler {
     }
     if (to_app_pos_ < to_app_.size()) {
       t_->w_->loop()->Send(&send_op_, fd_, to_app_.data() + to_app_pos_, to_app_.size() - to_app_pos_);
-    } else if (t_->conn_->PeerClosed(sid_) && !app_shut_) {
+    } else if ((stream_gone_ || t_->conn_->PeerClosed(sid_)) && !app_shut_) {
       app_shut_ = true;  // the client half-closed: so does the app's peer
       t_->w_->loop()->ShutdownWrite(&shutdown_op_, fd_);
     }
@@ -227,17 +229,18 @@ class InboundTunnel::App final : public IoHandler {
 };
 
 InboundTunnel::InboundTunnel(Worker* worker, uint64_t id, int fd, std::shared_ptr<const ListenerInfo> listener)
-    : w_(worker), id_(id), fd_(fd), listener_(std::move(listener)) {}
+    : TunnelSocket(worker, fd), id_(id), listener_(std::move(listener)) {}
 
 InboundTunnel::~InboundTunnel() {
-  if (AnyInFlight()) {
+  if (WireInFlight()) {
     spdlog::critical("tunnel {} freed with ops in flight", id_);
     std::abort();
   }
 }
 
-bool InboundTunnel::AnyInFlight() const {
-  return recv_op_.in_flight() || send_op_.in_flight() || timer_op_.in_flight();
+void InboundTunnel::OnHandshakeTimeout() {
+  w_->stats().Add(w_->stats().hbone_handshake_timeouts);
+  Abort(CloseReason::kIdleTimeout);
 }
 
 void InboundTunnel::Start() {
@@ -271,8 +274,8 @@ void InboundTunnel::Start() {
     return;
   }
   conn_ = std::move(*conn);
-  w_->loop()->StartTimer(&timer_op_, kHandshakeTimeout);
-  Pump();
+  StartHandshakeTimer();
+  PumpWire();
 }
 
 void InboundTunnel::Abort(CloseReason reason) {
@@ -284,7 +287,7 @@ void InboundTunnel::Abort(CloseReason reason) {
   std::vector<App*> all;
   for (auto& [sid, app] : apps_) all.push_back(app.get());
   for (App* a : all) a->Abort();
-  for (IoOp* op : {&recv_op_, &send_op_, &timer_op_}) w_->loop()->Cancel(op);
+  CancelWire();
   MaybeFinish();
 }
 
@@ -294,78 +297,9 @@ InboundTunnel::App* InboundTunnel::FindApp(hbone::StreamId id) {
 }
 
 void InboundTunnel::OnCompletion(IoOp* op, const Completion& c) {
-  switch (op->tag()) {
-    case kTagRecv:
-      OnWireRecv(c);
-      break;
-    case kTagSend:
-      OnWireSend(c.res);
-      break;
-    case kTagTimer:
-      if (c.res == 0 && !closing_ && conn_ && !conn_->handshake_done()) {
-        w_->stats().Add(w_->stats().hbone_handshake_timeouts);
-        Abort(CloseReason::kIdleTimeout);
-      }
-      break;
-  }
-  Pump();
+  OnWireCompletion(op, c);
+  PumpWire();
   MaybeFinish();
-}
-
-void InboundTunnel::OnWireRecv(const Completion& c) {
-  if (closing_) return;
-  if (c.res > 0) {
-    std::string_view data(c.data, static_cast<size_t>(c.res));
-    if (wire_in_.empty()) data.remove_prefix(conn_->FeedWire({reinterpret_cast<const uint8_t*>(data.data()), data.size()}));
-    wire_in_.append(data);
-  } else if (c.res == 0) {
-    wire_eof_ = true;
-  } else if (c.res != -ECANCELED) {
-    wire_eof_ = true;  // a reset: what was received still counts, then EOF
-  }
-}
-
-void InboundTunnel::OnWireSend(int res) {
-  if (closing_) return;
-  if (res < 0) {
-    Abort(CloseReason::kDownstreamReset);
-    return;
-  }
-  wire_out_pos_ += static_cast<size_t>(res);
-  if (wire_out_pos_ < wire_out_.size()) {
-    w_->loop()->Send(&send_op_, fd_, wire_out_.data() + wire_out_pos_, wire_out_.size() - wire_out_pos_);
-  }
-}
-
-void InboundTunnel::Pump() {
-  if (closing_ || !conn_ || pumping_) {
-    pump_again_ = pumping_;
-    return;
-  }
-  pumping_ = true;
-  do {
-    pump_again_ = false;
-    if (!wire_in_.empty()) {
-      size_t n = conn_->FeedWire({reinterpret_cast<const uint8_t*>(wire_in_.data()), wire_in_.size()});
-      wire_in_.erase(0, n);
-    }
-    if (wire_in_.empty() && wire_eof_ && !eof_fed_) {
-      eof_fed_ = true;
-      conn_->FeedEof();
-    }
-    if (closing_) break;
-    if (conn_->handshake_done()) w_->loop()->Cancel(&timer_op_);
-    if (!send_op_.in_flight() && conn_->PendingWire() > 0) {
-      wire_out_.resize(kWireChunk);
-      wire_out_.resize(conn_->TakeWire({reinterpret_cast<uint8_t*>(wire_out_.data()), wire_out_.size()}));
-      wire_out_pos_ = 0;
-      if (!wire_out_.empty()) w_->loop()->Send(&send_op_, fd_, wire_out_.data(), wire_out_.size());
-    }
-    if (!recv_op_.in_flight() && wire_in_.empty() && !wire_eof_ && !conn_->Finished()) {
-      w_->loop()->Recv(&recv_op_, fd_, kWireChunk);
-    }
-  } while (pump_again_ && !closing_);
-  pumping_ = false;
 }
 
 void InboundTunnel::OnConnect(hbone::StreamId id, const hbone::HboneInboundConnect& connect) {
@@ -413,7 +347,7 @@ void InboundTunnel::AppGone(App* app) {
   // Freed outside its own callback.
   w_->loop()->Defer([this, sid] {
     apps_.erase(sid);
-    Pump();
+    PumpWire();
     MaybeFinish();
   });
 }
@@ -422,19 +356,14 @@ void InboundTunnel::MaybeFinish() {
   if (finished_) return;
   if (!closing_) {
     // Done when the HBONE connection is and every byte went out.
-    if (!conn_ || !conn_->Finished() || send_op_.in_flight() || conn_->PendingWire() > 0 || !apps_.empty()) return;
+    if (!conn_ || !conn_->Finished() || !WireFlushed() || !apps_.empty()) return;
     closing_ = true;
-    for (IoOp* op : {&recv_op_, &send_op_, &timer_op_}) w_->loop()->Cancel(op);
+    CancelWire();
   }
-  if (AnyInFlight() || !apps_.empty()) return;
+  if (WireInFlight() || !apps_.empty()) return;
   finished_ = true;
-  if (reset_) {
-    linger lg{1, 0};
-    setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  }
   w_->stats().Closed(reason_);
-  w_->loop()->Close(fd_);
-  fd_ = -1;
+  CloseWire(reset_);
   Worker* w = w_;
   InboundTunnel* self = this;
   w->loop()->Defer([w, self] { w->DestroyTunnel(self); });

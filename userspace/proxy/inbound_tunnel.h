@@ -7,9 +7,8 @@
 //
 // The protocol work is HboneServerConn's (bytes in, bytes out); this class
 // only moves bytes between sockets and it, with every buffer bounded:
-// ciphertext in (one recv of kWireChunk, handed to FeedWire, what it does
-// not take waits and the socket is not read meanwhile), ciphertext out (one
-// send of up to kWireChunk in flight), and per stream one chunk each way
+// the tunnel socket's ciphertext as TunnelSocket does, and per stream one
+// chunk each way
 // (an app that does not read stops the stream's HTTP/2 window; an app that
 // writes faster than the tunnel drains stops being read until OnWritable).
 //
@@ -27,17 +26,15 @@
 #include "userspace/proxy/hbone/hbone_conn.h"
 #include "userspace/proxy/orig_dst.h"
 #include "userspace/proxy/stats.h"
+#include "userspace/proxy/tunnel_socket.h"
 
 namespace ringmesh::proxy {
 
 class Worker;
 
-class InboundTunnel final : public IoHandler, private hbone::HboneServerEvents {
+class InboundTunnel final : public TunnelSocket, private hbone::HboneServerEvents {
  public:
-  static constexpr size_t kWireChunk = 64 * 1024;
   static constexpr size_t kAppChunk = 64 * 1024;
-  // A client that has not finished the TLS handshake by then is dropped.
-  static constexpr absl::Duration kHandshakeTimeout = absl::Seconds(10);
 
   InboundTunnel(Worker* worker, uint64_t id, int fd, std::shared_ptr<const ListenerInfo> listener);
   ~InboundTunnel();
@@ -53,7 +50,11 @@ class InboundTunnel final : public IoHandler, private hbone::HboneServerEvents {
 
  private:
   class App;  // one stream's app-side socket
-  enum OpTag : uint32_t { kTagRecv, kTagSend, kTagTimer };
+
+  // TunnelSocket.
+  hbone::HboneConn* conn() override { return conn_.get(); }
+  void OnHandshakeTimeout() override;
+  void OnWireError() override { Abort(CloseReason::kDownstreamReset); }
 
   // HboneServerEvents.
   void OnConnect(hbone::StreamId id, const hbone::HboneInboundConnect& connect) override;
@@ -65,35 +66,17 @@ class InboundTunnel final : public IoHandler, private hbone::HboneServerEvents {
   void OnConnectionError(hbone::HboneConnError error) override;
 
   App* FindApp(hbone::StreamId id);
-  // Moves what can move: wire bytes in (retrying what FeedWire left),
-  // ciphertext out, the receive re-armed, then finishes if all is done.
-  void Pump();
-  void OnWireRecv(const Completion& c);
-  void OnWireSend(int res);
   void AppGone(App* app);
   void MaybeFinish();
-  bool AnyInFlight() const;
 
-  Worker* w_;
   uint64_t id_;
-  int fd_;
   std::shared_ptr<const ListenerInfo> listener_;
   std::unique_ptr<hbone::HboneServerConn> conn_;
   std::map<hbone::StreamId, std::unique_ptr<App>> apps_;
-  std::string wire_in_;  // received, not yet taken by FeedWire
-  bool wire_eof_ = false;
-  bool eof_fed_ = false;
-  std::string wire_out_;  // being sent
-  size_t wire_out_pos_ = 0;
   bool closing_ = false;
   bool finished_ = false;
   bool reset_ = false;
-  bool pumping_ = false;
-  bool pump_again_ = false;
   CloseReason reason_ = CloseReason::kNormal;
-  IoOp recv_op_{this, OpType::kRecv, kTagRecv};
-  IoOp send_op_{this, OpType::kSend, kTagSend};
-  IoOp timer_op_{this, OpType::kTimer, kTagTimer};
 };
 
 }  // namespace ringmesh::proxy

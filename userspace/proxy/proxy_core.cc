@@ -152,13 +152,13 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, c
   info->netns_cookie = p.netns_cookie;
   info->netns = p.netns;
   info->local = local;
+  // Certificates for both directions: inbound tunnels answer with the pod's,
+  // outbound ones present it.
+  info->pod_ips = p.pod.ips;
+  info->identities = identities_;
   // Outbound listeners are on loopback; HBONE's on the pod's own addresses.
-  if (local.port == hbone::kHbonePort &&
-      std::find(p.pod.ips.begin(), p.pod.ips.end(), local.ip) != p.pod.ips.end()) {
-    info->hbone_inbound = true;
-    info->pod_ips = p.pod.ips;
-    info->identities = identities_;
-  }
+  info->hbone_inbound = local.port == hbone::kHbonePort &&
+                        std::find(p.pod.ips.begin(), p.pod.ips.end(), local.ip) != p.pod.ips.end();
   return info;
 }
 

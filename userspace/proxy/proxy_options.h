@@ -78,6 +78,9 @@ struct ProxyOptions {
   // closed, and so are those of a pod that is gone.
   int upstream_socket_batch = 8;
   absl::Duration spare_socket_idle = absl::Seconds(10);
+  // An outbound mTLS tunnel with no stream for this long is closed
+  // (GOAWAY).
+  absl::Duration tunnel_idle = absl::Minutes(5);
   LbOptions lb;
   EventLoopOptions loop;
 };

@@ -18,6 +18,7 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
   for (const Pod& pod : snapshot.pods) {
     if (pod.enrolled && !pod.netns_path.empty()) table->local_pod_ips_.insert(pod.ips.begin(), pod.ips.end());
   }
+  table->BuildMeshPeers(snapshot);
   for (const Service& svc : snapshot.services) {
     std::vector<IpAddress> ready, not_ready;
     for (const Endpoint& ep : svc.endpoints) {
@@ -36,16 +37,21 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
       route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);
       if (svc.lb != LbPolicy::kLeastConnections && !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
-          std::all_of(ready.begin(), ready.end(), [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
-        for (const IpAddress& ip : ready) route->direct_endpoints.push_back(SocketAddress{ip, route->target_port});
+          std::all_of(ready.begin(), ready.end(),
+                      [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
+        for (const IpAddress& ip : ready)
+          route->direct_endpoints.push_back(SocketAddress{ip, route->target_port});
       }
       if (it != old.end()) {
         // What the route's connections look like, and what the datapath was
         // told about its VIPs (again if they changed), survive the snapshot.
         const ServiceRoute& prev = *it->second;
-        route->forwards_avg_x16.store(prev.forwards_avg_x16.load(std::memory_order_relaxed), std::memory_order_relaxed);
-        route->closed_samples.store(prev.closed_samples.load(std::memory_order_relaxed), std::memory_order_relaxed);
-        if (prev.vips == svc.vips) route->told.store(prev.told.load(std::memory_order_relaxed), std::memory_order_relaxed);
+        route->forwards_avg_x16.store(prev.forwards_avg_x16.load(std::memory_order_relaxed),
+                                      std::memory_order_relaxed);
+        route->closed_samples.store(prev.closed_samples.load(std::memory_order_relaxed),
+                                    std::memory_order_relaxed);
+        if (prev.vips == svc.vips)
+          route->told.store(prev.told.load(std::memory_order_relaxed), std::memory_order_relaxed);
         std::lock_guard<std::mutex> lock(prev.direct_mu);
         route->direct_failed_seen = prev.direct_failed_seen;
       }
@@ -56,7 +62,8 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
   return table;
 }
 
-void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver) {
+void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects,
+                  OrigDstResolver& resolver) {
   std::vector<SocketAddress> direct;
   if (is_short && direct_connects > 0 && !route.direct_endpoints.empty()) {
     {
@@ -80,7 +87,8 @@ void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_conn
   }
   route.closed_since_told.store(0, std::memory_order_relaxed);
   for (const IpAddress& vip : route.vips) {
-    resolver.MarkShortRoute(SocketAddress{vip, route.port}, is_short, direct, direct.empty() ? 0 : direct_connects);
+    resolver.MarkShortRoute(SocketAddress{vip, route.port}, is_short, direct,
+                            direct.empty() ? 0 : direct_connects);
   }
 }
 
@@ -99,6 +107,38 @@ void RouteTable::RetellDatapath(const RouteTable* previous, uint32_t direct_conn
       }
     }
   }
+}
+
+void RouteTable::BuildMeshPeers(const Snapshot& snapshot) {
+  // This node knows its own pods best: a remote entry that claims the IP of
+  // any local pod (enrolled or not) is ignored, and so is a second remote
+  // entry for one IP (the node file rejects both; another source might
+  // briefly send them while a pod moves).
+  std::set<IpAddress> local;
+  for (const Pod& pod : snapshot.pods) local.insert(pod.ips.begin(), pod.ips.end());
+  size_t enrolled = 0, ips = 0;
+  for (const RemotePod& pod : snapshot.remote_pods) {
+    if (!pod.enrolled) continue;
+    ++enrolled;
+    ips += pod.ips.size();
+  }
+  mesh_peers_.reserve(enrolled);
+  mesh_peer_by_ip_.reserve(ips);
+  for (const RemotePod& pod : snapshot.remote_pods) {
+    if (!pod.enrolled) continue;
+    const auto index = static_cast<uint32_t>(mesh_peers_.size());
+    bool used = false;
+    for (const IpAddress& ip : pod.ips) {
+      if (local.contains(ip)) continue;
+      used |= mesh_peer_by_ip_.emplace(ip, index).second;
+    }
+    if (used) mesh_peers_.push_back(MeshPeer{pod.ns, pod.name, pod.service_account, pod.node});
+  }
+}
+
+const MeshPeer* RouteTable::MeshPeerOf(const IpAddress& ip) const {
+  auto it = mesh_peer_by_ip_.find(ip);
+  return it == mesh_peer_by_ip_.end() ? nullptr : &mesh_peers_[it->second];
 }
 
 const ServiceRoute* RouteTable::Find(const SocketAddress& dst) const {

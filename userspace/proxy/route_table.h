@@ -1,6 +1,7 @@
 // Immutable routing view of one snapshot generation: which (VIP, port)
-// pairs are services, and the load balancer over each port's ready
-// endpoints. Built off the data plane, published to workers as a
+// pairs are services, the load balancer over each port's ready endpoints,
+// and which pod IPs of other nodes a ringmesh proxy serves (MeshPeerOf).
+// Built off the data plane, published to workers as a
 // shared_ptr swap; a worker reads its current table without locks and a
 // connection keeps the table (and so its load balancer) alive until it ends.
 #pragma once
@@ -9,11 +10,13 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -100,6 +103,20 @@ struct ServiceRoute {
   std::string Fqdn() const { return name + "." + ns + ".svc.cluster.local"; }
 };
 
+// An enrolled pod of another node (Snapshot::remote_pods): a ringmesh proxy
+// serves its IPs, so a connection to one goes through an HBONE tunnel to
+// <ip>:15008 and the far end must present the identity
+// spiffe://<trust-domain>/ns/<ns>/sa/<service_account>
+// (tls::SpiffeId{trust_domain, ns, service_account}).
+struct MeshPeer {
+  std::string ns;
+  std::string name;
+  std::string service_account;
+  std::string node;
+
+  bool operator==(const MeshPeer&) const = default;
+};
+
 class OrigDstResolver;
 
 // Tells the datapath (rm_short_dst, through `resolver`) what `route` is
@@ -108,7 +125,8 @@ class OrigDstResolver;
 // (0: never direct). Direct connects that failed since it last looked are
 // first fed to the balancer; endpoints it has ejected, or whose last
 // connect failed, are left out.
-void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects, OrigDstResolver& resolver);
+void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_connects,
+                  OrigDstResolver& resolver);
 
 class RouteTable {
  public:
@@ -120,6 +138,11 @@ class RouteTable {
   const ServiceRoute* Find(const SocketAddress& dst) const;
   // An address of an enrolled pod on this node (one the proxy listens in).
   bool IsLocalEnrolledPod(const IpAddress& ip) const { return local_pod_ips_.contains(ip); }
+  // The pod of another node that a ringmesh proxy serves at `ip`, or
+  // nullptr: not a pod IP, a pod of this node, or a remote pod that is not
+  // enrolled (reach it in plain TCP). O(1). Valid as long as the table.
+  const MeshPeer* MeshPeerOf(const IpAddress& ip) const;
+  size_t mesh_peer_ips() const { return mesh_peer_by_ip_.size(); }
   uint64_t generation() const { return generation_; }
   const std::vector<std::unique_ptr<ServiceRoute>>& routes() const { return routes_; }
   // After a snapshot: what the datapath holds for `previous`'s short routes
@@ -129,10 +152,22 @@ class RouteTable {
   void RetellDatapath(const RouteTable* previous, uint32_t direct_connects, OrigDstResolver& resolver) const;
 
  private:
+  void BuildMeshPeers(const Snapshot& snapshot);
+
   uint64_t generation_ = 0;
   std::vector<std::unique_ptr<ServiceRoute>> routes_;
   std::map<std::pair<IpAddress, uint16_t>, const ServiceRoute*> by_vip_;
   std::set<IpAddress> local_pod_ips_;
+
+  struct IpHash {
+    size_t operator()(const IpAddress& ip) const {
+      const auto& b = ip.bytes();
+      return std::hash<std::string_view>{}(
+          std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
+    }
+  };
+  std::vector<MeshPeer> mesh_peers_;
+  std::unordered_map<IpAddress, uint32_t, IpHash> mesh_peer_by_ip_;  // index into mesh_peers_
 };
 
 }  // namespace ringmesh::proxy

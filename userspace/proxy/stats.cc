@@ -133,6 +133,18 @@ std::string RenderMetrics(const ProxyStats& s) {
                     load(s.hbone_tls_failures[i]), "\n");
   }
 
+  Metric(out, "ringmesh_hbone_outbound_streams_total", "counter",
+         "Connections to mesh pods of other nodes sent as CONNECT streams through an mTLS tunnel.");
+  absl::StrAppend(&out, "ringmesh_hbone_outbound_streams_total ", load(s.hbone_outbound_streams), "\n");
+  Metric(out, "ringmesh_hbone_outbound_tunnels_total", "counter",
+         "mTLS tunnel connections opened to other nodes' proxies (pooled per source identity, destination "
+         "identity and destination IP).");
+  absl::StrAppend(&out, "ringmesh_hbone_outbound_tunnels_total ", load(s.hbone_outbound_tunnels), "\n");
+  Metric(out, "ringmesh_hbone_outbound_tls_failures_total", "counter",
+         "Outbound tunnels whose TLS handshake failed (the far end's identity or chain was refused, or it "
+         "refused ours).");
+  absl::StrAppend(&out, "ringmesh_hbone_outbound_tls_failures_total ", load(s.hbone_outbound_tls_failures), "\n");
+
   const auto cells = s.Cells();
   struct Family {
     const char* name;

@@ -86,6 +86,10 @@ class ProxyStats {
   std::atomic<uint64_t> hbone_no_certificate{0};      // the pod had no certificate to answer with
   std::atomic<uint64_t> hbone_handshake_timeouts{0};
   std::atomic<uint64_t> hbone_protocol_failures{0};   // not HTTP/2, protocol errors, abuse
+  // Outbound HBONE (connections to mesh pods of other nodes).
+  std::atomic<uint64_t> hbone_outbound_streams{0};
+  std::atomic<uint64_t> hbone_outbound_tunnels{0};
+  std::atomic<uint64_t> hbone_outbound_tls_failures{0};
   // Handshakes refused, by tls::TlsError (index; rendered with its name).
   std::array<std::atomic<uint64_t>, kTlsReasonSlots> hbone_tls_failures{};
 

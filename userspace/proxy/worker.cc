@@ -10,7 +10,10 @@
 #include <future>
 
 #include "spdlog/spdlog.h"
+#include "absl/strings/str_cat.h"
+#include "userspace/proxy/hbone/hbone_request.h"
 #include "userspace/proxy/proxy_core.h"
+#include "userspace/proxy/tls/workload_identities.h"
 
 namespace ringmesh::proxy {
 
@@ -117,7 +120,7 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
   backend_ = backend;
   ready(absl::OkStatus());
 
-  while (!(exiting_ && listeners_.empty() && conns_.empty() && tunnels_.empty())) {
+  while (!(exiting_ && listeners_.empty() && conns_.empty() && tunnels_.empty() && outbound_.empty())) {
     loop_->RunOnce(absl::Milliseconds(100));
     UpdateCounters();
     SweepSpares(exiting_);
@@ -205,6 +208,10 @@ void Worker::AbortAll(CloseReason reason) {
   std::vector<InboundTunnel*> tunnels;
   for (auto& [id, t] : tunnels_) tunnels.push_back(t.get());
   for (InboundTunnel* t : tunnels) t->Abort(reason);
+  // Connections reset their streams above; what is left are idle tunnels.
+  std::vector<OutboundTunnel*> outbound;
+  for (auto& [id, t] : outbound_) outbound.push_back(t.get());
+  for (OutboundTunnel* t : outbound) t->Close(/*abort=*/true);
 }
 
 std::vector<ConnectionInfo> Worker::Connections() const {
@@ -248,6 +255,68 @@ void Worker::Destroy(Connection* c) {
 
 void Worker::DestroyTunnel(InboundTunnel* t) {
   if (tunnels_.erase(t->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Worker::DestroyOutbound(OutboundTunnel* t) {
+  auto [b, e] = tunnel_pool_.equal_range(t->key());
+  for (auto it = b; it != e; ++it) {
+    if (it->second == t) {
+      tunnel_pool_.erase(it);
+      break;
+    }
+  }
+  outbound_.erase(t->id());
+}
+
+absl::StatusOr<std::unique_ptr<TunnelStream>> Worker::OpenTunnelStream(const ListenerInfo& listener,
+                                                                       const SocketAddress& target,
+                                                                       const MeshPeer& peer) {
+  const tls::WorkloadIdentities* ids = listener.identities.get();
+  if (ids == nullptr) return absl::FailedPreconditionError("no workload certificates (--ca-cert)");
+  Pod pod;
+  pod.ns = listener.pod_ns;
+  pod.name = listener.pod_name;
+  pod.service_account = listener.service_account;
+  auto source = tls::WorkloadIdentities::IdentityOf(pod, ids->trust_domain());
+  if (!source.ok()) return source.status();
+  const tls::SpiffeId destination{ids->trust_domain(), peer.ns,
+                                  peer.service_account.empty() ? "default" : peer.service_account};
+  auto cred = ids->Get(*source);
+  if (!cred.ok()) return cred.status();
+  const std::string key = absl::StrCat(source->ToString(), " ", destination.ToString(), " ", target.ip.ToString());
+  OutboundTunnel* tunnel = nullptr;
+  auto [b, e] = tunnel_pool_.equal_range(key);
+  for (auto it = b; it != e && tunnel == nullptr; ++it) {
+    if (it->second->CanOpen()) tunnel = it->second;
+  }
+  if (tunnel == nullptr) {
+    const int fd = CreateUpstreamSocket(listener, target.ip.family());
+    if (fd < 0) return absl::ErrnoToStatus(-fd, "tunnel socket");
+    const uint64_t id = (static_cast<uint64_t>(id_) << 48) | next_conn_++;
+    auto t = std::make_unique<OutboundTunnel>(this, id, key, fd);
+    tunnel = t.get();
+    outbound_[id] = std::move(t);
+    absl::Status st = tunnel->Start(SocketAddress{target.ip, hbone::kHbonePort}, (*cred)->client_ctx, destination);
+    if (!st.ok()) return st;  // it closes itself
+    tunnel_pool_.emplace(key, tunnel);
+    stats_->Add(stats_->hbone_outbound_tunnels);
+  }
+  auto stream = std::make_unique<TunnelStream>(loop_.get());
+  hbone::HboneConnectOptions options;
+  if (!listener.pod_ips.empty()) options.source_ip = listener.pod_ips.front();
+  options.baggage = {{"k8s.namespace.name", listener.pod_ns}, {"k8s.pod.name", listener.pod_name}};
+  if (absl::Status st = tunnel->Open(stream.get(), target, options); !st.ok()) return st;
+  stats_->Add(stats_->hbone_outbound_streams);
+  return stream;
+}
+
+void Worker::SweepTunnels(int64_t now) {
+  const int64_t idle = absl::ToInt64Nanoseconds(options_.tunnel_idle);
+  std::vector<OutboundTunnel*> done;
+  for (auto& [id, t] : outbound_) {
+    if (t->idle_since_ns() != 0 && now - t->idle_since_ns() >= idle) done.push_back(t.get());
+  }
+  for (OutboundTunnel* t : done) t->Close(/*abort=*/false);
 }
 
 int Worker::MakeUpstreamSocket(int family) {
@@ -298,6 +367,7 @@ void Worker::SweepSpares(bool all) {
   const int64_t now = MonotonicNowNs();
   if (!all && now < next_sweep_ns_) return;
   next_sweep_ns_ = now + 1'000'000'000;
+  SweepTunnels(now);
   const int64_t idle = absl::ToInt64Nanoseconds(options_.spare_socket_idle);
   for (auto it = spares_.begin(); it != spares_.end();) {
     SparePool& p = it->second;

@@ -19,6 +19,7 @@
 #include "userspace/proxy/connection.h"
 #include "userspace/proxy/event_loop.h"
 #include "userspace/proxy/inbound_tunnel.h"
+#include "userspace/proxy/outbound_tunnel.h"
 #include "userspace/proxy/netns_switch.h"
 #include "userspace/proxy/orig_dst.h"
 #include "userspace/proxy/proxy_options.h"
@@ -67,6 +68,12 @@ class Worker {
   int CreateUpstreamSocket(const ListenerInfo& listener, int family);
   void Destroy(Connection* c);
   void DestroyTunnel(InboundTunnel* t);
+  void DestroyOutbound(OutboundTunnel* t);
+  // A CONNECT stream to `target`, a mesh pod of another node, in a pooled
+  // mTLS tunnel from the listener's pod (its certificate) to `peer`'s
+  // proxy at <target IP>:15008.
+  absl::StatusOr<std::unique_ptr<TunnelStream>> OpenTunnelStream(const ListenerInfo& listener,
+                                                                 const SocketAddress& target, const MeshPeer& peer);
 
   // Thread-safe counters.
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
@@ -102,6 +109,11 @@ class Worker {
   std::unordered_map<uint64_t, std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::unordered_map<uint64_t, std::unique_ptr<InboundTunnel>> tunnels_;
+  // Outbound tunnels; the pool names those that may take new streams, by
+  // (source identity, destination identity, destination IP).
+  std::unordered_map<uint64_t, std::unique_ptr<OutboundTunnel>> outbound_;
+  std::multimap<std::string, OutboundTunnel*> tunnel_pool_;
+  void SweepTunnels(int64_t now);
   std::map<std::pair<const UniqueFd*, int>, SparePool> spares_;
   int64_t next_sweep_ns_ = 0;
   uint64_t next_conn_ = 1;

@@ -6,14 +6,9 @@
 // (b) our HboneClientConn tunnels through a Node http2 secure server that
 // echoes. The scripts sit next to this file. Every wait has a deadline, and
 // the child is killed and reaped on every exit path.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -23,6 +18,7 @@
 #include <optional>
 #include <string>
 
+#include "tests/proxy/child_process.h"
 #include "tests/proxy/hbone/hbone_test_util.h"
 #include "userspace/common/unique_fd.h"
 #include "userspace/proxy/tls/x509_util.h"
@@ -31,64 +27,11 @@ namespace ringmesh::proxy::hbone {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using ::ringmesh::proxy::testing::ChildProcess;
 using testing::Mesh;
 
 constexpr const char* kNode = "/usr/bin/node";
 constexpr size_t kPayload = 1 << 20;  // more than the windows: flow control must work
-
-// The peer process; killed and reaped in the destructor whatever happened.
-class Child {
- public:
-  explicit Child(std::vector<std::string> args) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    stdout_.Reset(out[0]);
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  std::optional<std::string> ReadLine(Clock::time_point deadline) {
-    std::string line;
-    while (Clock::now() < deadline) {
-      pollfd p{stdout_.get(), POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char c;
-      if (read(stdout_.get(), &c, 1) != 1) return std::nullopt;
-      if (c == '\n') return line;
-      line.push_back(c);
-    }
-    return std::nullopt;
-  }
-  int Wait(Clock::time_point deadline) {
-    while (Clock::now() < deadline) {
-      int status = 0;
-      pid_t r = waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-      }
-      usleep(20 * 1000);
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd stdout_;
-};
 
 // A temp dir removed on every exit path.
 struct TempDir {
@@ -200,21 +143,13 @@ class HboneNodeInterop : public ::testing::Test {
 
 TEST_F(HboneNodeInterop, NodeClientThroughOurServer) {
   const auto deadline = Clock::now() + std::chrono::seconds(12);
-  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener.get(), 4), 0);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  auto listener = proxy::testing::ListenOnLoopback(4);
+  ASSERT_TRUE(listener.fd.valid());
 
-  Child node({kNode, Script("node_hbone_client.js"), std::to_string(ntohs(addr.sin_port)), dir_.path,
-              std::to_string(kPayload), mesh_.server_id.ToString()});
-  pollfd p{listener.get(), POLLIN, 0};
-  ASSERT_EQ(poll(&p, 1, 8000), 1) << "node did not connect";
-  UniqueFd fd(accept4(listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-  ASSERT_GE(fd.get(), 0);
+  ChildProcess node({kNode, Script("node_hbone_client.js"), std::to_string(listener.port), dir_.path,
+                     std::to_string(kPayload), mesh_.server_id.ToString()});
+  UniqueFd fd = proxy::testing::AcceptBefore(listener, Clock::now() + std::chrono::seconds(8));
+  ASSERT_TRUE(fd.valid()) << "node did not connect";
 
   EchoServer ev;
   HboneServerPolicy policy;
@@ -245,18 +180,13 @@ TEST_F(HboneNodeInterop, NodeClientThroughOurServer) {
 
 TEST_F(HboneNodeInterop, OurClientThroughNodeServer) {
   const auto deadline = Clock::now() + std::chrono::seconds(12);
-  Child node({kNode, Script("node_hbone_server.js"), dir_.path, mesh_.client_id.ToString()});
+  ChildProcess node({kNode, Script("node_hbone_server.js"), dir_.path, mesh_.client_id.ToString()});
   auto line = node.ReadLine(deadline);
   ASSERT_TRUE(line.has_value() && line->rfind("PORT ", 0) == 0) << "node server did not start";
   int port = std::stoi(line->substr(5));
 
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(fcntl(fd.get(), F_SETFL, O_NONBLOCK), 0);
+  UniqueFd fd = proxy::testing::ConnectToLoopback(static_cast<uint16_t>(port), /*nonblocking=*/true);
+  ASSERT_TRUE(fd.valid());
 
   testing::Recorder ev;
   auto client = HboneClientConn::Create(mesh_.client_ctx, mesh_.server_id, &ev);

@@ -1,14 +1,8 @@
 // Http2Session against python3-h2 (Debian package python3-h2), over loopback TCP, both roles. The
 // peer is tests/proxy/http/http2_peer.py; every wait has a deadline and the child is killed on every
 // exit path. Skips only when python3-h2 is not installed.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "tests/proxy/child_process.h"
 #include "tests/proxy/http/http2_test_util.h"
 #include "userspace/common/unique_fd.h"
 
@@ -25,6 +20,7 @@ namespace {
 
 using testing::RecordingHandler;
 using Clock = std::chrono::steady_clock;
+using ::ringmesh::proxy::testing::ChildProcess;
 
 constexpr const char* kPython = "/usr/bin/python3";  // Debian's, where python3-h2 lives
 
@@ -38,61 +34,6 @@ std::string Pattern(size_t n) {
   for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + i / 4096) & 0xff);
   return s;
 }
-
-// The peer process; killed and reaped in the destructor whatever happened.
-class Child {
- public:
-  explicit Child(std::vector<std::string> args) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return;
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(out[1], STDOUT_FILENO);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    stdout_.Reset(out[0]);
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  // One line of the child's stdout, within the deadline.
-  std::optional<std::string> ReadLine(Clock::time_point deadline) {
-    std::string line;
-    while (Clock::now() < deadline) {
-      pollfd p{stdout_.get(), POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char c;
-      if (read(stdout_.get(), &c, 1) != 1) return std::nullopt;
-      if (c == '\n') return line;
-      line.push_back(c);
-    }
-    return std::nullopt;
-  }
-  // Exit status, or -1 if it did not exit before the deadline.
-  int Wait(Clock::time_point deadline) {
-    while (Clock::now() < deadline) {
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      usleep(10 * 1000);
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd stdout_;
-};
 
 // Moves bytes between the socket and the session until `done`, EOF, or the deadline.
 void Drive(int fd, Http2Session& session, const std::function<void()>& step,
@@ -161,21 +102,14 @@ class Http2Interop : public ::testing::Test {
 };
 
 TEST_F(Http2Interop, OurServerPythonClient) {
-  UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(listener.get(), 1), 0);
-  ASSERT_EQ(getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  Child child({kPython, script_, "client", std::to_string(ntohs(addr.sin_port))});
+  auto listener = proxy::testing::ListenOnLoopback(1);
+  ASSERT_TRUE(listener.fd.valid());
+  ChildProcess child({kPython, script_, "client", std::to_string(listener.port)});
   const auto deadline = Clock::now() + std::chrono::seconds(30);
 
-  pollfd p{listener.get(), POLLIN, 0};
-  ASSERT_EQ(poll(&p, 1, 10000), 1) << "python client did not connect";
-  UniqueFd conn(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  ASSERT_TRUE(conn.valid());
+  UniqueFd conn =
+      proxy::testing::AcceptBefore(listener, Clock::now() + std::chrono::seconds(10), SOCK_CLOEXEC);
+  ASSERT_TRUE(conn.valid()) << "python client did not connect";
 
   InteropServer handler;
   Http2Session server(Http2Role::kServer, {}, &handler);
@@ -195,16 +129,13 @@ TEST_F(Http2Interop, OurServerPythonClient) {
 }
 
 TEST_F(Http2Interop, OurClientPythonServer) {
-  Child child({kPython, script_, "server"});
+  ChildProcess child({kPython, script_, "server"});
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   auto port = child.ReadLine(deadline);
   ASSERT_TRUE(port.has_value()) << "python server did not start";
-  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(std::stoi(*port)));
-  ASSERT_EQ(connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  UniqueFd fd =
+      proxy::testing::ConnectToLoopback(static_cast<uint16_t>(std::stoi(*port)), /*nonblocking=*/false);
+  ASSERT_TRUE(fd.valid());
 
   RecordingHandler handler;
   Http2Session client(Http2Role::kClient, {}, &handler);

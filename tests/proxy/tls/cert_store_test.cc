@@ -17,22 +17,7 @@ namespace {
 using testing::Id;
 using testing::Pump;
 using testing::Side;
-
-class TempDir {
- public:
-  TempDir() : path_(std::filesystem::temp_directory_path() / ("ringmesh_tls_" + std::to_string(getpid()))) {
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& text) {
-    const auto p = path_ / name;
-    std::ofstream(p, std::ios::trunc) << text;
-    return p.string();
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 const SpiffeId kA{"cluster.local", "apps", "a"};
 const SpiffeId kB{"cluster.local", "apps", "b"};

@@ -1,91 +1,34 @@
 // Interop with an implementation not written here: the `openssl` command's
 // s_server and s_client (TLS 1.3, ALPN h2, mutual certificates), each
 // against a TlsSession pumped over a real loopback TCP socket.
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <functional>
 
+#include "tests/proxy/child_process.h"
 #include "tests/proxy/tls/tls_test_util.h"
 #include "userspace/common/unique_fd.h"
-
-extern char** environ;
 
 namespace ringmesh::proxy::tls {
 namespace {
 
+using ::ringmesh::proxy::testing::ChildClock;
+using ::ringmesh::proxy::testing::ChildOptions;
+using ::ringmesh::proxy::testing::ChildProcess;
+using ::ringmesh::proxy::testing::MillisLeft;
 using testing::Id;
 
-constexpr absl::Duration kTimeout = absl::Seconds(8);
-
-// A child process with its stdin and stdout on pipes; killed and reaped on
-// every path out of the test.
-class Child {
- public:
-  static std::unique_ptr<Child> Spawn(const std::vector<std::string>& args, const std::string& stderr_path) {
-    int in[2], out[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) return nullptr;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_addopen(&fa, 2, stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    std::vector<char*> argv;
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    auto child = std::unique_ptr<Child>(new Child());
-    int rc = posix_spawnp(&child->pid_, argv[0], &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    close(in[0]);
-    close(out[1]);
-    child->stdin_.Reset(in[1]);
-    child->stdout_.Reset(out[0]);
-    if (rc != 0) child->pid_ = -1;
-    return child;
-  }
-  ~Child() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-  bool running() const { return pid_ > 0; }
-  int stdin_fd() const { return stdin_.get(); }
-  // Reads stdout until `pred` holds for what was read, or the deadline.
-  bool ReadUntil(std::string& out, const std::function<bool(const std::string&)>& pred, absl::Time deadline) {
-    while (!pred(out)) {
-      int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-      if (ms <= 0) return false;
-      pollfd p{stdout_.get(), POLLIN, 0};
-      if (poll(&p, 1, ms) <= 0) return false;
-      char buf[4096];
-      ssize_t n = read(stdout_.get(), buf, sizeof(buf));
-      if (n <= 0) return false;
-      out.append(buf, static_cast<size_t>(n));
-    }
-    return true;
-  }
-
- private:
-  Child() = default;
-  pid_t pid_ = -1;
-  UniqueFd stdin_, stdout_;
-};
+constexpr std::chrono::seconds kTimeout(8);
 
 // Runs a TlsSession over a connected non-blocking socket: sends `to_send`
 // once the handshake allows and collects plaintext, until `done` holds and
 // everything is sent, or failure, or the deadline.
 bool PumpSocket(int fd, TlsSession& s, std::string to_send, std::string& received,
-                const std::function<bool()>& done, absl::Time deadline) {
+                const std::function<bool()>& done, ChildClock::time_point deadline) {
   std::vector<uint8_t> buf(64 * 1024), out;
   size_t sent = 0;
   auto finished = [&] { return done() && sent == to_send.size() && out.empty() && s.PendingWire() == 0; };
@@ -97,7 +40,7 @@ bool PumpSocket(int fd, TlsSession& s, std::string to_send, std::string& receive
       out.resize(s.PendingWire());
       out.resize(s.TakeWire(out));
     }
-    int ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
+    const int ms = MillisLeft(deadline);
     if (ms <= 0) return false;
     pollfd p{fd, static_cast<short>(POLLIN | (out.empty() ? 0 : POLLOUT)), 0};
     if (poll(&p, 1, std::min(ms, 100)) < 0) return false;
@@ -121,7 +64,7 @@ bool PumpSocket(int fd, TlsSession& s, std::string to_send, std::string& receive
 // Starts `openssl s_server -rev` on an ephemeral loopback port and
 // connects a non-blocking socket to it.
 struct OpensslServer {
-  std::unique_ptr<Child> child;
+  std::unique_ptr<ChildProcess> child;
   UniqueFd fd;
 };
 
@@ -159,11 +102,12 @@ class OpensslInteropTest : public ::testing::Test {
             "-CAfile",       Path("root.pem"), "-verify_return_error"};
   }
 
-  void StartServer(OpensslServer& server, absl::Time deadline) {
+  void StartServer(OpensslServer& server, ChildClock::time_point deadline) {
     std::vector<std::string> args = {"openssl", "s_server", "-accept", "127.0.0.1:0", "-naccept", "1",
                                      "-rev",    "-Verify",  "2"};
     for (auto& a : CommonArgs()) args.push_back(a);
-    server.child = Child::Spawn(args, Path("stderr.txt"));
+    server.child = std::make_unique<ChildProcess>(
+        args, ChildOptions{.pipe_stdin = true, .stderr_path = Path("stderr.txt")});
     ASSERT_TRUE(server.child && server.child->running());
     std::string banner;
     ASSERT_TRUE(server.child->ReadUntil(
@@ -171,29 +115,17 @@ class OpensslInteropTest : public ::testing::Test {
         << banner << Stderr();
     const int port = std::atoi(banner.c_str() + banner.rfind(':') + 1);
     ASSERT_GT(port, 0) << banner;
-    server.fd.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(server.fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0)
-        << strerror(errno);
-    fcntl(server.fd.get(), F_SETFL, O_NONBLOCK);
+    server.fd = proxy::testing::ConnectToLoopback(static_cast<uint16_t>(port), /*nonblocking=*/true);
+    ASSERT_TRUE(server.fd.valid()) << strerror(errno);
   }
 
   // Starts `openssl s_client` against a listener on an ephemeral loopback
   // port and accepts its connection (non-blocking).
-  void StartClient(std::unique_ptr<Child>& client, UniqueFd& fd, bool with_cert) {
-    UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-    ASSERT_EQ(listen(listener.get(), 1), 0);
-    socklen_t len = sizeof(addr);
-    getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len);
+  void StartClient(std::unique_ptr<ChildProcess>& client, UniqueFd& fd, bool with_cert) {
+    auto listener = proxy::testing::ListenOnLoopback(1);
+    ASSERT_TRUE(listener.fd.valid());
     std::vector<std::string> args = {
-        "openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(ntohs(addr.sin_port)),
+        "openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(listener.port),
         "-quiet",  "-verify",  "2"};
     for (auto& a : CommonArgs()) args.push_back(a);
     if (!with_cert) {
@@ -207,12 +139,11 @@ class OpensslInteropTest : public ::testing::Test {
       }
       args = kept;
     }
-    client = Child::Spawn(args, Path("stderr.txt"));
+    client = std::make_unique<ChildProcess>(
+        args, ChildOptions{.pipe_stdin = true, .stderr_path = Path("stderr.txt")});
     ASSERT_TRUE(client && client->running());
-    pollfd p{listener.get(), POLLIN, 0};
-    ASSERT_EQ(poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(kTimeout))), 1) << Stderr();
-    fd.Reset(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    ASSERT_TRUE(fd.valid());
+    fd = proxy::testing::AcceptBefore(listener, ChildClock::now() + kTimeout);
+    ASSERT_TRUE(fd.valid()) << Stderr();
   }
 
   std::filesystem::path dir_;
@@ -224,7 +155,7 @@ class OpensslInteropTest : public ::testing::Test {
 };
 
 TEST_F(OpensslInteropTest, ClientAgainstOpensslServer) {
-  const absl::Time deadline = absl::Now() + kTimeout;
+  const auto deadline = ChildClock::now() + kTimeout;
   OpensslServer server;
   ASSERT_NO_FATAL_FAILURE(StartServer(server, deadline));
   auto client = TlsSession::Client(testing::Ctx(TlsRole::kClient, ours_, roots_), their_id_);
@@ -240,7 +171,7 @@ TEST_F(OpensslInteropTest, ClientAgainstOpensslServer) {
 }
 
 TEST_F(OpensslInteropTest, ClientRefusesOpensslServerWithOtherIdentity) {
-  const absl::Time deadline = absl::Now() + kTimeout;
+  const auto deadline = ChildClock::now() + kTimeout;
   OpensslServer server;
   ASSERT_NO_FATAL_FAILURE(StartServer(server, deadline));
   auto client = TlsSession::Client(testing::Ctx(TlsRole::kClient, ours_, roots_),
@@ -254,8 +185,8 @@ TEST_F(OpensslInteropTest, ClientRefusesOpensslServerWithOtherIdentity) {
 }
 
 TEST_F(OpensslInteropTest, ServerAgainstOpensslClient) {
-  const absl::Time deadline = absl::Now() + kTimeout;
-  std::unique_ptr<Child> client;
+  const auto deadline = ChildClock::now() + kTimeout;
+  std::unique_ptr<ChildProcess> client;
   UniqueFd fd;
   ASSERT_NO_FATAL_FAILURE(StartClient(client, fd, /*with_cert=*/true));
   auto server = TlsSession::Server(testing::Ctx(TlsRole::kServer, ours_, roots_), "cluster.local");
@@ -281,8 +212,8 @@ TEST_F(OpensslInteropTest, ServerAgainstOpensslClient) {
 }
 
 TEST_F(OpensslInteropTest, ServerRefusesOpensslClientWithoutCertificate) {
-  const absl::Time deadline = absl::Now() + kTimeout;
-  std::unique_ptr<Child> client;
+  const auto deadline = ChildClock::now() + kTimeout;
+  std::unique_ptr<ChildProcess> client;
   UniqueFd fd;
   ASSERT_NO_FATAL_FAILURE(StartClient(client, fd, /*with_cert=*/false));
   auto server = TlsSession::Server(testing::Ctx(TlsRole::kServer, ours_, roots_), "cluster.local");

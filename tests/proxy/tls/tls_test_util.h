@@ -1,10 +1,14 @@
 // Helpers for the TLS tests: throwaway CAs, identities issued by them,
-// contexts, deliberately misconfigured peers, and an in-memory pump that
-// moves ciphertext between two TlsSessions (honouring their bounds).
+// contexts, deliberately misconfigured peers, an in-memory pump that
+// moves ciphertext between two TlsSessions (honouring their bounds), and a
+// temp dir for tests that read PEM files.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -102,6 +106,33 @@ inline std::shared_ptr<SSL_CTX> RawCtx(TlsRole role, const RawPeer& p) {
   }
   return ctx;
 }
+
+// A directory under the system temp dir, unique per process and instance,
+// removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir()
+      : path_(std::filesystem::temp_directory_path() /
+              ("ringmesh_tls_" + std::to_string(getpid()) + "_" + std::to_string(counter_++))) {
+    std::filesystem::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  // Writes `text` to `name` inside the directory (replacing it) and returns its path.
+  std::string Write(const std::string& name, const std::string& text) {
+    const auto p = path_ / name;
+    std::ofstream(p, std::ios::trunc) << text;
+    return p.string();
+  }
+
+ private:
+  static inline int counter_ = 0;
+  std::filesystem::path path_;
+};
 
 // One side of an in-memory connection.
 struct Side {

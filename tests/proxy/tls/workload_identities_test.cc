@@ -17,25 +17,7 @@ namespace {
 
 using testing::Pump;
 using testing::Side;
-
-class TempDir {
- public:
-  TempDir()
-      : path_(std::filesystem::temp_directory_path() / ("ringmesh_wid_" + std::to_string(getpid()) + "_" +
-                                                        std::to_string(counter_++))) {
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string Write(const std::string& name, const std::string& text) {
-    const auto p = path_ / name;
-    std::ofstream(p, std::ios::trunc) << text;
-    return p.string();
-  }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 Pod MakePod(const std::string& ns, const std::string& name, const std::string& sa) {
   Pod p;
@@ -97,14 +79,15 @@ TEST_F(WorkloadIdentitiesTest, IssuesOneCertificatePerIdentityOfTheNodesPods) {
   EXPECT_FALSE(v->serial.empty());
   EXPECT_NE(v->issuer.find("wid-root"), std::string::npos) << v->issuer;
   EXPECT_EQ(v->not_after - v->not_before, absl::Hours(24) + absl::Minutes(1));  // backdated a minute
-  EXPECT_EQ(v->renew_at, v->not_before + absl::Minutes(1) + absl::Hours(12));  // half of the 24 h ahead
+  EXPECT_EQ(v->renew_at, v->not_before + absl::Minutes(1) + absl::Hours(12));   // half of the 24 h ahead
   // The certificate names exactly that identity.
   auto cred = (*ids)->Get(web);
   auto in_cert = SpiffeIdOfCertificate((*cred)->cert.leaf.get());
   ASSERT_TRUE(in_cert.ok());
   EXPECT_EQ(*in_cert, web);
   // Identities of no pod of this node are neither served nor issued.
-  EXPECT_EQ((*ids)->Get(SpiffeId{"cluster.local", "shop", "batch"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*ids)->Get(SpiffeId{"cluster.local", "shop", "batch"}).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(WorkloadIdentitiesTest, PodsLeavingDropTheirIdentity) {
@@ -137,7 +120,8 @@ TEST_F(WorkloadIdentitiesTest, RenewsAtHalfLifeAndOpenSessionsKeepWorking) {
   ASSERT_TRUE((*client)->handshake_done()) << TlsErrorName((*client)->error());
   // Past half of the 3 s (backdating does not count), a new serial.
   const std::string serial0 = c0->cert.serial_hex;
-  ASSERT_TRUE(WaitFor([&] { return (*(*ids)->Get(c))->cert.serial_hex != serial0; }, std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      WaitFor([&] { return (*(*ids)->Get(c))->cert.serial_hex != serial0; }, std::chrono::seconds(10)));
   auto v = Find((*ids)->Views(), "spiffe://cluster.local/ns/a/sa/c");
   ASSERT_NE(v, nullptr);
   EXPECT_GE(v->renewals, 1u);
