@@ -122,7 +122,8 @@ TEST_F(WorkloadIdentitiesTest, RenewsAtHalfLifeAndOpenSessionsKeepWorking) {
   const std::string serial0 = c0->cert.serial_hex;
   ASSERT_TRUE(
       WaitFor([&] { return (*(*ids)->Get(c))->cert.serial_hex != serial0; }, std::chrono::seconds(10)));
-  auto v = Find((*ids)->Views(), "spiffe://cluster.local/ns/a/sa/c");
+  const auto views = (*ids)->Views();  // kept: Find points into it
+  auto v = Find(views, "spiffe://cluster.local/ns/a/sa/c");
   ASSERT_NE(v, nullptr);
   EXPECT_GE(v->renewals, 1u);
   EXPECT_EQ(v->state, "ready");
