@@ -894,9 +894,16 @@ rm_teardown() {
     done
   fi
 
-  # 7. leak check, then the temp dir
+  # 7. leak check, then the temp dir. A process killed above may still be
+  # in its exit (an ASan build's exit can take a while on a busy machine):
+  # what is gone within 5 s was not leaked; a real leak is still there.
   local leaks
   leaks=$(_rm_leaks "$RM_ID" "$RM_TMP")
+  for ((i = 0; i < 50; i++)); do
+    [[ -z ${leaks//$'\n'/} ]] && break
+    sleep 0.1
+    leaks=$(_rm_leaks "$RM_ID" "$RM_TMP")
+  done
   if [[ -n $RM_TMP && -d $RM_TMP && $RM_TMP == */ringmesh-test-"$RM_ID".* ]]; then
     rm -rf "$RM_TMP"
     if [[ -e $RM_TMP ]]; then
