@@ -939,7 +939,7 @@ _rm_leaks() {
   if [[ -s $state/procs ]]; then
     while read -r pid st rest; do
       if [[ -n $st && $(_rm_starttime "$pid") == "$st" && $(_rm_proc_state "$pid") != Z ]]; then
-        echo "process: $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)"
+        echo "process: $pid $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)[$(awk '/^(State|PPid|Threads):/ {printf "%s %s ", $1, $2}' "/proc/$pid/status" 2>/dev/null)recorded: $rest]"
       fi
     done <"$state/procs"
   fi
