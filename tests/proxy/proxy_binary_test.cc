@@ -83,3 +83,73 @@ INSTANTIATE_TEST_SUITE_P(Backends, ProxyBinaryTest, ::testing::Values(IoBackend:
 
 }  // namespace
 }  // namespace ringmesh::proxy
+
+namespace ringmesh::proxy {
+namespace {
+
+using namespace ::ringmesh::proxy::testing;  // NOLINT
+
+// Runs `args` to completion (killed after 10 s) with stderr in a temp file;
+// returns the wait status and what it wrote there.
+std::pair<int, std::string> RunToExit(std::vector<std::string> args) {
+  char path[] = "/tmp/ringmesh-proxy-stderr-XXXXXX";
+  const int fd = mkstemp(path);
+  if (fd < 0) return {-1, "mkstemp failed"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent || dup2(fd, 2) < 0) _exit(126);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(fd);
+  int status = -1;
+  if (pid > 0 && !WaitFor([&] { return waitpid(pid, &status, WNOHANG) == pid; }, std::chrono::seconds(10))) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  std::stringstream ss;
+  ss << std::ifstream(path).rdbuf();
+  unlink(path);
+  return {status, ss.str()};
+}
+
+// Issue 17 finding: a mesh-mode proxy that cannot mark its upstream sockets
+// would have its own connects redirected back to itself. It must refuse to
+// start, saying why, before it touches anything else.
+TEST(ProxyBinaryMarkTest, MeshModeWithoutMarkCapabilityRefusesToStart) {
+  if (geteuid() != 0) RINGMESH_SKIP_OR_FAIL("needs root (to drop CAP_NET_ADMIN and CAP_NET_RAW from it)");
+  // The pin directory does not exist: before the probe, that was the
+  // (only) complaint.
+  auto [status, err] =
+      RunToExit({"/usr/bin/setpriv", "--bounding-set=-net_admin,-net_raw", "--inh-caps=-net_admin,-net_raw",
+                 "--", RINGMESH_PROXY_BINARY, "--bpf-pin-dir=/nonexistent/ringmesh-test-pins"});
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_NE(err.find("SO_MARK 0x539 needs CAP_NET_ADMIN or CAP_NET_RAW"), std::string::npos) << err;
+  EXPECT_EQ(err.find("pinned maps"), std::string::npos) << err;
+}
+
+TEST(ProxyBinaryMarkTest, MeshModeWithMarkZeroRefusesToStart) {
+  auto [status, err] =
+      RunToExit({RINGMESH_PROXY_BINARY, "--proxy-mark=0", "--bpf-pin-dir=/nonexistent/ringmesh-test-pins"});
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+  EXPECT_NE(err.find("--proxy-mark 0 in mesh mode"), std::string::npos) << err;
+}
+
+// With the capability the probe passes and start-up goes on to the maps.
+TEST(ProxyBinaryMarkTest, MeshModeWithMarkCapabilityGetsPastTheProbe) {
+  if (geteuid() != 0) RINGMESH_SKIP_OR_FAIL("needs root (CAP_NET_ADMIN)");
+  auto [status, err] = RunToExit({RINGMESH_PROXY_BINARY, "--bpf-pin-dir=/nonexistent/ringmesh-test-pins"});
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_NE(WEXITSTATUS(status), 0) << err;
+  EXPECT_EQ(err.find("SO_MARK"), std::string::npos) << err;
+}
+
+}  // namespace
+}  // namespace ringmesh::proxy

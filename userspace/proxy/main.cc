@@ -19,6 +19,7 @@
 #include "userspace/proxy/agent_client.h"
 #include "userspace/proxy/orig_dst.h"
 #include "userspace/proxy/proxy_core.h"
+#include "userspace/proxy/socket_mark.h"
 
 #ifdef RINGMESH_PROXY_HAVE_BPF
 #include "userspace/bpf/pinned_maps.h"
@@ -181,6 +182,13 @@ int Main(int argc, char** argv) {
     }
     resolver = std::make_shared<rp::StaticOrigDstResolver>(*dst);
   } else {
+    // Mesh mode: the hooks redirect pods' connects, and only the mark keeps
+    // the proxy's own upstream connects from being redirected to itself.
+    if (absl::Status st = rp::ProbeSocketMark(options.proxy_mark); !st.ok()) {
+      spdlog::error("mesh mode: {}", std::string(st.message()));
+      return 1;
+    }
+    options.require_mark = true;
 #ifdef RINGMESH_PROXY_HAVE_BPF
     auto opened = ringmesh::bpf::PinnedMaps::Open(bpf_pin_dir);
     if (!opened.ok()) {

@@ -21,6 +21,11 @@ struct ProxyOptions {
   // SO_MARK on upstream sockets so the BPF hooks (and policy routing) can
   // tell the proxy's own traffic apart.
   uint32_t proxy_mark = 0x539;
+  // Mesh mode (the BPF hooks redirect pods' connects): an upstream socket
+  // SO_MARK cannot be set on is closed and its connect fails (an unmarked
+  // connect would come back to the proxy). Otherwise the failure is only
+  // counted (plain proxy mode, tests without CAP_NET_ADMIN).
+  bool require_mark = false;
   // An upstream connection to an enrolled pod on this node joins the sk_msg
   // fast path too (proxy -> server leg), when the fast path is on.
   bool fastpath_upstream = true;

@@ -111,6 +111,9 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");
+  Metric(out, "ringmesh_proxy_upstream_mark_failures_total", "counter",
+         "Upstream sockets SO_MARK (--proxy-mark) could not be set on; in mesh mode their connect fails.");
+  absl::StrAppend(&out, "ringmesh_proxy_upstream_mark_failures_total ", load(s.upstream_mark_failures), "\n");
 
   Metric(out, "ringmesh_hbone_inbound_connections_total", "counter",
          "mTLS tunnel connections accepted on <pod IP>:15008.");

@@ -80,6 +80,8 @@ class ProxyStats {
   std::atomic<uint64_t> drained_from_listen_queue{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};
+  // Upstream sockets SO_MARK could not be set on (socket_mark.h).
+  std::atomic<uint64_t> upstream_mark_failures{0};
   // Inbound HBONE (mTLS tunnels on <pod IP>:15008).
   std::atomic<uint64_t> hbone_inbound_connections{0};
   std::atomic<uint64_t> hbone_streams{0};             // CONNECTs that passed the checks

@@ -14,6 +14,7 @@
 #include "userspace/proxy/hbone/hbone_request.h"
 #include "userspace/proxy/proxy_core.h"
 #include "userspace/proxy/tls/workload_identities.h"
+#include "userspace/proxy/socket_mark.h"
 
 namespace ringmesh::proxy {
 
@@ -322,9 +323,15 @@ void Worker::SweepTunnels(int64_t now) {
 int Worker::MakeUpstreamSocket(int family) {
   int fd = ::socket(family, SOCK_STREAM | loop_->socket_flags(), 0);
   if (fd < 0) return -errno;
-  if (options_.proxy_mark != 0 &&
-      setsockopt(fd, SOL_SOCKET, SO_MARK, &options_.proxy_mark, sizeof(options_.proxy_mark)) != 0 && errno != EPERM) {
-    spdlog::debug("SO_MARK: {}", std::strerror(errno));
+  if (options_.proxy_mark != 0) {
+    if (const int err = SetSocketMark(fd, options_.proxy_mark); err != 0) {
+      stats_->Add(stats_->upstream_mark_failures);
+      if (options_.require_mark) {
+        spdlog::warn("upstream socket: SO_MARK: {}", std::strerror(-err));
+        ::close(fd);
+        return err;
+      }
+    }
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
