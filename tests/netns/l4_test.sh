@@ -156,6 +156,15 @@ else
 fi
 rm_pass balance_200
 
+# The proxy listens inside every enrolled pod's netns; it must not change
+# the tenants' sysctls there (it used to set tcp_migrate_req). The pods'
+# namespaces are new, so each still has the kernel's default, 0.
+rm_case tenants_sysctls_untouched
+for p in client strict b1 b3; do
+  rm_assert_eq "$(rm_exec "$p" cat /proc/sys/net/ipv4/tcp_migrate_req)" 0 "tcp_migrate_req in pod $p"
+done
+rm_pass tenants_sysctls_untouched
+
 rm_case direct_short_route
 # Service "direct" has only enrolled pods of this node behind it (b1, b3):
 # once its connections prove short, connect() sends them straight to an
@@ -456,13 +465,13 @@ rm_pass agent_restart_mid_transfer
 rm_case proxy_killed_fail_open_and_closed
 kill -KILL "$(mesh_proxy_pid n1)"
 mesh_wait_for "proxy gone" 5 gone "$(mesh_proxy_pid n1)"
-t0=$(date +%s%N)
+# Each probe gives up after 2 s, so "ok" and ECONNREFUSED mean neither
+# waited for a timeout (no wall-clock assertion: under load, starting the
+# probes alone can take seconds).
 out=$(rm_exec client "$RM_TCP" probe --to "$B1:8080" --read-tag --timeout-ms 2000)
 rm_assert_eq "$(rm_json result <<<"$out")" ok "fail-open pod connects directly"
 out=$(rm_exec strict "$RM_TCP" probe --to "$B1:8080" --timeout-ms 2000 --expect ECONNREFUSED)
 rm_assert_eq "$(rm_json result <<<"$out")" ECONNREFUSED "fail-closed pod refused"
-elapsed=$((($(date +%s%N) - t0) / 1000000))
-rm_assert_between "$elapsed" 0 1999 "ms for both probes after the kill"
 (($(counter fail_open) >= 1 && $(counter fail_closed) >= 1)) || rm_fail "fail_open/fail_closed counters did not move"
 mesh_start_proxy n1 --io-backend "$backend"
 red0=$(counter redirected)

@@ -42,6 +42,7 @@ int Main(int argc, char** argv) {
   std::string static_destination;
   std::vector<std::string> listen;
   std::string proxy_mark = "0x539";
+  bool set_tcp_migrate_req = false;
   size_t buffer_bytes = 64 * 1024;
   int64_t connect_timeout_ms = 5000;
   int64_t idle_timeout_ms = 3600 * 1000;
@@ -112,6 +113,9 @@ int Main(int argc, char** argv) {
   std::string handover_socket, take_over_from;
   app.add_option("--handover-socket", handover_socket,
                  "Unix socket on which a successor proxy takes over the pod listening sockets (restart without drops)");
+  app.add_flag("--set-tcp-migrate-req", set_tcp_migrate_req,
+               "Write net.ipv4.tcp_migrate_req=1 into every enrolled pod's netns (changes the tenants' sysctl; "
+               "only a restart without --handover-socket gains from it)");
   app.add_option("--take-over-from", take_over_from,
                  "a running proxy's --handover-socket: listen on its sockets instead of opening new ones");
   // Workload identities (mTLS): off unless a CA is given.
@@ -147,6 +151,7 @@ int Main(int argc, char** argv) {
   options.splice_rcvbuf = splice_rcvbuf;
   options.direct_connects = direct_connects;
   options.listener_handover = !handover_socket.empty();
+  options.set_tcp_migrate_req = set_tcp_migrate_req;
   options.connect_timeout = absl::Milliseconds(connect_timeout_ms);
   options.idle_timeout = absl::Milliseconds(idle_timeout_ms);
   options.max_connections_per_worker = max_connections;

@@ -163,10 +163,10 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, c
 }
 
 // With tcp_migrate_req, connections queued on a listener that closes move
-// to another listener of its SO_REUSEPORT group instead of being reset: a
-// new proxy started beside the old one takes over the old one's backlog
-// when the old one stops accepting. The sysctl is per network namespace
-// (this thread's, after setns). Best effort: kernels before 5.14 lack it.
+// to another listener of its SO_REUSEPORT group instead of being reset. The
+// sysctl is per network namespace (this thread's, after setns), i.e. the
+// pod's: only with --set-tcp-migrate-req (ProxyOptions). Best effort:
+// kernels before 5.14 lack it.
 static void EnableListenerMigration() {
   int fd = ::open("/proc/sys/net/ipv4/tcp_migrate_req", O_WRONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -207,7 +207,7 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
   size_t inherited = 0;
   if (status = sw->Enter(p.netns->get()); !status.ok()) return status;
   {
-    EnableListenerMigration();
+    if (options_.set_tcp_migrate_req) EnableListenerMigration();
     // The namespace's identity first: it keys the sockets a predecessor
     // handed over.
     UniqueFd probe(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));

@@ -76,6 +76,14 @@ struct ProxyOptions {
   // Keep a duplicate of each pod listening socket for a successor proxy
   // (--handover-socket, handover.h); off, none is held.
   bool listener_handover = false;
+  // Writes net.ipv4.tcp_migrate_req=1 into every enrolled pod's network
+  // namespace (--set-tcp-migrate-req): connections queued on a listening
+  // socket that closes then move to another socket of its SO_REUSEPORT
+  // group instead of being reset. Off by default: it is the tenant's sysctl,
+  // and the handover (--handover-socket) passes the listening sockets
+  // themselves, so none closes with connections queued. Only a restart
+  // without a handover, beside a proxy still listening, gains from it.
+  bool set_tcp_migrate_req = false;
   // Upstream sockets are made inside the source pod's namespace, which takes
   // two setns() calls around socket(); a worker that needs one for a pod
   // makes this many at once and keeps the rest for the next connections
