@@ -6,9 +6,9 @@
 #include <cstdlib>
 
 #include "CLI/CLI.hpp"
-#include "userspace/common/logging.h"
 #include "userspace/agent/agent.h"
 #include "userspace/agent/k8s/kubernetes_source.h"
+#include "userspace/common/logging.h"
 
 namespace {
 std::atomic<ringmesh::agent::Agent*> g_agent{nullptr};
@@ -58,26 +58,33 @@ int main(int argc, char** argv) {
   app.add_option("--k8s-max-event-bytes", ko.reflector.max_event_bytes,
                  "bytes of one watch event (parsed whole: about 7x this in memory)")
       ->check(CLI::Range(size_t{64} << 10, size_t{1} << 32));
+  app.add_option("--k8s-remote-pods", ko.remote_pods,
+                 "watch every pod of the cluster (compactly) to know which pod IPs of other nodes a ringmesh "
+                 "proxy serves, and their identities (connections to them go through mTLS tunnels)")
+      ->default_val(true);
   app.add_option("--agent-socket", opts.agent_socket, "Unix socket the proxy connects to")
       ->default_val("/run/ringmesh/agent.sock");
   app.add_option("--status-file", opts.status_file, "JSON status file read by ringmeshctl")
       ->default_val("/run/ringmesh/agent-status.json");
   app.add_option("--proxy-mark", opts.datapath.proxy_mark, "SO_MARK of the proxy's own sockets")
       ->default_val(0x539);
-  app.add_option("--max-pods", opts.datapath.max_pods, "capacity of the pods map")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--max-pods", opts.datapath.max_pods, "capacity of the pods map")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--max-opt-out-cidrs", opts.datapath.max_opt_out_cidrs, "capacity of the opt-out CIDR map")
       ->check(CLI::Range(1, 1 << 22));
   app.add_option("--max-orig-dst", opts.datapath.max_orig_dst, "capacity of the original-destination map")
       ->check(CLI::Range(1, 1 << 22));
   app.add_option("--max-sockhash", opts.datapath.max_sockhash, "capacity of the sk_msg sockhash")
       ->check(CLI::Range(1, 1 << 22));
-  app.add_option("--max-short-routes", opts.datapath.max_short_routes,
-                 "capacity of the map of service destinations whose connections are too short for the fast path "
-                 "(LRU: the oldest joins again)")
+  app.add_option(
+         "--max-short-routes", opts.datapath.max_short_routes,
+         "capacity of the map of service destinations whose connections are too short for the fast path "
+         "(LRU: the oldest joins again)")
       ->check(CLI::Range(1, 1 << 20));
-  app.add_option("--max-direct-backends", opts.datapath.max_direct_backends,
-                 "capacity of the per-endpoint counters of connections sent straight to an endpoint of a short "
-                 "route (socket LB; LRU: the oldest counter starts again)")
+  app.add_option(
+         "--max-direct-backends", opts.datapath.max_direct_backends,
+         "capacity of the per-endpoint counters of connections sent straight to an endpoint of a short "
+         "route (socket LB; LRU: the oldest counter starts again)")
       ->check(CLI::Range(1, 1 << 22));
   app.add_option("--fastpath", fastpath, "initial sk_msg fast path state when nothing is pinned")
       ->check(CLI::IsMember({"on", "off"}));
@@ -144,7 +151,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   g_agent.store(&agent);
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);

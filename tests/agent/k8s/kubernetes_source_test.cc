@@ -311,7 +311,7 @@ TEST_F(SourceTest, RelistAfterGoneErrorEvent) {
 
   // An ERROR 410 event on a live watch (the watch cache fell behind). Like
   // the API server, the fake only sends it to watches open at the time.
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
   lists = api_.lists("pods");
   api_.EmitError("pods", 410);
   ASSERT_TRUE(WaitUntil([&] { return api_.lists("pods") > lists; }));
@@ -340,7 +340,7 @@ TEST_F(SourceTest, BookmarkKeepsTheWatchResumable) {
   SeedBasicWorld();
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
   int lists = api_.lists("services");
   // Other resources moved the version on; the bookmark tells the source, so
   // its next watch starts after the compaction point and needs no relist.
@@ -532,10 +532,94 @@ TEST_F(SourceTest, StopsPromptlyWithOpenWatches) {
   SeedBasicWorld();
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 4; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
   auto t0 = std::chrono::steady_clock::now();
   source_.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(500));
+}
+
+}  // namespace
+}  // namespace ringmesh::agent::k8s::testing
+
+namespace ringmesh::agent::k8s::testing {
+namespace {
+
+const RemotePod* FindRemote(const Snapshot& s, const std::string& ns, const std::string& name) {
+  for (const auto& p : s.remote_pods) {
+    if (p.ns == ns && p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+// Issue 13: the source node must know which pod IPs of other nodes a
+// ringmesh proxy serves, and with which identity, to tunnel to them.
+TEST_F(SourceTest, PodsOfOtherNodesBecomeRemotePods) {
+  SeedBasicWorld();  // shop (enabled): web-1 on node-a (ours), web-2 on node-b
+  api_.Upsert("namespaces", MakeNamespace("plain"));
+  api_.Upsert("pods", MakePod("plain", "db-0", TestUid("db-0"), "node-c", "10.244.3.9"));
+  Json hostnet = MakePod("shop", "agent-x", TestUid("agent-x"), "node-b", "192.168.0.2");
+  hostnet["spec"]["hostNetwork"] = true;
+  api_.Upsert("pods", hostnet);
+  Json done = MakePod("shop", "job-1", TestUid("job-1"), "node-b", "10.244.2.77");
+  done["status"]["phase"] = "Succeeded";
+  api_.Upsert("pods", done);
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.remote_pods.size() == 2; }));
+
+  const RemotePod* web2 = FindRemote(*last_, "shop", "web-2");
+  ASSERT_NE(web2, nullptr);
+  EXPECT_EQ(web2->service_account, "app");
+  EXPECT_EQ(web2->node, "node-b");
+  ASSERT_EQ(web2->ips.size(), 1u);
+  EXPECT_EQ(web2->ips[0].ToString(), "10.244.2.5");
+  EXPECT_TRUE(web2->enrolled) << "its namespace opts in";
+  const RemotePod* db = FindRemote(*last_, "plain", "db-0");
+  ASSERT_NE(db, nullptr);
+  EXPECT_FALSE(db->enrolled) << "known, but no proxy serves it: plain TCP";
+  EXPECT_EQ(FindRemote(*last_, "shop", "web-1"), nullptr) << "this node's pods are pods, not remote pods";
+  EXPECT_EQ(FindRemote(*last_, "shop", "agent-x"), nullptr) << "host network: not a pod IP";
+  EXPECT_EQ(FindRemote(*last_, "shop", "job-1"), nullptr) << "finished: no IP to reach";
+  ASSERT_EQ(last_->pods.size(), 1u);
+
+  // The namespace opts in: the remote pod is enrolled without a pod event.
+  api_.Upsert("namespaces", MakeNamespace("plain", {{"ringmesh.io/mode", "enabled"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const RemotePod* p = FindRemote(s, "plain", "db-0");
+    return p && p->enrolled;
+  }));
+  // A pod that opts out on its own label.
+  api_.Upsert("pods", MakePod("shop", "web-2", TestUid("web-2"), "node-b", "10.244.2.5",
+                              {{"ringmesh.io/mode", "disabled"}}));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const RemotePod* p = FindRemote(s, "shop", "web-2");
+    return p && !p->enrolled;
+  }));
+  // Moved IP and deletion.
+  api_.Upsert("pods", MakePod("plain", "db-0", TestUid("db-0"), "node-c", "10.244.3.10"));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const RemotePod* p = FindRemote(s, "plain", "db-0");
+    return p && p->ips.size() == 1 && p->ips[0].ToString() == "10.244.3.10";
+  }));
+  api_.Delete("pods", "plain", "db-0");
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindRemote(s, "plain", "db-0") == nullptr; }));
+  // Cluster-wide: the second pod watch has no field selector.
+  bool saw_cluster_wide = false;
+  for (const auto& r : api_.requests()) {
+    saw_cluster_wide |= r.find("/api/v1/pods?") == 0 && r.find("fieldSelector") == std::string::npos;
+  }
+  EXPECT_TRUE(saw_cluster_wide);
+}
+
+TEST_F(SourceTest, RemotePodsCanBeTurnedOff) {
+  SeedBasicWorld();
+  KubernetesOptions o = Options();
+  o.remote_pods = false;
+  StartSource(o);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.services.empty(); }));
+  EXPECT_TRUE(last_->remote_pods.empty());
+  for (const auto& r : api_.requests()) {
+    EXPECT_FALSE(r.find("/api/v1/pods?") == 0 && r.find("fieldSelector") == std::string::npos) << r;
+  }
 }
 
 }  // namespace

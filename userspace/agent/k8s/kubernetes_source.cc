@@ -25,6 +25,7 @@ struct KubernetesSource::Cache {
   std::map<std::string, EndpointSliceObject> slices;
   std::map<std::string, NamespaceObject> namespaces;
   std::map<std::string, PodObject> pods;
+  RemotePodMap remote_pods;                 // pods of other nodes
   std::map<std::string, uint64_t> skipped;  // malformed objects seen, by kind
 };
 
@@ -286,6 +287,14 @@ void KubernetesSource::Start() {
   add(std::make_unique<Store<PodObject>>("Pod", c, &Cache::pods, &ParsePod,
                                          [node](const PodObject& p) { return p.node_name == node; }),
       {"Pod", "/api/v1/pods", absl::StrCat("spec.nodeName=", node)});
+  if (opts_.remote_pods) {
+    // Every pod of the cluster, stored compactly, minus this node's (which
+    // the watch above has in full).
+    add(std::make_unique<Store<RemotePodObject>>(
+            "RemotePod", c, &Cache::remote_pods, &ParseRemotePod,
+            [node](const RemotePodObject& p) { return *p.node != node; }),
+        {"RemotePod", "/api/v1/pods", "", opts_.remote_pods_max_list_bytes});
+  }
   for (auto& r : reflectors_) r->Start();
 }
 
@@ -359,6 +368,19 @@ Snapshot KubernetesSource::Build(bool* pending) {
     pods.reserve(cache_->pods.size());
     for (const auto& [key, pod] : cache_->pods) pods.push_back(pod);
     for (const auto& [name, ns] : cache_->namespaces) ns_modes[name] = ns.mode;
+    snap.remote_pods.reserve(cache_->remote_pods.size());
+    for (const auto& [key, rp] : cache_->remote_pods) {
+      RemotePod out;
+      out.ns = *rp.ns;
+      out.name = key.substr(key.find('/') + 1);
+      out.service_account = *rp.service_account;
+      out.node = *rp.node;
+      out.ips.assign(rp.ips.begin(), rp.ips.begin() + rp.ip_count);
+      const auto ns_it = ns_modes.find(*rp.ns);
+      out.enrolled = rp.mode == PodMode::kEnabled ||
+                     (rp.mode == PodMode::kInherit && ns_it != ns_modes.end() && ns_it->second == "enabled");
+      snap.remote_pods.push_back(std::move(out));
+    }
   }
 
   // Locating touches the filesystem: done outside the lock so the watches

@@ -1,5 +1,6 @@
 // The Kubernetes endpoint source: mirrors Services, EndpointSlices,
-// Namespaces and this node's Pods from the API server (list + watch on
+// Namespaces and this node's Pods from the API server, and a compact view
+// of every other node's pods (remote_pods), (list + watch on
 // background threads, see reflector.h) and turns them into the agent's
 // Snapshot: the node's pods with their enrollment (label ringmesh.io/mode
 // on the pod or its namespace, opt-out and fail-mode annotations), cgroup
@@ -63,6 +64,16 @@ struct KubernetesOptions {
   std::chrono::milliseconds relocate_interval{2'000};
 
   uint16_t outbound_port = 15001;
+
+  // Also watch every pod of the cluster (no field selector), so that the
+  // snapshot carries the mesh pods of other nodes (Snapshot::remote_pods:
+  // connections to them are tunnelled with mTLS to their node's proxy).
+  // Costs one more watch and RemotePodObject's bytes per pod.
+  bool remote_pods = true;
+  // All pages of the cluster-wide pod list together (each page is bounded by
+  // reflector.max_list_bytes; the store keeps ~200 bytes of each pod's
+  // several KiB of JSON). 4 GiB: 100k pods at up to 40 KiB each.
+  size_t remote_pods_max_list_bytes = size_t{4} << 30;
 };
 
 class KubernetesSource : public EndpointSource {

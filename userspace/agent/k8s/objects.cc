@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <mutex>
+#include <unordered_set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -451,6 +453,39 @@ absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object) {
     }
   }
   return std::optional<PodObject>(std::move(pod));
+}
+
+const std::string* Intern(std::string_view s) {
+  static std::mutex mu;
+  // Node-based: the strings never move, so the pointers stay valid.
+  static auto* pool = new std::unordered_set<std::string>();
+  std::lock_guard lock(mu);
+  if (auto it = pool->find(std::string(s)); it != pool->end()) return &*it;
+  if (pool->size() >= kMaxInterned) return nullptr;
+  return &*pool->emplace(s).first;
+}
+
+absl::StatusOr<std::optional<RemotePodObject>> ParseRemotePod(const Json& object) {
+  auto pod = ParsePod(object);
+  if (!pod.ok()) return pod.status();
+  if (!*pod) return std::optional<RemotePodObject>();
+  const PodObject& p = **pod;
+  if (p.host_network || p.ips.empty() || p.phase == "Succeeded" || p.phase == "Failed") {
+    return std::optional<RemotePodObject>();
+  }
+  RemotePodObject out;
+  out.ns = Intern(p.ns);
+  out.service_account = Intern(p.service_account.empty() ? "default" : p.service_account);
+  out.node = Intern(p.node_name);
+  if (!out.ns || !out.service_account || !out.node) {
+    return absl::ResourceExhaustedError("too many distinct namespaces, service accounts and nodes");
+  }
+  for (const IpAddress& ip : p.ips) {
+    if (out.ip_count == out.ips.size()) break;
+    out.ips[out.ip_count++] = ip;
+  }
+  out.mode = p.mode;
+  return std::optional<RemotePodObject>(out);
 }
 
 }  // namespace ringmesh::agent::k8s

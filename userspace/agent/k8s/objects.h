@@ -16,6 +16,7 @@
 //   if (!svc.ok()) spdlog::warn("skipping Service {}: {}", ObjectKey(json), svc.status().message());
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -115,6 +116,33 @@ struct PodObject {
   bool operator==(const PodObject& o) const;  // ignores warnings
 };
 
+// A pod of another node, kept for every pod of the cluster so that a
+// connection to its IP can be tunnelled to the proxy of its node with the
+// identity it must present (issue 13). Compact on purpose: the strings many
+// pods share (namespace, service account, node) are interned (Intern), the
+// name lives in the store's key "<ns>/<name>", and at most two IPs (dual
+// stack) are kept inline. docs/kubernetes.md gives the measured bytes per
+// pod (RemotePodMapBytesPerPod in tests/agent/k8s/objects_test.cc).
+struct RemotePodObject {
+  const std::string* ns = nullptr;  // interned; never null once parsed
+  const std::string* service_account = nullptr;
+  const std::string* node = nullptr;
+  std::array<IpAddress, 2> ips{};
+  uint8_t ip_count = 0;
+  PodMode mode = PodMode::kInherit;
+  // Interned strings compare by address.
+  bool operator==(const RemotePodObject&) const = default;
+};
+// What the source keeps remote pods in, keyed by "<ns>/<name>".
+using RemotePodMap = std::map<std::string, RemotePodObject>;
+
+// One shared copy of `s` for the life of the process (namespaces, service
+// accounts and node names repeat across thousands of pods). Thread-safe.
+// Bounded by the cluster's distinct values; past kMaxInterned it returns
+// nullptr and the caller drops the object (logged as malformed).
+inline constexpr size_t kMaxInterned = 1'000'000;
+const std::string* Intern(std::string_view s);
+
 // "<ns>/<name>" (or "<name>" for cluster-scoped objects), best effort, for
 // log lines and store keys; "" when the object has no name at all.
 std::string ObjectKey(const Json& object);
@@ -127,6 +155,10 @@ absl::StatusOr<std::optional<NamespaceObject>> ParseNamespace(const Json& object
 // Rejects a pod whose metadata.uid is not a UUID (IsPodUid): the UID
 // becomes part of the pod's cgroup path.
 absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object);
+
+// A running pod with an IP that is not on the host network, in the compact
+// form; nullopt for the others (they cannot be tunnelled to).
+absl::StatusOr<std::optional<RemotePodObject>> ParseRemotePod(const Json& object);
 
 // A pod UID as the API server makes them: a UUID, 8-4-4-4-12 hex digits
 // (either case). Anything else ("../../x", "", 37 characters) must never be

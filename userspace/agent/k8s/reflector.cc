@@ -160,6 +160,7 @@ absl::Status Reflector::List() {
 absl::Status Reflector::ListPages(std::string* rv, size_t* count) {
   std::string cont;
   size_t total = 0;
+  const size_t max_total = spec_.max_list_bytes != 0 ? spec_.max_list_bytes : opts_.max_list_bytes;
   // Each page is one request; a list of a 100k-object cluster at 500 per
   // page is 200 pages, so this bound only stops a server that loops.
   for (int page = 0; page < 100'000; ++page) {
@@ -169,7 +170,7 @@ absl::Status Reflector::ListPages(std::string* rv, size_t* count) {
     bool too_big = false;
     auto res = Get(query, opts_.list_timeout, [&](std::string_view chunk) {
       total += chunk.size();
-      if (total > opts_.max_list_bytes) {
+      if (total > max_total || body.size() + chunk.size() > opts_.max_list_bytes) {
         // Stop reading: the rest is never buffered, the connection closes.
         too_big = true;
         return false;
@@ -179,9 +180,10 @@ absl::Status Reflector::ListPages(std::string* rv, size_t* count) {
     });
     if (!res.ok()) {
       if (too_big) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat("list ", spec_.kind, ": more than max_list_bytes (", opts_.max_list_bytes,
-                         " bytes); stopped reading (raise --k8s-max-list-bytes if the cluster is that big)"));
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "list ", spec_.kind, ": more than max_list_bytes (", max_total, " bytes in all, ",
+            opts_.max_list_bytes,
+            " in one page); stopped reading (raise --k8s-max-list-bytes if the cluster is that big)"));
       }
       if (absl::IsCancelled(res.status())) return res.status();
       return absl::Status(res.status().code(),

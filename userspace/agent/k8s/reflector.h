@@ -52,6 +52,11 @@ struct ResourceSpec {
   std::string kind;            // "Service", for messages
   std::string path;            // "/api/v1/services"
   std::string field_selector;  // "spec.nodeName=node-1", or ""
+  // Bytes of one list, all pages together; 0: ReflectorOptions::
+  // max_list_bytes. A kind whose store keeps little of each item (the
+  // cluster-wide pod view) may list more than it may hold in one page:
+  // each page stays bounded by ReflectorOptions::max_list_bytes.
+  size_t max_list_bytes = 0;
 };
 
 struct ReflectorOptions {
