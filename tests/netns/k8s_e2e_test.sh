@@ -110,9 +110,9 @@ write_state() {
 $pods,
     {"namespace": "shop", "name": "elsewhere", "uid": "uid-elsewhere", "node": "n2", "ip": "198.18.2.10"}],
  "services": [{"namespace": "shop", "name": "web", "clusterIP": "$VIP",
-               "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}],
+               "ports": [{"name": "tcp-echo", "port": 80, "targetPort": 8080}]}],
  "endpointslices": [{"namespace": "shop", "name": "web-7xk2p", "service": "web",
-                     "ports": [{"name": "http", "port": 8080}],
+                     "ports": [{"name": "tcp-echo", "port": 8080}],
                      "endpoints": [$eps]}]}
 JSON
   mv "$STATE.tmp" "$STATE"

@@ -111,7 +111,9 @@ nlohmann::json ConnectionsJson(const std::vector<ConnectionInfo>& conns) {
                    {"buffered_up", c.buffered_up},
                    {"buffered_down", c.buffered_down},
                    {"peak_buffered", c.peak_buffered},
-                   {"buffer_cap", c.buffer_cap}});
+                   {"buffer_cap", c.buffer_cap},
+                   {"protocol", c.protocol},
+                   {"requests", c.requests}});
   }
   return arr;
 }

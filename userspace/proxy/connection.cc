@@ -85,6 +85,16 @@ void Connection::Start() {
   orig_dst_ = *od;
   routes_ = w_->routes();
   route_ = routes_ ? routes_->Find(orig_dst_) : nullptr;
+  // An http route is served per request by the L7 proxy, which takes the
+  // socket here: never on the fast path, and no op of this object started.
+  if (route_ != nullptr && w_->AdoptHttp1(id_, fd_[kDown], listener_, peer_, orig_dst_, routes_, route_)) {
+    fd_[kDown] = -1;
+    state_ = State::kClosing;
+    finished_ = true;
+    Worker* w = w_;
+    w->loop()->Defer([w, this] { w->Destroy(this); });
+    return;
+  }
   // A route whose connections are short keeps this end off the fast path
   // too, as sockops does once the datapath knows (rm_short_dst).
   if ((route_ == nullptr || route_->LongLived(w_->options().long_route_forwards())) &&

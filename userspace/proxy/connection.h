@@ -56,6 +56,10 @@ struct ConnectionInfo {
   size_t buffered_down = 0;
   size_t peak_buffered = 0;  // highest queue size seen in either direction
   size_t buffer_cap = 0;
+  // L7 connections (l7/): "http1" and the requests served so far; the
+  // endpoint is the current (or last) request's.
+  std::string protocol = "tcp";
+  uint64_t requests = 0;
 };
 
 class Connection final : public IoHandler {

@@ -110,6 +110,12 @@ int Main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--delay-us", delay_us, "Artificial delay before each forward (benchmark self-check; no splice then)")
       ->check(CLI::NonNegativeNumber);
+  bool l7 = true;
+  int64_t http_request_timeout_ms = 15000;
+  app.add_option("--l7", l7, "Serve http routes per request (HTTP/1.1); false: L4 like the rest");
+  app.add_option("--http-request-timeout-ms", http_request_timeout_ms,
+                 "L7: a request without its complete response this long gets 504")
+      ->check(CLI::PositiveNumber);
   std::string handover_socket, take_over_from;
   app.add_option("--handover-socket", handover_socket,
                  "Unix socket on which a successor proxy takes over the pod listening sockets (restart without drops)");
@@ -159,6 +165,8 @@ int Main(int argc, char** argv) {
   options.forward_delay = absl::Microseconds(delay_us);
   options.upstream_socket_batch = upstream_socket_batch;
   options.spare_socket_idle = absl::Milliseconds(spare_socket_idle_ms);
+  options.l7_http = l7;
+  options.http_request_timeout = absl::Milliseconds(http_request_timeout_ms);
   try {
     options.proxy_mark = static_cast<uint32_t>(std::stoul(proxy_mark, nullptr, 0));
   } catch (const std::exception&) {

@@ -94,6 +94,20 @@ struct ProxyOptions {
   // An outbound mTLS tunnel with no stream for this long is closed
   // (GOAWAY).
   absl::Duration tunnel_idle = absl::Minutes(5);
+  // L7 (l7/): connections to routes whose protocol is http are served per
+  // request (HTTP/1.1, per-request balancing, pooled upstream connections);
+  // off, they stay L4 like every other route.
+  bool l7_http = true;
+  // A request without its complete response this long after its head: 504
+  // (or a reset once the response has begun).
+  absl::Duration http_request_timeout = absl::Seconds(15);
+  // A downstream keep-alive connection with no request for this long is closed.
+  absl::Duration http_idle_timeout = absl::Seconds(60);
+  // Idle upstream keep-alive connections, per (source pod, endpoint): at most
+  // this many, each for at most this long (below common servers' keep-alive
+  // timeouts, e.g. Node's 5 s, so the proxy closes first).
+  size_t http_upstream_idle_per_key = 16;
+  absl::Duration http_upstream_idle_timeout = absl::Seconds(4);
   LbOptions lb;
   EventLoopOptions loop;
 };

@@ -44,6 +44,42 @@ std::vector<const TcpMetricCell*> ProxyStats::Cells() const {
   return out;
 }
 
+void HttpMetricCell::Observe(double ms) {
+  requests.fetch_add(1, std::memory_order_relaxed);
+  size_t i = 0;
+  while (i < kIstioDurationBuckets && ms > kIstioDurationBucketsMs[i]) ++i;
+  buckets[i].fetch_add(1, std::memory_order_relaxed);
+  duration_us_sum.fetch_add(static_cast<uint64_t>(ms * 1000), std::memory_order_relaxed);
+}
+
+HttpMetricCell* ProxyStats::HttpCell(const std::string& workload, const std::string& ns,
+                                     const std::string& service, int response_code, const std::string& flags) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::tuple<std::string, std::string, std::string, int, std::string> key{workload, ns, service, response_code,
+                                                                          flags};
+  if (!http_cells_.contains(key) && http_cells_.size() >= kMaxHttpCells) {
+    key = {"overflow", "overflow", "overflow", 0, "-"};
+  }
+  auto& slot = http_cells_[key];
+  if (!slot) {
+    slot = std::make_unique<HttpMetricCell>();
+    slot->source_workload = std::get<0>(key);
+    slot->source_workload_namespace = std::get<1>(key);
+    slot->destination_service = std::get<2>(key);
+    slot->response_code = std::get<3>(key);
+    slot->response_flags = std::get<4>(key);
+  }
+  return slot.get();
+}
+
+std::vector<const HttpMetricCell*> ProxyStats::HttpCells() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<const HttpMetricCell*> out;
+  out.reserve(http_cells_.size());
+  for (const auto& [key, cell] : http_cells_) out.push_back(cell.get());
+  return out;
+}
+
 uint64_t ProcessRssBytes() {
   FILE* f = std::fopen("/proc/self/statm", "r");
   if (f == nullptr) return 0;
@@ -108,6 +144,12 @@ std::string RenderMetrics(const ProxyStats& s) {
          "Spliced readers that made no room for --splice-hold-max-ms: the proxy stopped waiting and that leg went "
          "over TCP for good");
   absl::StrAppend(&out, "ringmesh_proxy_splice_hold_timeouts_total ", load(s.splice_hold_timeouts), "\n");
+  Metric(out, "ringmesh_proxy_http_connections_total", "counter",
+         "Connections of http routes served per request by the L7 proxy.");
+  absl::StrAppend(&out, "ringmesh_proxy_http_connections_total ", load(s.http_connections), "\n");
+  Metric(out, "ringmesh_proxy_http_request_timeouts_total", "counter",
+         "HTTP requests without their complete response within --http-request-timeout-ms.");
+  absl::StrAppend(&out, "ringmesh_proxy_http_request_timeouts_total ", load(s.http_request_timeouts), "\n");
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");
@@ -167,6 +209,33 @@ std::string RenderMetrics(const ProxyStats& s) {
                       "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
                       "\",destination_service=\"", Escape(c->destination_service), "\"} ", load(c->*f.field), "\n");
     }
+  }
+  const auto http_cells = s.HttpCells();
+  auto http_labels = [](const HttpMetricCell* c) {
+    return absl::StrCat("reporter=\"source\",source_workload=\"", Escape(c->source_workload),
+                        "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
+                        "\",destination_service=\"", Escape(c->destination_service), "\",response_code=\"",
+                        c->response_code, "\",request_protocol=\"http\",response_flags=\"",
+                        Escape(c->response_flags), "\"");
+  };
+  Metric(out, "istio_requests_total", "counter", "HTTP requests, by response code and flags.");
+  for (const HttpMetricCell* c : http_cells) {
+    absl::StrAppend(&out, "istio_requests_total{", http_labels(c), "} ", load(c->requests), "\n");
+  }
+  Metric(out, "istio_request_duration_milliseconds", "histogram",
+         "HTTP request duration, from the request head to the response's end.");
+  for (const HttpMetricCell* c : http_cells) {
+    const std::string labels = http_labels(c);
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i <= kIstioDurationBuckets; ++i) {
+      cumulative += load(c->buckets[i]);
+      const std::string le = i < kIstioDurationBuckets ? absl::StrCat(kIstioDurationBucketsMs[i]) : "+Inf";
+      absl::StrAppend(&out, "istio_request_duration_milliseconds_bucket{", labels, ",le=\"", le, "\"} ",
+                      cumulative, "\n");
+    }
+    absl::StrAppend(&out, "istio_request_duration_milliseconds_sum{", labels, "} ",
+                    static_cast<double>(load(c->duration_us_sum)) / 1000.0, "\n");
+    absl::StrAppend(&out, "istio_request_duration_milliseconds_count{", labels, "} ", cumulative, "\n");
   }
   Metric(out, "ringmesh_proxy_rss_bytes", "gauge", "Resident set size of the proxy process.");
   absl::StrAppend(&out, "ringmesh_proxy_rss_bytes ", ProcessRssBytes(), "\n");

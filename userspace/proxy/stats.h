@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,6 +52,26 @@ struct TcpMetricCell {
   std::atomic<uint64_t> received_bytes{0};  // destination -> proxy (response direction)
 };
 
+// Istio's HTTP metrics (istio_requests_total and the
+// istio_request_duration_milliseconds histogram) for one label set; like
+// the TCP cells, created once and never freed.
+inline constexpr double kIstioDurationBucketsMs[] = {0.5,  1,    5,     10,     25,     50,      100,
+                                                     250,  500,  1000,  2500,   5000,   10000,   30000,
+                                                     60000, 300000, 600000, 1800000, 3600000};
+inline constexpr size_t kIstioDurationBuckets = std::size(kIstioDurationBucketsMs);
+struct HttpMetricCell {
+  std::string source_workload;
+  std::string source_workload_namespace;
+  std::string destination_service;
+  int response_code = 0;
+  std::string response_flags;  // Envoy's: "-", UF, UH, UT, UC, UPE, URX, DPE, DC
+  std::atomic<uint64_t> requests{0};
+  // Non-cumulative per bucket (rendered cumulative); the last is +Inf.
+  std::array<std::atomic<uint64_t>, kIstioDurationBuckets + 1> buckets{};
+  std::atomic<uint64_t> duration_us_sum{0};
+  void Observe(double ms);
+};
+
 inline constexpr size_t kTlsReasonSlots = 16;
 
 class ProxyStats {
@@ -62,6 +83,13 @@ class ProxyStats {
   TcpMetricCell* Cell(const std::string& workload, const std::string& ns, const std::string& service);
   // Snapshot of all cells for rendering.
   std::vector<const TcpMetricCell*> Cells() const;
+  // HTTP cells: response_code comes from upstreams, so the number of label
+  // sets is capped (kMaxHttpCells); beyond it requests count in one cell
+  // labelled "overflow".
+  static constexpr size_t kMaxHttpCells = 4096;
+  HttpMetricCell* HttpCell(const std::string& workload, const std::string& ns, const std::string& service,
+                           int response_code, const std::string& flags);
+  std::vector<const HttpMetricCell*> HttpCells() const;
 
   std::atomic<uint64_t> connections_total{0};
   std::atomic<int64_t> connections_active{0};
@@ -78,6 +106,10 @@ class ProxyStats {
   std::atomic<uint64_t> splice_holds{0};
   std::atomic<uint64_t> splice_hold_timeouts{0};
   std::atomic<uint64_t> drained_from_listen_queue{0};
+  // L7: downstream connections served per request (l7/), and requests that
+  // hit the request timeout.
+  std::atomic<uint64_t> http_connections{0};
+  std::atomic<uint64_t> http_request_timeouts{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};
   // Upstream sockets SO_MARK could not be set on (socket_mark.h).
@@ -99,6 +131,8 @@ class ProxyStats {
   std::array<std::atomic<uint64_t>, kCloseReasonCount> closed_{};
   mutable std::mutex mu_;
   std::map<std::tuple<std::string, std::string, std::string>, std::unique_ptr<TcpMetricCell>> cells_;
+  using HttpKey = std::tuple<std::string, std::string, std::string, int, std::string>;
+  std::map<HttpKey, std::unique_ptr<HttpMetricCell>> http_cells_;
 };
 
 // Prometheus text exposition of `stats` plus process RSS.

@@ -12,9 +12,10 @@
 #include "spdlog/spdlog.h"
 #include "absl/strings/str_cat.h"
 #include "userspace/proxy/hbone/hbone_request.h"
+#include "userspace/proxy/l7/http1_connection.h"
 #include "userspace/proxy/proxy_core.h"
-#include "userspace/proxy/tls/workload_identities.h"
 #include "userspace/proxy/socket_mark.h"
+#include "userspace/proxy/tls/workload_identities.h"
 
 namespace ringmesh::proxy {
 
@@ -121,12 +122,14 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
   backend_ = backend;
   ready(absl::OkStatus());
 
-  while (!(exiting_ && listeners_.empty() && conns_.empty() && tunnels_.empty() && outbound_.empty())) {
+  while (!(exiting_ && listeners_.empty() && conns_.empty() && tunnels_.empty() && outbound_.empty() &&
+           (!l7_ || l7_->empty()))) {
     loop_->RunOnce(absl::Milliseconds(100));
     UpdateCounters();
     SweepSpares(exiting_);
   }
   SweepSpares(true);
+  l7_.reset();
   // Destroyed on this thread: an io_uring ring set up for a single issuer
   // must not be touched from another.
   loop_.reset();
@@ -134,7 +137,8 @@ void Worker::ThreadMain(IoBackend backend, std::function<void(absl::Status)> rea
 }
 
 void Worker::UpdateCounters() {
-  connection_count_.store(conns_.size() + tunnels_.size(), std::memory_order_relaxed);
+  connection_count_.store(conns_.size() + tunnels_.size() + (l7_ ? l7_->connections() : 0),
+                          std::memory_order_relaxed);
   listener_count_.store(listeners_.size(), std::memory_order_release);
   chunks_outstanding_.store(pool_.outstanding(), std::memory_order_relaxed);
 }
@@ -199,6 +203,8 @@ void Worker::DrainListenQueue(int fd, const std::shared_ptr<const ListenerInfo>&
 
 void Worker::StopAccepting() {
   for (auto& [key, l] : listeners_) l->Remove();
+  // Keep-alive HTTP connections would hold the drain until its deadline.
+  if (l7_) l7_->Drain();
 }
 
 void Worker::AbortAll(CloseReason reason) {
@@ -209,6 +215,7 @@ void Worker::AbortAll(CloseReason reason) {
   std::vector<InboundTunnel*> tunnels;
   for (auto& [id, t] : tunnels_) tunnels.push_back(t.get());
   for (InboundTunnel* t : tunnels) t->Abort(reason);
+  if (l7_) l7_->AbortAll(reason);
   // Connections reset their streams above; what is left are idle tunnels.
   std::vector<OutboundTunnel*> outbound;
   for (auto& [id, t] : outbound_) outbound.push_back(t.get());
@@ -219,6 +226,7 @@ std::vector<ConnectionInfo> Worker::Connections() const {
   std::vector<ConnectionInfo> out;
   out.reserve(conns_.size());
   for (const auto& [id, c] : conns_) out.push_back(c->Info());
+  if (l7_) l7_->AppendInfo(&out);
   return out;
 }
 
@@ -252,6 +260,15 @@ void Worker::OnAccepted(int fd, const std::shared_ptr<const ListenerInfo>& info)
 
 void Worker::Destroy(Connection* c) {
   if (conns_.erase(c->id()) > 0) stats_->connections_active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+bool Worker::AdoptHttp1(uint64_t id, int fd, const std::shared_ptr<const ListenerInfo>& listener,
+                        const SocketAddress& peer, const SocketAddress& orig_dst,
+                        const std::shared_ptr<const RouteTable>& routes, const ServiceRoute* route) {
+  if (routes == nullptr || !l7::ServesHttp1(options_, *routes, *route)) return false;
+  if (!l7_) l7_ = std::make_unique<l7::Http1Proxy>(this);
+  l7_->Adopt(id, fd, listener, peer, orig_dst, routes, route);
+  return true;
 }
 
 void Worker::DestroyTunnel(InboundTunnel* t) {

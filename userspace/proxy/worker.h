@@ -28,6 +28,10 @@
 
 namespace ringmesh::proxy {
 
+namespace l7 {
+class Http1Proxy;
+}
+
 class Worker {
  public:
   Worker(int id, const ProxyOptions& options, ProxyStats* stats, std::shared_ptr<OrigDstResolver> resolver);
@@ -67,6 +71,11 @@ class Worker {
   // the loop's socket flags; -errno on failure.
   int CreateUpstreamSocket(const ListenerInfo& listener, int family);
   void Destroy(Connection* c);
+  // Hands an accepted connection of `route` to the L7 proxy (l7/) when it
+  // serves that route; false: the caller carries it at L4.
+  bool AdoptHttp1(uint64_t id, int fd, const std::shared_ptr<const ListenerInfo>& listener,
+                  const SocketAddress& peer, const SocketAddress& orig_dst,
+                  const std::shared_ptr<const RouteTable>& routes, const ServiceRoute* route);
   void DestroyTunnel(InboundTunnel* t);
   void DestroyOutbound(OutboundTunnel* t);
   // A CONNECT stream to `target`, a mesh pod of another node, in a pooled
@@ -108,6 +117,8 @@ class Worker {
   std::shared_ptr<const RouteTable> routes_;
   std::unordered_map<uint64_t, std::unique_ptr<Listener>> listeners_;
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  // HTTP/1 connections and their upstream pool; made at the first one.
+  std::unique_ptr<l7::Http1Proxy> l7_;
   std::unordered_map<uint64_t, std::unique_ptr<InboundTunnel>> tunnels_;
   // Outbound tunnels; the pool names those that may take new streams, by
   // (source identity, destination identity, destination IP).
