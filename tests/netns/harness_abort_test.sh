@@ -183,13 +183,15 @@ run_child() {
   # A process the child's teardown killed may still be finishing its exit
   # (the ASan build's exit is slow on a busy machine): what is gone within
   # 5 s was not leaked, as in the child's own check.
+  local clean=0
   for ((i = 0; i < 50; i++)); do
-    leaks=$(rm_leak_check "$id" "$dir") && break
+    if leaks=$(rm_leak_check "$id" "$dir"); then
+      clean=1
+      break
+    fi
     sleep 0.1
   done
-  if ! leaks=$(rm_leak_check "$id" "$dir"); then
-    _child_fail "$dir" "child ($mode) left: $leaks"
-  fi
+  ((clean)) || _child_fail "$dir" "child ($mode) left: $leaks"
   left="$(_objects_left link "$dir/links")$(_objects_left map "$dir/maps")"
   [[ -z $left ]] || _child_fail "$dir" "child ($mode) left bpf objects:$left"
   # the child's own temp dir

@@ -29,8 +29,9 @@ absl::Duration ConnectLatencySample(int fd, absl::Duration wall) {
   // (Karn): then the wall time, retransmission included, is the truth.
   tcp_info info{};
   socklen_t len = sizeof(info);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < offsetof(tcp_info, tcpi_total_retrans) + sizeof(info.tcpi_total_retrans) ||
-      info.tcpi_rtt == 0 || info.tcpi_total_retrans != 0) {
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+      len < offsetof(tcp_info, tcpi_total_retrans) + sizeof(info.tcpi_total_retrans) || info.tcpi_rtt == 0 ||
+      info.tcpi_total_retrans != 0) {
     return wall;
   }
   return std::min(wall, absl::Microseconds(info.tcpi_rtt));
@@ -42,11 +43,13 @@ const char* SideName(Connection::Side s) { return s == Connection::kDown ? "down
 
 }  // namespace
 
-Connection::Connection(Worker* worker, uint64_t id, int downstream_fd, std::shared_ptr<const ListenerInfo> listener)
+Connection::Connection(Worker* worker, uint64_t id, int downstream_fd,
+                       std::shared_ptr<const ListenerInfo> listener)
     : w_(worker),
       id_(id),
       listener_(std::move(listener)),
-      q_{ByteQueue(worker->options().buffer_bytes, worker->pool()), ByteQueue(worker->options().buffer_bytes, worker->pool())},
+      q_{ByteQueue(worker->options().buffer_bytes, worker->pool()),
+         ByteQueue(worker->options().buffer_bytes, worker->pool())},
       recv_op_{IoOp(this, OpType::kRecv, kDown), IoOp(this, OpType::kRecv, kUp)},
       send_op_{IoOp(this, OpType::kSend, kDown), IoOp(this, OpType::kSend, kUp)},
       shutdown_op_{IoOp(this, OpType::kShutdown, kDown), IoOp(this, OpType::kShutdown, kUp)},
@@ -122,7 +125,8 @@ void Connection::ConnectNext() {
   if (route_ != nullptr) {
     size_t i = route_->lb->Pick(tried_);
     if (i == LoadBalancer::kNone) {
-      Close(tried_.empty() ? CloseReason::kNoEndpoint : CloseReason::kConnectFailed, /*reset_down=*/true, false);
+      Close(tried_.empty() ? CloseReason::kNoEndpoint : CloseReason::kConnectFailed, /*reset_down=*/true,
+            false);
       return;
     }
     tried_.push_back(i);
@@ -134,7 +138,8 @@ void Connection::ConnectNext() {
   upstream_ = target;
   have_upstream_ = true;
   // A mesh pod of another node: through an mTLS tunnel to its proxy.
-  if (const MeshPeer* peer = (routes_ != nullptr && listener_->identities) ? routes_->MeshPeerOf(target.ip) : nullptr) {
+  if (const MeshPeer* peer =
+          (routes_ != nullptr && listener_->identities) ? routes_->MeshPeerOf(target.ip) : nullptr) {
     connect_start_ns_ = MonotonicNowNs();
     auto stream = w_->OpenTunnelStream(*listener_, target, *peer);
     if (!stream.ok()) {
@@ -154,7 +159,8 @@ void Connection::ConnectNext() {
     return;
   }
   fd_[kUp] = fd;
-  to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr && routes_->IsLocalEnrolledPod(target.ip) &&
+  to_local_pod_ = w_->options().fastpath_upstream && routes_ != nullptr &&
+                  routes_->IsLocalEnrolledPod(target.ip) &&
                   (route_ == nullptr || route_->LongLived(w_->options().long_route_forwards()));
   if (to_local_pod_) w_->resolver().OnUpstreamToLocalPod(fd);
   up_len_ = target.ToSockaddr(&up_addr_);
@@ -166,7 +172,8 @@ void Connection::OnConnect(int res) {
   const absl::Duration latency = absl::Nanoseconds(MonotonicNowNs() - connect_start_ns_);
   if (res == 0) {
     if (route_ != nullptr) {
-      route_->lb->OnConnectResult(endpoint_, tunnel_ ? latency : ConnectLatencySample(fd_[kUp], latency), true);
+      route_->lb->OnConnectResult(endpoint_, tunnel_ ? latency : ConnectLatencySample(fd_[kUp], latency),
+                                  true);
     }
     state_ = State::kEstablished;
     established_ = true;
@@ -568,16 +575,24 @@ void Connection::MaybeFinish() {
   w->loop()->Defer([w, this] { w->Destroy(this); });
 }
 
-ConnectionInfo Connection::Info() const {
+ConnectionInfo DownstreamInfo(uint64_t id, int worker, const ListenerInfo& listener,
+                              const SocketAddress& peer, const SocketAddress& orig_dst,
+                              const ServiceRoute* route, int64_t start_ns) {
   ConnectionInfo info;
-  info.id = id_;
-  info.worker = w_->id();
-  info.pod_ns = listener_->pod_ns;
-  info.pod_name = listener_->pod_name;
-  info.pod_id = listener_->pod_id;
-  info.downstream_peer = peer_.ToString();
-  info.original_destination = orig_dst_.ToString();
-  if (route_ != nullptr) info.service = route_->ns + "/" + route_->name;
+  info.id = id;
+  info.worker = worker;
+  info.pod_ns = listener.pod_ns;
+  info.pod_name = listener.pod_name;
+  info.pod_id = listener.pod_id;
+  info.downstream_peer = peer.ToString();
+  info.original_destination = orig_dst.ToString();
+  if (route != nullptr) info.service = route->ns + "/" + route->name;
+  info.age_ms = (MonotonicNowNs() - start_ns) / 1'000'000;
+  return info;
+}
+
+ConnectionInfo Connection::Info() const {
+  ConnectionInfo info = DownstreamInfo(id_, w_->id(), *listener_, peer_, orig_dst_, route_, start_ns_);
   if (have_upstream_) info.endpoint = upstream_.ToString();
   info.bytes_up = bytes_[kDown];
   info.bytes_down = bytes_[kUp];
@@ -586,7 +601,6 @@ ConnectionInfo Connection::Info() const {
     info.bytes_up += w_->resolver().SpliceDirect(*splice_, true);
     info.bytes_down += w_->resolver().SpliceDirect(*splice_, false);
   }
-  info.age_ms = (MonotonicNowNs() - start_ns_) / 1'000'000;
   switch (state_) {
     case State::kConnecting:
       info.state = "connecting";

@@ -162,6 +162,12 @@ class Connection final : public IoHandler {
 
 int64_t MonotonicNowNs();
 
+// The fields of ConnectionInfo every kind of downstream connection (L4,
+// L7) fills the same way: who, from where, to what, since when.
+ConnectionInfo DownstreamInfo(uint64_t id, int worker, const ListenerInfo& listener,
+                              const SocketAddress& peer, const SocketAddress& orig_dst,
+                              const ServiceRoute* route, int64_t start_ns);
+
 // The latency sample a successful connect gives the balancer: the kernel's
 // handshake RTT of `fd` when it has one, else `wall` (never more than it).
 absl::Duration ConnectLatencySample(int fd, absl::Duration wall);

@@ -711,19 +711,10 @@ void Http1Connection::MaybeFinish() {
 }
 
 ConnectionInfo Http1Connection::Info() const {
-  ConnectionInfo info;
-  info.id = id_;
-  info.worker = w_->id();
-  info.pod_ns = listener_->pod_ns;
-  info.pod_name = listener_->pod_name;
-  info.pod_id = listener_->pod_id;
-  info.downstream_peer = peer_.ToString();
-  info.original_destination = orig_dst_.ToString();
-  info.service = route_->ns + "/" + route_->name;
+  ConnectionInfo info = DownstreamInfo(id_, w_->id(), *listener_, peer_, orig_dst_, route_, start_ns_);
   info.endpoint = last_endpoint_;
   info.bytes_up = bytes_up_;
   info.bytes_down = bytes_down_;
-  info.age_ms = (MonotonicNowNs() - start_ns_) / 1'000'000;
   switch (state_) {
     case State::kOpen:
       info.state = active_ ? "http1_request" : "http1_idle";
