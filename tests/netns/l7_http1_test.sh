@@ -4,8 +4,10 @@
 # connections) -> three endpoint pods running python3's http.server.
 #   l7_http1_test.sh --io-backend io_uring|epoll
 # A client pod makes 3,000 keep-alive requests on 8 connections through
-# the service VIP; each endpoint answers 25%-42% of them, and the proxy's
-# istio_requests_total counts exactly those. Then the same service with
+# the service VIP; each endpoint answers 25%-42% of them (the default
+# policy, P2C over request latency), and the proxy's istio_requests_total
+# counts exactly those. One endpoint that resets every request: retries hide
+# it from the client. Then the same service with
 # --l7=false stays L4 (one endpoint per connection, no HTTP metrics).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,7 +40,6 @@ ${pods_yaml}services:
   - namespace: default
     name: web
     vips: [$VIP]
-    lb: round_robin
     ports: [{name: http, port: 80, targetPort: 8080, protocol: http}]
     endpoints: [{ip: $(rm_pod_ip h1), pod: default/h1}, {ip: $(rm_pod_ip h2), pod: default/h2}, {ip: $(rm_pod_ip h3), pod: default/h3}]
 YAML
@@ -46,11 +47,16 @@ YAML
 # Endpoints: HTTP/1.1 keep-alive servers that say who answered.
 server=$RM_TMP/server.py
 cat >"$server" <<'PY'
-import http.server, sys
-name, ip = sys.argv[1], sys.argv[2]
+import http.server, os, socket, struct, sys
+name, ip, failflag = sys.argv[1], sys.argv[2], sys.argv[3]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
+        if os.path.exists(failflag):
+            # Broken endpoint: reset the connection instead of answering.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            return
         body = name.encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -97,7 +103,7 @@ print(json.dumps(res))
 PY
 
 for p in h1 h2 h3; do
-  rm_spawn "$p" /usr/bin/python3 "$server" "$p" "$(rm_pod_ip $p)" >/dev/null
+  rm_spawn "$p" /usr/bin/python3 "$server" "$p" "$(rm_pod_ip $p)" "$RM_TMP/fail-$p" >/dev/null
 done
 for p in h1 h2 h3; do rm_wait_port "$p" "$(rm_pod_ip $p)" 8080 10; done
 
@@ -123,6 +129,22 @@ rm_assert_eq "$(mesh_metric n1 ringmesh_proxy_http_connections_total)" 8 "connec
 no_connections() { [[ $(mesh_admin n1 /connections | tr -d ' \n') == '[]' ]]; }
 mesh_wait_for "downstream connections closed" 10 no_connections
 rm_pass keepalive_3000_on_8
+
+rm_case retries_hide_a_resetting_endpoint
+# h2 resets every request: each is retried on another endpoint, and the
+# client sees no error.
+touch "$RM_TMP/fail-h2"
+retries0=$(mesh_metric n1 ringmesh_proxy_http_retries_total)
+out=$(rm_exec client timeout 120 /usr/bin/python3 "$client" "$VIP" 600 4)
+rm_log "client: $out"
+rm_assert_eq "$(rm_json ok <<<"$out")" 600 "requests ok"
+rm_assert_eq "$(rm_json failed <<<"$out")" 0 "requests failed"
+rm_assert_eq "$(rm_json --default 0 by.h2 <<<"$out")" 0 "requests answered by h2"
+retries=$(($(mesh_metric n1 ringmesh_proxy_http_retries_total) - retries0))
+rm_log "retries: $retries"
+rm_assert_between "$retries" 1 600 "retries"
+rm -f "$RM_TMP/fail-h2"
+rm_pass retries_hide_a_resetting_endpoint
 
 rm_case l7_off_stays_l4
 rm_stop "$(mesh_proxy_pid n1)"

@@ -172,8 +172,7 @@ void Connection::OnConnect(int res) {
   const absl::Duration latency = absl::Nanoseconds(MonotonicNowNs() - connect_start_ns_);
   if (res == 0) {
     if (route_ != nullptr) {
-      route_->lb->OnConnectResult(endpoint_, tunnel_ ? latency : ConnectLatencySample(fd_[kUp], latency),
-                                  true);
+      route_->lb->OnResult(endpoint_, tunnel_ ? latency : ConnectLatencySample(fd_[kUp], latency), true);
     }
     state_ = State::kEstablished;
     established_ = true;
@@ -184,7 +183,7 @@ void Connection::OnConnect(int res) {
   }
   ProxyStats& stats = w_->stats();
   stats.Add(stats.upstream_connect_failures);
-  if (route_ != nullptr) route_->lb->OnConnectResult(endpoint_, latency, false);
+  if (route_ != nullptr) route_->lb->OnResult(endpoint_, latency, false);
   ReleaseEndpoint();
   spdlog::debug("connection {}: connect to {} failed: {}", id_, upstream_.ToString(), std::strerror(-res));
   if (tunnel_) {
@@ -435,7 +434,7 @@ void Connection::OnTimer(int res) {
   if (state_ == State::kConnecting && now >= connect_deadline_ns_) {
     w_->stats().Add(w_->stats().upstream_connect_failures);
     if (route_ != nullptr) {
-      route_->lb->OnConnectResult(endpoint_, absl::Nanoseconds(now - connect_start_ns_), false);
+      route_->lb->OnResult(endpoint_, absl::Nanoseconds(now - connect_start_ns_), false);
     }
     Close(CloseReason::kConnectTimeout, /*reset_down=*/true, false);
     return;

@@ -13,11 +13,14 @@ namespace ringmesh::proxy {
 namespace {
 
 std::mt19937_64& Rng() {
-  thread_local std::mt19937_64 rng(std::random_device{}() ^ std::hash<std::thread::id>{}(std::this_thread::get_id()));
+  thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                   std::hash<std::thread::id>{}(std::this_thread::get_id()));
   return rng;
 }
 
-size_t RandomBelow(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(Rng()); }
+size_t RandomBelow(std::mt19937_64& rng, size_t n) {
+  return std::uniform_int_distribution<size_t>(0, n - 1)(rng);
+}
 
 }  // namespace
 
@@ -39,7 +42,7 @@ LoadBalancer::LoadBalancer(LbPolicy policy, std::vector<IpAddress> endpoints, co
       states_.push_back(std::move(s));
     }
   }
-  rr_.store(endpoints.empty() ? 0 : RandomBelow(endpoints.size()));
+  rr_.store(endpoints.empty() ? 0 : RandomBelow(Rng(), endpoints.size()));
 }
 
 int64_t LoadBalancer::Now() const {
@@ -49,7 +52,8 @@ int64_t LoadBalancer::Now() const {
   return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
 }
 
-bool LoadBalancer::Eligible(size_t i, std::span<const size_t> exclude, int64_t now, bool ignore_ejection) const {
+bool LoadBalancer::Eligible(size_t i, std::span<const size_t> exclude, int64_t now,
+                            bool ignore_ejection) const {
   if (std::find(exclude.begin(), exclude.end(), i) != exclude.end()) return false;
   return ignore_ejection || states_[i]->ejected_until_ns.load(std::memory_order_relaxed) <= now;
 }
@@ -70,9 +74,10 @@ double LoadBalancer::Cost(size_t i, int64_t now) const {
 }
 
 size_t LoadBalancer::PickFrom(const std::vector<size_t>& c, int64_t now) {
+  std::mt19937_64& rng = test_rng_ ? *test_rng_ : Rng();
   switch (policy_) {
     case LbPolicy::kRandom:
-      return c[RandomBelow(c.size())];
+      return c[RandomBelow(rng, c.size())];
     case LbPolicy::kRoundRobin: {
       // Walk from the shared cursor to the next candidate in index order so
       // exclusions and ejections do not skew the rotation.
@@ -81,11 +86,12 @@ size_t LoadBalancer::PickFrom(const std::vector<size_t>& c, int64_t now) {
       return it == c.end() ? c.front() : *it;
     }
     case LbPolicy::kLeastConnections: {
-      size_t offset = RandomBelow(c.size());  // random tie-break
+      size_t offset = RandomBelow(rng, c.size());  // random tie-break
       size_t best = c[offset];
       for (size_t k = 1; k < c.size(); ++k) {
         size_t i = c[(offset + k) % c.size()];
-        if (states_[i]->active.load(std::memory_order_relaxed) < states_[best]->active.load(std::memory_order_relaxed)) {
+        if (states_[i]->active.load(std::memory_order_relaxed) <
+            states_[best]->active.load(std::memory_order_relaxed)) {
           best = i;
         }
       }
@@ -93,11 +99,14 @@ size_t LoadBalancer::PickFrom(const std::vector<size_t>& c, int64_t now) {
     }
     case LbPolicy::kP2cPeakEwma: {
       if (c.size() == 1) return c[0];
-      size_t a = RandomBelow(c.size());
-      size_t b = RandomBelow(c.size() - 1);
+      size_t a = RandomBelow(rng, c.size());
+      size_t b = RandomBelow(rng, c.size() - 1);
       if (b >= a) ++b;
       double ca = Cost(c[a], now), cb = Cost(c[b], now);
-      if (ca == cb) return RandomBelow(2) ? c[a] : c[b];  // not always the first drawn
+      if (options_.weighted_choice) {
+        return std::uniform_real_distribution<double>(0, ca + cb)(rng) < cb ? c[a] : c[b];
+      }
+      if (ca == cb) return RandomBelow(rng, 2) ? c[a] : c[b];  // not always the first drawn
       return ca < cb ? c[a] : c[b];
     }
   }
@@ -129,36 +138,58 @@ void LoadBalancer::OnConnectStart(size_t i) { states_[i]->active.fetch_add(1, st
 
 void LoadBalancer::OnRelease(size_t i) { states_[i]->active.fetch_sub(1, std::memory_order_relaxed); }
 
-void LoadBalancer::OnConnectResult(size_t i, absl::Duration latency, bool ok) {
+void LoadBalancer::OnResult(size_t i, absl::Duration latency, bool ok) {
   State& s = *states_[i];
   const int64_t now = Now();
   double sample = static_cast<double>(absl::ToInt64Nanoseconds(ok ? latency : options_.failure_penalty));
-  {
-    std::lock_guard<std::mutex> lock(s.update_mu);
-    double prev = s.ewma_ns.load(std::memory_order_relaxed);
-    int64_t last = s.last_sample_ns.load(std::memory_order_relaxed);
-    double next;
-    if (last == 0 || sample > prev) {
-      next = sample;  // peak: jump up at once, decay down slowly
-    } else {
-      double dt = static_cast<double>(std::max<int64_t>(0, now - last));
-      double tau = static_cast<double>(absl::ToInt64Nanoseconds(options_.decay));
-      double w = tau > 0 ? std::exp(-dt / tau) : 0.0;
-      next = prev * w + sample * (1.0 - w);
-    }
-    s.ewma_ns.store(next, std::memory_order_relaxed);
-    s.last_sample_ns.store(now, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(s.update_mu);
+  double prev = s.ewma_ns.load(std::memory_order_relaxed);
+  int64_t last = s.last_sample_ns.load(std::memory_order_relaxed);
+  double next;
+  if (last == 0 || sample > prev) {
+    next = sample;  // peak: jump up at once, decay down slowly
+  } else {
+    double dt = static_cast<double>(std::max<int64_t>(0, now - last));
+    double tau = static_cast<double>(absl::ToInt64Nanoseconds(options_.decay));
+    double w = tau > 0 ? std::exp(-dt / tau) : 0.0;
+    next = prev * w + sample * (1.0 - w);
   }
+  s.ewma_ns.store(next, std::memory_order_relaxed);
+  s.last_sample_ns.store(now, std::memory_order_relaxed);
   if (ok) {
     s.consecutive_failures.store(0, std::memory_order_relaxed);
     return;
   }
   s.failures.fetch_add(1, std::memory_order_relaxed);
   int n = s.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (options_.eject_after_failures > 0 && n >= options_.eject_after_failures) {
-    s.ejected_until_ns.store(now + absl::ToInt64Nanoseconds(options_.ejection_time), std::memory_order_relaxed);
-    s.consecutive_failures.store(0, std::memory_order_relaxed);
+  if (options_.eject_after_failures > 0 && n >= options_.eject_after_failures) MaybeEject(s, now);
+}
+
+void LoadBalancer::MaybeEject(State& s, int64_t now) {
+  if (s.ejected_until_ns.load(std::memory_order_relaxed) > now) return;  // already out
+  size_t out = 0;
+  for (const auto& other : states_) {
+    if (other->ejected_until_ns.load(std::memory_order_relaxed) > now) ++out;
   }
+  // Two workers may each pass this check for different endpoints at the
+  // same moment: the cap can be exceeded by one, briefly. Ejection is a
+  // hint (Pick falls back to ejected endpoints when nothing else is left).
+  if ((out + 1) * 100 > static_cast<size_t>(std::max(options_.max_ejected_percent, 0)) * states_.size())
+    return;
+  const int64_t base = absl::ToInt64Nanoseconds(options_.ejection_time);
+  if (base <= 0) return;
+  // Healthy time since the last ejection ended earns the multiplier back.
+  if (s.last_ejection_end_ns != 0 && now > s.last_ejection_end_ns) {
+    const int64_t healthy = (now - s.last_ejection_end_ns) / base;
+    s.ejection_multiplier = static_cast<int>(std::max<int64_t>(0, s.ejection_multiplier - healthy));
+  }
+  s.ejection_multiplier = std::min(s.ejection_multiplier + 1, 1 << 20);
+  const int64_t duration =
+      std::min(base * s.ejection_multiplier, absl::ToInt64Nanoseconds(options_.max_ejection_time));
+  s.ejected_until_ns.store(now + duration, std::memory_order_relaxed);
+  s.last_ejection_end_ns = now + duration;
+  s.ejections.fetch_add(1, std::memory_order_relaxed);
+  s.consecutive_failures.store(0, std::memory_order_relaxed);
 }
 
 std::vector<LoadBalancer::EndpointStats> LoadBalancer::Stats() const {
@@ -172,7 +203,8 @@ std::vector<LoadBalancer::EndpointStats> LoadBalancer::Stats() const {
                    .ewma_ms = s->ewma_ns.load(std::memory_order_relaxed) / 1e6,
                    .failures = s->failures.load(std::memory_order_relaxed),
                    .consecutive_failures = s->consecutive_failures.load(std::memory_order_relaxed),
-                   .ejected = s->ejected_until_ns.load(std::memory_order_relaxed) > now});
+                   .ejected = s->ejected_until_ns.load(std::memory_order_relaxed) > now,
+                   .ejections = s->ejections.load(std::memory_order_relaxed)});
   }
   return out;
 }

@@ -1,11 +1,10 @@
 #include "userspace/proxy/proxy_core.h"
 
 #include <fcntl.h>
-#include <unistd.h>
-
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -134,7 +133,8 @@ absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& addres
   for (size_t i = 0; i < workers_.size(); ++i) {
     Worker* w = workers_[i].get();
     uint64_t key = next_key_++;
-    w->Post([w, key, fd = std::move((*fds)[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
+    w->Post(
+        [w, key, fd = std::move((*fds)[i]), info]() mutable { w->AddListener(key, std::move(fd), info); });
   }
   static_listeners_.push_back(local->ToString());
   lock.unlock();
@@ -142,7 +142,8 @@ absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& addres
   return *local;
 }
 
-std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p, const SocketAddress& local) const {
+std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p,
+                                                        const SocketAddress& local) const {
   auto info = std::make_shared<ListenerInfo>();
   info->pod_ns = p.pod.ns;
   info->pod_name = p.pod.name;
@@ -244,13 +245,15 @@ absl::Status ProxyCore::OpenPodListeners(PodListeners& p) {
       if (h.ok()) {
         sets.emplace_back(a, std::move(*h));
       } else if (status.ok()) {
-        status = absl::Status(h.status().code(), absl::StrCat("HBONE listener ", a.ToString(), ": ", h.status().message()));
+        status = absl::Status(h.status().code(),
+                              absl::StrCat("HBONE listener ", a.ToString(), ": ", h.status().message()));
       }
     }
   }
   sw->Leave();
   if (!status.ok()) return status;
-  if (inherited > 0) spdlog::info("pod {}/{}: {} listening socket(s) taken over", p.pod.ns, p.pod.name, inherited);
+  if (inherited > 0)
+    spdlog::info("pod {}/{}: {} listening socket(s) taken over", p.pod.ns, p.pod.name, inherited);
 
   for (auto& [addr, fds] : sets) {
     auto info = MakeInfo(p, addr);
@@ -344,7 +347,8 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
       p.addresses.clear();
       p.dups.clear();
     } else {
-      spdlog::info("pod {}/{}: listening on {} (netns cookie {})", pod.ns, pod.name, p.addresses[0], p.netns_cookie);
+      spdlog::info("pod {}/{}: listening on {} (netns cookie {})", pod.ns, pod.name, p.addresses[0],
+                   p.netns_cookie);
     }
     next.emplace(*id, std::move(p));
   }
@@ -358,7 +362,8 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
     // queues move to the rest of their group, if any, as on any close).
     size_t n = 0;
     for (const auto& [key, fds] : inherited_) n += fds.size();
-    spdlog::info("{} taken-over listening socket(s) of {} set(s) not in the snapshot: closed", n, inherited_.size());
+    spdlog::info("{} taken-over listening socket(s) of {} set(s) not in the snapshot: closed", n,
+                 inherited_.size());
     inherited_.clear();
   }
   generation_ = snapshot.generation;
@@ -429,7 +434,8 @@ void ProxyCore::SyncDirectMetrics() {
     // A counter below what was seen was evicted and made again: all of it
     // is new.
     auto delta = [](uint64_t now, uint64_t before) { return now >= before ? now - before : now; };
-    const uint64_t opened = prev == direct_seen_.end() ? d.established : delta(d.established, prev->second.first);
+    const uint64_t opened =
+        prev == direct_seen_.end() ? d.established : delta(d.established, prev->second.first);
     const uint64_t closed = prev == direct_seen_.end() ? d.closed : delta(d.closed, prev->second.second);
     seen[{d.pod_id, ep}] = {d.established, d.closed};
     auto src = sources.find(d.pod_id);
@@ -596,8 +602,9 @@ nlohmann::json ProxyCore::ConfigDump() {
                        {"active_connections", e.active},
                        {"picks", e.picks},
                        {"ewma_ms", e.ewma_ms},
-                       {"connect_failures", e.failures},
-                       {"ejected", e.ejected}});
+                       {"failures", e.failures},  // connects; on L7 routes also resets and 5xx
+                       {"ejected", e.ejected},
+                       {"ejections", e.ejections}});
         // Connections connect() sent straight to it (socket LB), which the
         // balancer's picks do not include.
         if (!r->direct_endpoints.empty()) {

@@ -3,10 +3,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "absl/time/time.h"
 #include "userspace/proxy/event_loop.h"
 #include "userspace/proxy/lb.h"
+#include "userspace/proxy/retry_budget.h"
 
 namespace ringmesh::proxy {
 
@@ -108,6 +110,22 @@ struct ProxyOptions {
   // timeouts, e.g. Node's 5 s, so the proxy closes first).
   size_t http_upstream_idle_per_key = 16;
   absl::Duration http_upstream_idle_timeout = absl::Seconds(4);
+  // Retries of a request (beyond its first try; Istio's default is 2) on
+  // another endpoint where possible, for: a failed connect (any method:
+  // nothing was sent), a reset or close before the response head, and a
+  // response status in `http_retry_statuses` (that response is dropped).
+  // The last two only for idempotent methods (RFC 9110 9.2.2) unless
+  // `http_retry_non_idempotent`, and only while the request body sent so
+  // far is held whole (at most `http_retry_buffer_bytes`, not above
+  // buffer_bytes). Every retry takes one from the route's budget.
+  int http_retries = 2;
+  std::vector<int> http_retry_statuses = {503};
+  bool http_retry_non_idempotent = false;
+  size_t http_retry_buffer_bytes = 64 * 1024;
+  RetryBudgetOptions http_retry_budget;
+  // One try without its response head this long: the next try (if a retry
+  // is allowed) or 504. 0: only the request timeout.
+  absl::Duration http_per_try_timeout = absl::ZeroDuration();
   LbOptions lb;
   EventLoopOptions loop;
 };

@@ -35,7 +35,11 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       route->not_ready = not_ready;
       auto it = old.find({svc.ns, svc.name, port.port});
       const LoadBalancer* prev_lb = it == old.end() ? nullptr : it->second->lb.get();
-      route->lb = std::make_shared<LoadBalancer>(svc.lb, ready, prev_lb, lb_options);
+      // Routes with an application protocol are balanced per request (l7/),
+      // on request latencies.
+      route->lb = std::make_shared<LoadBalancer>(
+          svc.lb, ready, prev_lb, port.protocol == AppProtocol::kTcp ? lb_options : lb_options.ForRequests());
+      route->retry_budget = it != old.end() ? it->second->retry_budget : std::make_shared<RetryBudget>();
       if (svc.lb != LbPolicy::kLeastConnections && !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
           std::all_of(ready.begin(), ready.end(),
                       [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
@@ -75,7 +79,7 @@ void TellDatapath(const ServiceRoute& route, bool is_short, uint32_t direct_conn
         if (fresh || failed <= it->second) continue;  // first look: the baseline
         // As many failed connects as happened, up to what ejects.
         const uint64_t n = std::min<uint64_t>(failed - it->second, 8);
-        for (uint64_t k = 0; k < n; ++k) route.lb->OnConnectResult(i, absl::ZeroDuration(), false);
+        for (uint64_t k = 0; k < n; ++k) route.lb->OnResult(i, absl::ZeroDuration(), false);
         it->second = failed;
       }
     }

@@ -23,6 +23,7 @@
 #include "userspace/common/ip.h"
 #include "userspace/common/snapshot.h"
 #include "userspace/proxy/lb.h"
+#include "userspace/proxy/retry_budget.h"
 
 namespace ringmesh::proxy {
 
@@ -35,6 +36,9 @@ struct ServiceRoute {
   std::vector<IpAddress> vips;
   std::vector<IpAddress> not_ready;  // endpoints kept out of the balancer
   std::shared_ptr<LoadBalancer> lb;  // ready endpoints only
+  // Requests in flight and retries among them (L7), shared by the workers
+  // and carried over snapshots like the balancer's state.
+  std::shared_ptr<RetryBudget> retry_budget;
 
   // How many forwards this route's connections make (moving average over
   // closed connections, x16 fixed point; shared by the workers). Joining

@@ -24,7 +24,8 @@ const char* ToString(CloseReason r) {
   return "?";
 }
 
-TcpMetricCell* ProxyStats::Cell(const std::string& workload, const std::string& ns, const std::string& service) {
+TcpMetricCell* ProxyStats::Cell(const std::string& workload, const std::string& ns,
+                                const std::string& service) {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = cells_[{workload, ns, service}];
   if (!slot) {
@@ -53,10 +54,11 @@ void HttpMetricCell::Observe(double ms) {
 }
 
 HttpMetricCell* ProxyStats::HttpCell(const std::string& workload, const std::string& ns,
-                                     const std::string& service, int response_code, const std::string& flags) {
+                                     const std::string& service, int response_code,
+                                     const std::string& flags) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::tuple<std::string, std::string, std::string, int, std::string> key{workload, ns, service, response_code,
-                                                                          flags};
+  std::tuple<std::string, std::string, std::string, int, std::string> key{workload, ns, service,
+                                                                          response_code, flags};
   if (!http_cells_.contains(key) && http_cells_.size() >= kMaxHttpCells) {
     key = {"overflow", "overflow", "overflow", 0, "-"};
   }
@@ -112,36 +114,44 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_connections_closed_total", "counter", "Connections closed, by reason.");
   for (size_t i = 0; i < kCloseReasonCount; ++i) {
     auto r = static_cast<CloseReason>(i);
-    absl::StrAppend(&out, "ringmesh_proxy_connections_closed_total{reason=\"", ToString(r), "\"} ", s.closed(r),
-                    "\n");
+    absl::StrAppend(&out, "ringmesh_proxy_connections_closed_total{reason=\"", ToString(r), "\"} ",
+                    s.closed(r), "\n");
   }
   Metric(out, "ringmesh_proxy_bytes_total", "counter", "Bytes forwarded, by direction.");
   absl::StrAppend(&out, "ringmesh_proxy_bytes_total{direction=\"upstream\"} ", load(s.bytes_upstream), "\n");
-  absl::StrAppend(&out, "ringmesh_proxy_bytes_total{direction=\"downstream\"} ", load(s.bytes_downstream), "\n");
-  Metric(out, "ringmesh_proxy_orig_dst_miss_total", "counter", "Accepted connections without an original destination.");
+  absl::StrAppend(&out, "ringmesh_proxy_bytes_total{direction=\"downstream\"} ", load(s.bytes_downstream),
+                  "\n");
+  Metric(out, "ringmesh_proxy_orig_dst_miss_total", "counter",
+         "Accepted connections without an original destination.");
   absl::StrAppend(&out, "ringmesh_proxy_orig_dst_miss_total ", load(s.orig_dst_miss), "\n");
-  Metric(out, "ringmesh_proxy_upstream_connect_failures_total", "counter", "Failed upstream connect attempts.");
-  absl::StrAppend(&out, "ringmesh_proxy_upstream_connect_failures_total ", load(s.upstream_connect_failures), "\n");
+  Metric(out, "ringmesh_proxy_upstream_connect_failures_total", "counter",
+         "Failed upstream connect attempts.");
+  absl::StrAppend(&out, "ringmesh_proxy_upstream_connect_failures_total ", load(s.upstream_connect_failures),
+                  "\n");
   Metric(out, "ringmesh_proxy_overloaded_total", "counter", "Connections reset at --max-connections.");
   absl::StrAppend(&out, "ringmesh_proxy_overloaded_total ", load(s.overloaded), "\n");
   Metric(out, "ringmesh_proxy_sockhash_add_failures_total", "counter",
          "Accepted sockets that stayed off the sk_msg fast path.");
   absl::StrAppend(&out, "ringmesh_proxy_sockhash_add_failures_total ", load(s.sockhash_add_failures), "\n");
-  Metric(out, "ringmesh_proxy_spliced_connections_total", "counter",
-         "Connections between two pods of this node whose data path the proxy left (--splice-after-forwards).");
+  Metric(
+      out, "ringmesh_proxy_spliced_connections_total", "counter",
+      "Connections between two pods of this node whose data path the proxy left (--splice-after-forwards).");
   absl::StrAppend(&out, "ringmesh_proxy_spliced_connections_total ", load(s.spliced_connections), "\n");
   Metric(out, "ringmesh_proxy_listen_queue_drained_total", "counter",
          "Connections taken from a listening socket's queue as it was removed (no accept wake-up was lost).");
-  absl::StrAppend(&out, "ringmesh_proxy_listen_queue_drained_total ", load(s.drained_from_listen_queue), "\n");
+  absl::StrAppend(&out, "ringmesh_proxy_listen_queue_drained_total ", load(s.drained_from_listen_queue),
+                  "\n");
   Metric(out, "ringmesh_proxy_spliced_bytes_total", "counter",
          "Bytes those pods sent straight to each other (also in the byte totals).");
   absl::StrAppend(&out, "ringmesh_proxy_spliced_bytes_total ", load(s.spliced_bytes), "\n");
   Metric(out, "ringmesh_proxy_splice_holds_total", "counter",
-         "Writes into a spliced connection's reader the proxy held because that reader had most of the fast-path "
+         "Writes into a spliced connection's reader the proxy held because that reader had most of the "
+         "fast-path "
          "budget unread");
   absl::StrAppend(&out, "ringmesh_proxy_splice_holds_total ", load(s.splice_holds), "\n");
   Metric(out, "ringmesh_proxy_splice_hold_timeouts_total", "counter",
-         "Spliced readers that made no room for --splice-hold-max-ms: the proxy stopped waiting and that leg went "
+         "Spliced readers that made no room for --splice-hold-max-ms: the proxy stopped waiting and that leg "
+         "went "
          "over TCP for good");
   absl::StrAppend(&out, "ringmesh_proxy_splice_hold_timeouts_total ", load(s.splice_hold_timeouts), "\n");
   Metric(out, "ringmesh_proxy_http_connections_total", "counter",
@@ -150,6 +160,16 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_http_request_timeouts_total", "counter",
          "HTTP requests without their complete response within --http-request-timeout-ms.");
   absl::StrAppend(&out, "ringmesh_proxy_http_request_timeouts_total ", load(s.http_request_timeouts), "\n");
+  Metric(out, "ringmesh_proxy_http_retries_total", "counter",
+         "HTTP requests tried again (connect failure, reset, or a status in --http-retry-statuses).");
+  absl::StrAppend(&out, "ringmesh_proxy_http_retries_total ", load(s.http_retries), "\n");
+  Metric(out, "ringmesh_proxy_http_retry_budget_exhausted_total", "counter",
+         "HTTP retries not made because the route's retry budget was spent (--http-retry-budget-*).");
+  absl::StrAppend(&out, "ringmesh_proxy_http_retry_budget_exhausted_total ",
+                  load(s.http_retry_budget_exhausted), "\n");
+  Metric(out, "ringmesh_proxy_http_per_try_timeouts_total", "counter",
+         "HTTP tries without a response head within --http-per-try-timeout-ms.");
+  absl::StrAppend(&out, "ringmesh_proxy_http_per_try_timeouts_total ", load(s.http_per_try_timeouts), "\n");
   Metric(out, "ringmesh_proxy_upstream_spare_sockets", "gauge",
          "Unconnected upstream sockets made ahead in pod namespaces (--upstream-socket-batch).");
   absl::StrAppend(&out, "ringmesh_proxy_upstream_spare_sockets ", load(s.upstream_spare_sockets), "\n");
@@ -188,7 +208,8 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_hbone_outbound_tls_failures_total", "counter",
          "Outbound tunnels whose TLS handshake failed (the far end's identity or chain was refused, or it "
          "refused ours).");
-  absl::StrAppend(&out, "ringmesh_hbone_outbound_tls_failures_total ", load(s.hbone_outbound_tls_failures), "\n");
+  absl::StrAppend(&out, "ringmesh_hbone_outbound_tls_failures_total ", load(s.hbone_outbound_tls_failures),
+                  "\n");
 
   const auto cells = s.Cells();
   struct Family {
@@ -200,14 +221,16 @@ std::string RenderMetrics(const ProxyStats& s) {
       {"istio_tcp_connections_opened_total", "TCP connections opened.", &TcpMetricCell::opened},
       {"istio_tcp_connections_closed_total", "TCP connections closed.", &TcpMetricCell::closed},
       {"istio_tcp_sent_bytes_total", "Bytes sent to the destination.", &TcpMetricCell::sent_bytes},
-      {"istio_tcp_received_bytes_total", "Bytes received from the destination.", &TcpMetricCell::received_bytes},
+      {"istio_tcp_received_bytes_total", "Bytes received from the destination.",
+       &TcpMetricCell::received_bytes},
   };
   for (const Family& f : families) {
     Metric(out, f.name, "counter", f.help);
     for (const TcpMetricCell* c : cells) {
       absl::StrAppend(&out, f.name, "{reporter=\"source\",source_workload=\"", Escape(c->source_workload),
                       "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
-                      "\",destination_service=\"", Escape(c->destination_service), "\"} ", load(c->*f.field), "\n");
+                      "\",destination_service=\"", Escape(c->destination_service), "\"} ", load(c->*f.field),
+                      "\n");
     }
   }
   const auto http_cells = s.HttpCells();

@@ -18,18 +18,18 @@
 namespace ringmesh::proxy {
 
 // X(enum, metric label)
-#define RINGMESH_CLOSE_REASONS(X)                                                       \
-  X(kNormal, "normal")                    /* both directions finished */              \
-  X(kDownstreamReset, "downstream_reset") /* client reset or errored */               \
-  X(kUpstreamReset, "upstream_reset")     /* server reset or errored */               \
-  X(kConnectFailed, "upstream_connect_failed")                                          \
-  X(kConnectTimeout, "upstream_connect_timeout")                                        \
-  X(kIdleTimeout, "idle_timeout")                                                       \
-  X(kOrigDstMiss, "orig_dst_miss")         /* no original destination known */        \
-  X(kNoEndpoint, "no_ready_endpoint")      /* service without ready endpoints */      \
-  X(kOverloaded, "overloaded")             /* worker at --max-connections */          \
-  X(kSocketError, "socket_error")          /* local socket() / setns failures */      \
-  X(kDrain, "drain_timeout")               /* still open at the drain deadline */
+#define RINGMESH_CLOSE_REASONS(X)                                           \
+  X(kNormal, "normal")                    /* both directions finished */    \
+  X(kDownstreamReset, "downstream_reset") /* client reset or errored */     \
+  X(kUpstreamReset, "upstream_reset")     /* server reset or errored */     \
+  X(kConnectFailed, "upstream_connect_failed")                              \
+  X(kConnectTimeout, "upstream_connect_timeout")                            \
+  X(kIdleTimeout, "idle_timeout")                                           \
+  X(kOrigDstMiss, "orig_dst_miss")    /* no original destination known */   \
+  X(kNoEndpoint, "no_ready_endpoint") /* service without ready endpoints */ \
+  X(kOverloaded, "overloaded")        /* worker at --max-connections */     \
+  X(kSocketError, "socket_error")     /* local socket() / setns failures */ \
+  X(kDrain, "drain_timeout")          /* still open at the drain deadline */
 
 enum class CloseReason : uint8_t {
 #define RINGMESH_CLOSE_ENUM(e, s) e,
@@ -55,8 +55,8 @@ struct TcpMetricCell {
 // Istio's HTTP metrics (istio_requests_total and the
 // istio_request_duration_milliseconds histogram) for one label set; like
 // the TCP cells, created once and never freed.
-inline constexpr double kIstioDurationBucketsMs[] = {0.5,  1,    5,     10,     25,     50,      100,
-                                                     250,  500,  1000,  2500,   5000,   10000,   30000,
+inline constexpr double kIstioDurationBucketsMs[] = {0.5,   1,      5,      10,      25,     50,    100,
+                                                     250,   500,    1000,   2500,    5000,   10000, 30000,
                                                      60000, 300000, 600000, 1800000, 3600000};
 inline constexpr size_t kIstioDurationBuckets = std::size(kIstioDurationBucketsMs);
 struct HttpMetricCell {
@@ -78,7 +78,9 @@ class ProxyStats {
  public:
   void Add(std::atomic<uint64_t>& c, uint64_t n = 1) { c.fetch_add(n, std::memory_order_relaxed); }
   void Closed(CloseReason r) { Add(closed_[static_cast<size_t>(r)]); }
-  uint64_t closed(CloseReason r) const { return closed_[static_cast<size_t>(r)].load(std::memory_order_relaxed); }
+  uint64_t closed(CloseReason r) const {
+    return closed_[static_cast<size_t>(r)].load(std::memory_order_relaxed);
+  }
 
   TcpMetricCell* Cell(const std::string& workload, const std::string& ns, const std::string& service);
   // Snapshot of all cells for rendering.
@@ -110,16 +112,21 @@ class ProxyStats {
   // hit the request timeout.
   std::atomic<uint64_t> http_connections{0};
   std::atomic<uint64_t> http_request_timeouts{0};
+  // L7 retries made, retries the route's budget refused, tries that hit
+  // --http-per-try-timeout-ms.
+  std::atomic<uint64_t> http_retries{0};
+  std::atomic<uint64_t> http_retry_budget_exhausted{0};
+  std::atomic<uint64_t> http_per_try_timeouts{0};
   // Unconnected upstream sockets kept ready per pod namespace (gauge).
   std::atomic<int64_t> upstream_spare_sockets{0};
   // Upstream sockets SO_MARK could not be set on (socket_mark.h).
   std::atomic<uint64_t> upstream_mark_failures{0};
   // Inbound HBONE (mTLS tunnels on <pod IP>:15008).
   std::atomic<uint64_t> hbone_inbound_connections{0};
-  std::atomic<uint64_t> hbone_streams{0};             // CONNECTs that passed the checks
-  std::atomic<uint64_t> hbone_no_certificate{0};      // the pod had no certificate to answer with
+  std::atomic<uint64_t> hbone_streams{0};         // CONNECTs that passed the checks
+  std::atomic<uint64_t> hbone_no_certificate{0};  // the pod had no certificate to answer with
   std::atomic<uint64_t> hbone_handshake_timeouts{0};
-  std::atomic<uint64_t> hbone_protocol_failures{0};   // not HTTP/2, protocol errors, abuse
+  std::atomic<uint64_t> hbone_protocol_failures{0};  // not HTTP/2, protocol errors, abuse
   // Outbound HBONE (connections to mesh pods of other nodes).
   std::atomic<uint64_t> hbone_outbound_streams{0};
   std::atomic<uint64_t> hbone_outbound_tunnels{0};

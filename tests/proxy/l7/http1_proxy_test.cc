@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "tests/proxy/child_process.h"
 #include "tests/proxy/l7/http_test_util.h"
 #include "tests/proxy/test_util.h"
@@ -120,11 +121,11 @@ class Http1ProxyTest : public ::testing::TestWithParam<IoBackend> {
 };
 
 TEST_P(Http1ProxyTest, BalancesEachRequestOverPooledConnections) {
-  // Round robin: the shares are then a property of per-request picking,
-  // not of P2C's reading of latency noise on a loaded machine (which skews
-  // loopback backends that differ only by scheduling).
+  // The default policy, P2C over request latency: three equal backends
+  // share the requests although the machine's scheduling noise makes their
+  // latencies differ from request to request.
   ASSERT_NO_FATAL_FAILURE(StartProxy());
-  ASSERT_NO_FATAL_FAILURE(StartBackends(LbPolicy::kRoundRobin));
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
   constexpr int kConns = 8, kPerConn = 375;
   std::mutex mu;
   std::map<std::string, int> answered;
@@ -319,7 +320,10 @@ TEST_P(Http1ProxyTest, BackendResetGives502AndTheConnectionGoesOn) {
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)->head.status_code, 502);
   EXPECT_TRUE(client.Closed());
-  EXPECT_EQ(Metric("istio_requests_total" + Labels(502, "UC") + "}"), 1);
+  // Every endpoint resets it: the first try and two retries, then 502.
+  EXPECT_EQ(BackendRequests(), 3u);
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(502, "URX") + "}"), 1);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retries_total"), 2);
   // Servers that close kept-alive connections without a word: every request
   // still succeeds (the idle connection is dropped when its end is seen, or
   // the request is sent again on a new one).
@@ -329,6 +333,213 @@ TEST_P(Http1ProxyTest, BackendResetGives502AndTheConnectionGoesOn) {
     ASSERT_TRUE(a) << i;
     EXPECT_EQ((*a)->head.status_code, 200) << i;
   }
+}
+
+// Endpoint state from /config_dump: (failures, ejected) of `ip`.
+std::pair<uint64_t, bool> EndpointState(ProxyCore& core, const std::string& ip) {
+  const nlohmann::json dump = core.ConfigDump();
+  for (const auto& svc : dump["services"]) {
+    for (const auto& e : svc["endpoints"]) {
+      if (e["ip"] == ip) return {e["failures"].get<uint64_t>(), e["ejected"].get<bool>()};
+    }
+  }
+  return {0, false};
+}
+
+TEST_P(Http1ProxyTest, RetriesHideAnEndpointThatResetsEveryRequest) {
+  ProxyOptions opts;
+  opts.lb.ejection_time = absl::Milliseconds(500);
+  ASSERT_NO_FATAL_FAILURE(StartProxy(opts));
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
+  backends_[1]->set_mode(HttpBackend::Mode::kReset);
+  HttpClient client(listen_);
+  constexpr int kRequests = 300;
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ((*r)->head.status_code, 200) << i;
+    ASSERT_NE(*(*r)->head.headers.Get("x-backend"), "b2") << i;
+  }
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(200, "-") + "}"), kRequests);
+  const double retries = Metric("ringmesh_proxy_http_retries_total");
+  EXPECT_GE(retries, 1);
+  EXPECT_EQ(retries, static_cast<double>(backends_[1]->requests()));  // each reset, retried once
+  // Five failures in a row ejected it (the balancer also steers away from a
+  // failing endpoint by itself, so it may have taken few requests).
+  const auto [failures, ejected] = EndpointState(*core_, "127.0.0.12");
+  EXPECT_EQ(failures, backends_[1]->requests());
+  // It recovers; once its ejection is over it gets requests again.
+  backends_[1]->set_mode(HttpBackend::Mode::kServe);
+  const size_t before = backends_[1]->requests();
+  // Its failures' penalty fades within seconds (1 s time constant).
+  bool back = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!back && std::chrono::steady_clock::now() < deadline) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r);
+    ASSERT_EQ((*r)->head.status_code, 200);
+    back = backends_[1]->requests() > before;
+    std::this_thread::sleep_for(milliseconds(2));
+  }
+  EXPECT_TRUE(back);
+  (void)ejected;
+}
+
+TEST_P(Http1ProxyTest, OutlierEjectionAndReturn) {
+  // Round robin, so that only ejection keeps requests from the failing
+  // endpoint (P2C would also steer away on the failures' penalty).
+  ProxyOptions opts;
+  opts.lb.ejection_time = absl::Milliseconds(300);
+  ASSERT_NO_FATAL_FAILURE(StartProxy(opts));
+  ASSERT_NO_FATAL_FAILURE(StartBackends(LbPolicy::kRoundRobin));
+  backends_[2]->set_mode(HttpBackend::Mode::kAnswer503);
+  HttpClient client(listen_);
+  // Until it is ejected: five 503s in a row from it (each retried).
+  bool ejected = false;
+  for (int i = 0; i < 60 && !ejected; ++i) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ((*r)->head.status_code, 200) << i;
+    ejected = EndpointState(*core_, "127.0.0.13").second;
+  }
+  ASSERT_TRUE(ejected);
+  EXPECT_EQ(backends_[2]->requests(), 5u);
+  // While ejected, nothing reaches it.
+  const size_t during = backends_[2]->requests();
+  for (int i = 0; i < 30 && EndpointState(*core_, "127.0.0.13").second; ++i) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)->head.status_code, 200);
+  }
+  EXPECT_EQ(backends_[2]->requests(), during);
+  // Healthy again and its 300 ms over: round robin reaches it.
+  backends_[2]->set_mode(HttpBackend::Mode::kServe);
+  ASSERT_TRUE(WaitFor([&] { return !EndpointState(*core_, "127.0.0.13").second; }, milliseconds(3000)));
+  for (int i = 0; i < 6; ++i) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)->head.status_code, 200);
+  }
+  EXPECT_GT(backends_[2]->requests(), during);
+}
+
+TEST_P(Http1ProxyTest, NonIdempotentRequestsAreNotRetriedOnceSent) {
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  uint16_t port = 0;
+  HttpBackend only("b1", "127.0.0.11", port);
+  ASSERT_TRUE(only.ok());
+  only.set_mode(HttpBackend::Mode::kReset);
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.11"}, only.port()));
+  const std::string post = "POST /orders HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello";
+  HttpClient client(listen_);
+  auto r = client.Exchange(post, "POST");
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 502);
+  EXPECT_EQ(only.requests(), 1u);  // the server saw it once
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(502, "UC") + "}"), 1);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retries_total"), 0);
+  // A PUT means the same sent twice: retried (on the same, only endpoint).
+  HttpClient put(listen_);
+  r = put.Exchange("PUT /orders/1 HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello", "PUT");
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 502);
+  EXPECT_EQ(only.requests(), 4u);
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(502, "URX") + "}"), 1);
+}
+
+TEST_P(Http1ProxyTest, NonIdempotentRetriesWhenAllowedWithTheBodyReplayed) {
+  ProxyOptions opts;
+  opts.http_retry_non_idempotent = true;
+  ASSERT_NO_FATAL_FAILURE(StartProxy(opts));
+  ASSERT_NO_FATAL_FAILURE(StartBackends(LbPolicy::kRoundRobin));
+  backends_[0]->set_mode(HttpBackend::Mode::kReset);
+  backends_[1]->set_mode(HttpBackend::Mode::kReset);
+  // Chunked body: whichever endpoint the first try went to, the retries
+  // reach the good one with the whole body (its SHA-256 comes back).
+  const std::string body(3000, 'x');
+  Sha256 hash;
+  hash.Update(body);
+  const std::string sha = hash.Hex();
+  HttpClient client(listen_);
+  for (int i = 0; i < 6; ++i) {
+    std::string req = "POST /big?10 HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n";
+    http::AppendChunk(body, &req);
+    req += "0\r\n\r\n";
+    auto r = client.Exchange(req, "POST");
+    ASSERT_TRUE(r) << i;
+    ASSERT_EQ((*r)->head.status_code, 200) << i;
+    EXPECT_EQ(*(*r)->head.headers.Get("x-request-sha256"), sha) << i;
+  }
+  EXPECT_GE(Metric("ringmesh_proxy_http_retries_total"), 1);
+}
+
+TEST_P(Http1ProxyTest, RetriableStatusIsRetriedAndTheBudgetCapsRetries) {
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
+  for (auto& b : backends_) b->set_mode(HttpBackend::Mode::kAnswer503);
+  HttpClient client(listen_);
+  auto r = client.Exchange(Get("/"));
+  ASSERT_TRUE(r);
+  // Three tries; the last one's 503 is the answer.
+  EXPECT_EQ((*r)->head.status_code, 503);
+  EXPECT_EQ((*r)->body, "busy");
+  EXPECT_EQ(BackendRequests(), 3u);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retries_total"), 2);
+
+  // A budget without a floor: 20% of one request in flight is no retry.
+  core_.reset();
+  ProxyOptions strict;
+  strict.http_retry_budget.min_concurrent = 0;
+  ASSERT_NO_FATAL_FAILURE(StartProxy(strict));
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.11", "127.0.0.12", "127.0.0.13"}, backends_[0]->port()));
+  const size_t before = BackendRequests();
+  HttpClient capped(listen_);
+  r = capped.Exchange(Get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 503);
+  EXPECT_EQ(BackendRequests(), before + 1);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retries_total"), 0);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retry_budget_exhausted_total"), 1);
+
+  // Every endpoint failing, a budget of one retry in flight: each request
+  // gets one retry (its second would be a second retry in flight).
+  core_.reset();
+  ProxyOptions one;
+  one.http_retry_budget = RetryBudgetOptions{.ratio = 0, .min_concurrent = 1};
+  ASSERT_NO_FATAL_FAILURE(StartProxy(one));
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.11", "127.0.0.12", "127.0.0.13"}, backends_[0]->port()));
+  const size_t start = BackendRequests();
+  HttpClient hc(listen_);
+  constexpr int kRequests = 20;
+  for (int i = 0; i < kRequests; ++i) {
+    auto a = hc.Exchange(Get("/"));
+    ASSERT_TRUE(a) << i;
+    EXPECT_EQ((*a)->head.status_code, 503) << i;
+  }
+  EXPECT_EQ(BackendRequests(), start + 2 * kRequests);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retries_total"), kRequests);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_retry_budget_exhausted_total"), kRequests);
+}
+
+TEST_P(Http1ProxyTest, PerTryTimeoutMovesOnToAnotherEndpoint) {
+  ProxyOptions opts;
+  opts.http_per_try_timeout = absl::Milliseconds(200);
+  ASSERT_NO_FATAL_FAILURE(StartProxy(opts));
+  uint16_t port = 0;
+  HttpBackend good("b1", "127.0.0.11", port);
+  ASSERT_TRUE(good.ok());
+  port = good.port();
+  UniqueFd silent = ListenOn("127.0.0.12", &port);  // accepts, never answers
+  ASSERT_TRUE(silent.valid());
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.11", "127.0.0.12"}, port, LbPolicy::kRoundRobin));
+  HttpClient client(listen_);
+  for (int i = 0; i < 4; ++i) {
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ((*r)->head.status_code, 200) << i;
+  }
+  EXPECT_GE(Metric("ringmesh_proxy_http_per_try_timeouts_total"), 1);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_request_timeouts_total"), 0);
 }
 
 TEST_P(Http1ProxyTest, NoReachableBackendGives503) {

@@ -170,9 +170,12 @@ inline UniqueFd ListenOn(const std::string& ip, uint16_t* port) {
 //   /reset     resets the connection without an answer
 //   /close     answers, then closes without saying so
 //   otherwise  "<name>" with Content-Length
-// Every answer carries x-backend: <name>.
+// Every answer carries x-backend: <name>. set_mode() makes it fail every
+// request whatever its path: reset, or answer 503.
 class HttpBackend {
  public:
+  enum class Mode { kServe, kReset, kAnswer503 };
+
   HttpBackend(std::string name, const std::string& ip, uint16_t port) : name_(std::move(name)) {
     listen_ = ListenOn(ip, &port);
     port_ = port;
@@ -188,6 +191,7 @@ class HttpBackend {
   uint16_t port() const { return port_; }
   size_t requests() const { return requests_.load(); }
   size_t accepted() const { return accepted_.load(); }
+  void set_mode(Mode m) { mode_ = m; }
 
  private:
   void Run() {
@@ -213,7 +217,14 @@ class HttpBackend {
       const std::string& target = m.head.target;
       http::HeaderList h;
       h.Add("x-backend", name_);
-      if (target == "/reset") {
+      if (mode_ == Mode::kAnswer503) {
+        auto head =
+            http::EncodeResponseHead(503, "Service Unavailable", h,
+                                     {.framing = http::Http1Framing::kContentLength, .content_length = 4});
+        if (!SendAll(fd.get(), *head + "busy")) return;
+        continue;
+      }
+      if (target == "/reset" || mode_ == Mode::kReset) {
         linger lg{1, 0};
         setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
         return;
@@ -255,6 +266,7 @@ class HttpBackend {
   UniqueFd listen_;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<Mode> mode_{Mode::kServe};
   std::atomic<size_t> requests_{0};
   std::atomic<size_t> accepted_{0};
   std::thread thread_;

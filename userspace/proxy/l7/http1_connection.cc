@@ -19,12 +19,16 @@ using Action = http::Http1Handler::Action;
 
 namespace {
 
-// How many distinct endpoints one request may try to connect to.
-constexpr size_t kMaxEndpointsPerRequest = 3;
 // After the last response of a connection: how long the proxy keeps reading
 // (and dropping) what the client still sends before it closes, so that
 // unread bytes do not make the kernel reset the response away.
 constexpr absl::Duration kLingerTime = absl::Seconds(2);
+
+// RFC 9110 9.2.2: a request with one of these methods may be sent again
+// without changing what it does.
+bool IdempotentMethod(std::string_view m) {
+  return m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" || m == "PUT" || m == "DELETE";
+}
 
 UpstreamPoolOptions PoolOptions(const ProxyOptions& o) {
   return {.buffer_bytes = o.buffer_bytes,
@@ -172,6 +176,14 @@ void Http1Connection::FeedResponse() {
     UpstreamFailed(ex_.fail_status, ex_.fail_flags);
     return;
   }
+  if (ex_.retry_status) {
+    // A retriable status (the budget was taken when its head came): the
+    // response is dropped with its connection, the request goes again.
+    ReleaseEndpoint(true);
+    DropUpstream(true);
+    Retry();
+    return;
+  }
   switch (r.status) {
     case http::Http1FeedStatus::kOk:
     case http::Http1FeedStatus::kPaused:
@@ -196,14 +208,14 @@ void Http1Connection::FeedResponse() {
     } else if (!ex_.resp_complete) {
       // A reused connection the server had closed: the request never
       // reached it, so it is sent again on a new one, once.
-      if (ex_.reused && !ex_.resp_byte && !ex_.body_sent && !ex_.retried) {
-        ex_.retried = true;
+      if (ex_.reused && !ex_.resp_byte && !ex_.body_sent && !ex_.resent) {
+        ex_.resent = true;
         DropUpstream(true);
         ConnectFresh();
         again_ = true;
         return;
       }
-      UpstreamFailed(502, ex_.retried ? "URX" : "UC");
+      UpstreamFailed(502, "UC", /*retryable=*/true);
       return;
     }
   }
@@ -257,6 +269,10 @@ void Http1Connection::ArmTimer() {
     deadline = linger_deadline_ns_;
   } else if (active_) {
     deadline = ex_.start_ns + absl::ToInt64Nanoseconds(w_->options().http_request_timeout);
+    const absl::Duration per_try = w_->options().http_per_try_timeout;
+    if (per_try > absl::ZeroDuration() && !ex_.resp_head_down && ex_.try_start_ns != 0) {
+      deadline = std::min(deadline, ex_.try_start_ns + absl::ToInt64Nanoseconds(per_try));
+    }
   } else {
     deadline = last_activity_ns_ + absl::ToInt64Nanoseconds(w_->options().http_idle_timeout);
   }
@@ -276,9 +292,14 @@ void Http1Connection::OnTimer(int res) {
   if (state_ == State::kLinger) {
     if (now >= linger_deadline_ns_) Close(CloseReason::kNormal, false);
   } else if (active_) {
+    const absl::Duration per_try = w_->options().http_per_try_timeout;
     if (now - ex_.start_ns >= absl::ToInt64Nanoseconds(w_->options().http_request_timeout)) {
       w_->stats().Add(w_->stats().http_request_timeouts);
       UpstreamFailed(504, "UT");  // a reset once the response has begun
+    } else if (per_try > absl::ZeroDuration() && !ex_.resp_head_down && ex_.try_start_ns != 0 &&
+               now - ex_.try_start_ns >= absl::ToInt64Nanoseconds(per_try)) {
+      w_->stats().Add(w_->stats().http_per_try_timeouts);
+      UpstreamFailed(504, "UT", /*retryable=*/true);
     }
   } else if (now - last_activity_ns_ >= absl::ToInt64Nanoseconds(w_->options().http_idle_timeout)) {
     // Idle between requests, or a client that stopped reading our last answer.
@@ -364,17 +385,27 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
     return Action::kPause;
   }
   ex_.head = std::move(*encoded);
+  ex_.replayable = w_->options().http_retries > 0;
+  route_->retry_budget->RequestStarted();
+  ex_.budget_counted = true;
   StartAttempt();
   return state_ == State::kOpen ? Action::kContinue : Action::kPause;
 }
 
 Action Http1Connection::OnRequestBody(std::string_view data) {
+  std::string chunk;
   if (ex_.req_chunked) {
-    std::string chunk;
     http::AppendChunk(data, &chunk);
-    up_q_.Append(chunk.data(), chunk.size());
-  } else {
-    up_q_.Append(data.data(), data.size());
+    data = chunk;
+  }
+  up_q_.Append(data.data(), data.size());
+  if (ex_.replayable) {
+    if (ex_.replay.size() + data.size() > std::min(w_->options().http_retry_buffer_bytes, cap_)) {
+      ex_.replayable = false;  // too big to hold for a retry
+      std::string().swap(ex_.replay);
+    } else {
+      ex_.replay.append(data);
+    }
   }
   peak_buffered_ = std::max(peak_buffered_, up_q_.size());
   return up_q_.size() >= cap_ ? Action::kPause : Action::kContinue;
@@ -389,6 +420,7 @@ Action Http1Connection::OnRequestComplete() {
       (void)http::AppendLastChunk(none, &last);  // trailers that may not be forwarded are dropped
     }
     up_q_.Append(last.data(), last.size());
+    if (ex_.replayable) ex_.replay.append(last);  // the end of a body that fit
   }
   ex_.req_complete = true;
   return Action::kPause;  // the next request waits for this response
@@ -397,13 +429,19 @@ Action Http1Connection::OnRequestComplete() {
 // --- upstream ---------------------------------------------------------------
 
 void Http1Connection::StartAttempt() {
-  const size_t i =
-      ex_.tried.size() < kMaxEndpointsPerRequest ? route_->lb->Pick(ex_.tried) : LoadBalancer::kNone;
+  // Another endpoint than those tried if there is one; else any (a reset
+  // may be the one endpoint's passing trouble).
+  size_t i = route_->lb->Pick(ex_.tried);
+  if (i == LoadBalancer::kNone && !ex_.tried.empty()) i = route_->lb->Pick();
   if (i == LoadBalancer::kNone) {
     Respond(503, ex_.tried.empty() ? "UH" : "UF");
     return;
   }
-  ex_.tried.push_back(i);
+  ++ex_.tries;
+  ex_.try_start_ns = MonotonicNowNs();
+  ex_.retry_status = false;
+  ex_.sent_ns = 0;
+  if (std::find(ex_.tried.begin(), ex_.tried.end(), i) == ex_.tried.end()) ex_.tried.push_back(i);
   ex_.endpoint = i;
   route_->lb->OnConnectStart(i);
   ex_.target = SocketAddress{route_->lb->endpoint(i), route_->target_port};
@@ -454,7 +492,13 @@ void Http1Connection::OnUpstreamConnected(UpstreamConn* u, int res) {
   w_->stats().Add(w_->stats().upstream_connect_failures);
   DropUpstream(false);
   ReleaseEndpoint(true);
-  StartAttempt();
+  // Nothing of the request went out on this try (RetryAllowed knows
+  // whether an earlier one sent it).
+  if (RetryAllowed(/*went_out=*/false) && TakeRetry()) {
+    Retry();
+  } else {
+    Respond(503, "UF");
+  }
   Drive();
 }
 
@@ -483,6 +527,7 @@ void Http1Connection::OnUpstreamSent(UpstreamConn* u, int res) {
   size_t n = static_cast<size_t>(res);
   if (ex_.head_sent < ex_.head.size()) {
     ex_.head_sent += n;  // the head goes in sends of its own
+    ex_.went_out = true;
     if (ex_.head_sent == ex_.head.size()) ex_.sent_ns = MonotonicNowNs();
   } else {
     ex_.body_sent = true;
@@ -505,24 +550,72 @@ void Http1Connection::ReleaseEndpoint(bool failed) {
   if (ex_.endpoint == LoadBalancer::kNone) return;
   if (!ex_.sample_given) {
     ex_.sample_given = true;
-    route_->lb->OnConnectResult(ex_.endpoint, absl::Nanoseconds(MonotonicNowNs() - ex_.start_ns), !failed);
+    route_->lb->OnResult(ex_.endpoint, absl::Nanoseconds(MonotonicNowNs() - ex_.try_start_ns), !failed);
   }
   route_->lb->OnRelease(ex_.endpoint);
   ex_.endpoint = LoadBalancer::kNone;
   ex_.sample_given = false;
 }
 
-void Http1Connection::UpstreamFailed(int status, const char* flags) {
+void Http1Connection::UpstreamFailed(int status, const char* flags, bool retryable) {
+  const bool went_out = ex_.head_sent > 0 || ex_.body_sent;
   ReleaseEndpoint(true);
   DropUpstream(true);
   if (ex_.resp_head_down) {
     // Part of the response is out: only a reset tells the client.
     Record(ex_.status, flags);
+    EndAccounting();
     active_ = false;
     Close(CloseReason::kUpstreamReset, true);
     return;
   }
-  Respond(status, flags);
+  if (retryable && RetryAllowed(went_out) && TakeRetry()) {
+    Retry();
+    return;
+  }
+  Respond(status, retryable && (ex_.retries > 0 || ex_.resent) ? "URX" : flags);
+}
+
+bool Http1Connection::RetryAllowed(bool went_out) const {
+  const ProxyOptions& o = w_->options();
+  if (ex_.tries > o.http_retries || ex_.resp_head_down || state_ != State::kOpen) return false;
+  // Once a byte may have reached a server: only what can be sent again
+  // whole and means the same the second time.
+  if (went_out || ex_.went_out) {
+    if (!ex_.replayable) return false;
+    if (!o.http_retry_non_idempotent && !IdempotentMethod(ex_.method)) return false;
+  }
+  return true;
+}
+
+bool Http1Connection::TakeRetry() {
+  if (!route_->retry_budget->TryStartRetry(w_->options().http_retry_budget)) {
+    w_->stats().Add(w_->stats().http_retry_budget_exhausted);
+    return false;
+  }
+  ++ex_.retries;
+  w_->stats().Add(w_->stats().http_retries);
+  return true;
+}
+
+void Http1Connection::Retry() {
+  // The body as far as it came, from the start; the rest follows as the
+  // client sends it.
+  if (ex_.replayable) {
+    up_q_.Clear();
+    up_q_.Append(ex_.replay.data(), ex_.replay.size());
+  }
+  ex_.head_sent = 0;
+  ex_.body_sent = false;
+  StartAttempt();
+  again_ = true;
+}
+
+void Http1Connection::EndAccounting() {
+  if (!ex_.budget_counted) return;
+  ex_.budget_counted = false;
+  route_->retry_budget->RequestEnded();
+  for (; ex_.retries > 0; --ex_.retries) route_->retry_budget->RetryEnded();
 }
 
 // --- response events --------------------------------------------------------
@@ -542,6 +635,12 @@ Action Http1Connection::OnResponseHead(const http::Http1Head& head) {
     return Action::kPause;
   }
   ex_.status = head.status_code;
+  const std::vector<int>& retry_on = w_->options().http_retry_statuses;
+  if (std::find(retry_on.begin(), retry_on.end(), head.status_code) != retry_on.end() &&
+      RetryAllowed(/*went_out=*/true) && TakeRetry()) {
+    ex_.retry_status = true;  // FeedResponse drops it and retries
+    return Action::kPause;
+  }
   if (!ex_.sample_given && ex_.endpoint != LoadBalancer::kNone) {
     // The balancer's sample: how long the endpoint took to answer, from the
     // request head on the wire to the response head. Not the connect of a
@@ -549,8 +648,10 @@ Action Http1Connection::OnResponseHead(const http::Http1Head& head) {
     // endpoint's load), which as a peak would steer requests away for the
     // EWMA's whole decay time.
     ex_.sample_given = true;
-    const int64_t from = ex_.sent_ns != 0 ? ex_.sent_ns : ex_.start_ns;
-    route_->lb->OnConnectResult(ex_.endpoint, absl::Nanoseconds(MonotonicNowNs() - from), true);
+    // A 5xx answer counts as a failure (penalty and outlier count): an
+    // endpoint that fails fast must not draw requests for being fast.
+    const int64_t from = ex_.sent_ns != 0 ? ex_.sent_ns : ex_.try_start_ns;
+    route_->lb->OnResult(ex_.endpoint, absl::Nanoseconds(MonotonicNowNs() - from), head.status_code < 500);
   }
   http::Http1EncodeOptions o;
   switch (head.framing) {
@@ -618,6 +719,7 @@ Action Http1Connection::OnResponseComplete() {
 void Http1Connection::FinishExchange() {
   Record(ex_.status, "-");
   ReleaseEndpoint(false);
+  EndAccounting();
   // The connection carries another request only if both messages ended
   // cleanly on it: the whole request sent, nothing after the response.
   const bool request_out = ex_.req_complete && ex_.head_sent == ex_.head.size() && up_q_.empty() &&
@@ -645,6 +747,7 @@ void Http1Connection::FinishExchange() {
 void Http1Connection::Respond(int status, const char* flags) {
   Record(status, flags);
   ReleaseEndpoint(status >= 502);
+  EndAccounting();
   DropUpstream(true);
   active_ = false;
   up_q_.Clear();
@@ -679,6 +782,7 @@ void Http1Connection::Close(CloseReason reason, bool reset) {
   reset_ = reset;
   if (active_) {
     ReleaseEndpoint(false);
+    EndAccounting();
     active_ = false;
   }
   DropUpstream(true);

@@ -11,11 +11,18 @@
 // re-framed by the encoder (Content-Length, chunked with trailers, until
 // close). Errors the proxy answers itself, each counted in the golden
 // metrics with Envoy's response flags: malformed request -> the parser's
-// status (DPE), no endpoint -> 503 (UH), connect failures on up to 3
-// endpoints -> 503 (UF), upstream reset or protocol error before the
-// response head -> 502 (UC / UPE; URX after the one retry a dead reused
-// connection gets), request timeout -> 504 (UT). Upgrade and CONNECT are
-// answered 501: this slice forwards no protocol switch.
+// status (DPE), no endpoint -> 503 (UH), connect failures -> 503 (UF),
+// upstream reset or protocol error before the response head -> 502 (UC /
+// UPE; URX once retries were made), request timeout -> 504 (UT). Upgrade
+// and CONNECT are answered 501: this slice forwards no protocol switch.
+//
+// Retries (ProxyOptions::http_retries and what follows it): a failed
+// connect, a reset before the response head, a per-try timeout and a
+// retriable status are tried again on another endpoint while the policy,
+// the request (idempotent, its body still held whole: Exchange::replay) and
+// the route's RetryBudget allow; a dead reused keep-alive connection is
+// resent on a fresh one once without counting as a retry (the request
+// never reached a server).
 //
 // Lifetime as Connection's: owned by the worker's Http1Proxy; Abort()
 // cancels every op, the object frees itself once the final completions
@@ -124,7 +131,18 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
     UpstreamConn* up = nullptr;
     bool connected = false;
     bool reused = false;
-    bool retried = false;
+    bool resent = false;          // sent again on a fresh connection: the reused one was dead
+    int tries = 0;                // endpoints picked: the first try and the retries
+    int retries = 0;              // retries made, each holding one of the route's budget
+    bool budget_counted = false;  // counted in the route's requests in flight
+    bool retry_status = false;    // the response is dropped and the request retried
+    bool went_out = false;        // a byte of the request went out on some try
+    int64_t try_start_ns = 0;
+    // The request body as sent (encoded), for a retry: held while it fits
+    // http_retry_buffer_bytes; past that the request is not retried once
+    // a byte of it went out.
+    std::string replay;
+    bool replayable = true;
     bool up_ended = false;  // EOF or error from the upstream connection
     bool up_error = false;  // a reset or send error rather than a clean EOF
     bool sample_given = false;
@@ -160,11 +178,21 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
   void OnDownSent(int res);
 
   void StartAttempt();
+  // Whether the retry policy lets the current request be tried again:
+  // `went_out` says whether a byte of it may have reached a server.
+  bool RetryAllowed(bool went_out) const;
+  // Takes one retry from the route's budget (counted either way).
+  bool TakeRetry();
+  // Sends the request again (its body from `replay`) to a new endpoint.
+  void Retry();
+  // The exchange leaves the route's count of requests (and retries) in flight.
+  void EndAccounting();
   void ConnectFresh();
   void Attach(UpstreamConn* u, bool reused);
   void DropUpstream(bool reset);
-  // The upstream failed before the response completed.
-  void UpstreamFailed(int status, const char* flags);
+  // The upstream failed before the response completed; `retryable`: the
+  // failure is one the retry policy covers (reset, per-try timeout).
+  void UpstreamFailed(int status, const char* flags, bool retryable = false);
   void FinishExchange();
   // Answers the current request (or a malformed one) with a canned error
   // and closes once it is sent.
