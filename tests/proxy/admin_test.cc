@@ -14,11 +14,13 @@
 #include <cstring>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "nlohmann/json.hpp"
 #include "tests/proxy/test_util.h"
 #include "userspace/proxy/proxy_core.h"
+#include "userspace/proxy/stats.h"
 
 namespace ringmesh::proxy {
 namespace {
@@ -343,7 +345,7 @@ TEST_P(AdminTest, EndpointsServeJsonAndMetrics) {
            "ringmesh_proxy_orig_dst_miss_total 0",
            "ringmesh_proxy_upstream_connect_failures_total 0",
            "istio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"cart\","
-           "source_workload_namespace=\"shop\",destination_service=\"127.0.0.1:",
+           "source_workload_namespace=\"shop\",destination_service=\"unknown\"} 1",
            "istio_tcp_connections_closed_total{",
            "istio_tcp_sent_bytes_total{",
            "istio_tcp_received_bytes_total{",
@@ -366,6 +368,47 @@ TEST_P(AdminTest, ErrorsAreReported) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, AdminTest, ::testing::Values(IoBackend::kIoUring, IoBackend::kEpoll),
                          [](const auto& p) { return std::string(ToString(p.param)); });
+
+// Metric cells: bounded label sets, freed when their workload left.
+TEST(ProxyStats, CellsFoldPastTheCapIntoOverflow) {
+  ProxyStats stats;
+  for (size_t i = 0; i < ProxyStats::kMaxTcpCells; ++i) {
+    stats.Release(stats.Cell("w", "ns", "svc-" + std::to_string(i)));
+  }
+  TcpMetricCell* over = stats.Cell("w", "ns", "one-too-many");
+  EXPECT_EQ(over->destination_service, "overflow");
+  EXPECT_EQ(stats.Cell("w", "ns", "another"), over);
+  EXPECT_EQ(stats.Cells().size(), ProxyStats::kMaxTcpCells + 1);
+  // An existing label set still gets its own cell.
+  EXPECT_EQ(stats.Cell("w", "ns", "svc-7")->destination_service, "svc-7");
+}
+
+TEST(ProxyStats, PruneFreesCellsOfWorkloadsGoneAndHeldByNone) {
+  ProxyStats stats;
+  TcpMetricCell* stays = stats.Cell("web", "shop", "a.shop.svc.cluster.local");
+  TcpMetricCell* held = stats.Cell("batch-1", "jobs", "a.shop.svc.cluster.local");
+  stats.Release(stats.Cell("batch-2", "jobs", "a.shop.svc.cluster.local"));
+  stats.Release(stats.HttpCell("batch-2", "jobs", "a.shop.svc.cluster.local", 200, "-"));
+  HttpMetricCell* http_held = stats.HttpCell("batch-1", "jobs", "a.shop.svc.cluster.local", 503, "UF");
+  stats.Release(stays);  // not held, but its workload is live
+  const std::set<std::pair<std::string, std::string>> live = {{"web", "shop"}};
+  // A render in progress keeps what it listed.
+  const auto listed = stats.Cells();
+  EXPECT_EQ(stats.PruneSources(live), 2u);  // batch-2's TCP and HTTP cells
+  EXPECT_EQ(listed.size(), 3u);
+  EXPECT_EQ(listed[1]->source_workload, "batch-2");  // still readable
+  EXPECT_EQ(stats.Cells().size(), 2u);
+  EXPECT_EQ(stats.HttpCells().size(), 1u);
+  // Held cells go once let go of.
+  held->opened.fetch_add(1);
+  stats.Release(held);
+  stats.Release(http_held);
+  EXPECT_EQ(stats.PruneSources(live), 2u);
+  ASSERT_EQ(stats.Cells().size(), 1u);
+  EXPECT_EQ(stats.Cells()[0]->source_workload, "web");
+  const std::string text = RenderMetrics(stats);
+  EXPECT_EQ(text.find("batch-"), std::string::npos) << text;
+}
 
 }  // namespace
 }  // namespace ringmesh::proxy

@@ -65,6 +65,7 @@ Connection::~Connection() {
     spdlog::critical("connection {} freed with ops in flight", id_);
     std::abort();
   }
+  if (cell_ != nullptr) w_->stats().Release(cell_);
 }
 
 void Connection::Start() {
@@ -104,7 +105,9 @@ void Connection::Start() {
       !w_->resolver().OnAccepted(fd_[kDown], *listener_, peer_)) {
     stats.Add(stats.sockhash_add_failures);
   }
-  cell_ = stats.Cell(listener_->workload, listener_->pod_ns, route_ ? route_->Fqdn() : orig_dst_.ToString());
+  // Destinations that are no service share one label value: the addresses
+  // pods reach are the tenants' choice, the metrics' memory is the node's.
+  cell_ = stats.Cell(listener_->workload, listener_->pod_ns, route_ ? route_->Fqdn() : "unknown");
   stats.Add(cell_->opened);
 
   connect_deadline_ns_ = start_ns_ + absl::ToInt64Nanoseconds(w_->options().connect_timeout);

@@ -129,6 +129,7 @@ absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& addres
   if (identity.netns_cookie == 0) {
     if (auto cookie = SocketNetnsCookie((*fds)[0].get()); cookie.ok()) identity.netns_cookie = *cookie;
   }
+  static_sources_.insert({identity.workload, identity.pod_ns});
   auto info = std::make_shared<const ListenerInfo>(std::move(identity));
   for (size_t i = 0; i < workers_.size(); ++i) {
     Worker* w = workers_[i].get();
@@ -357,6 +358,13 @@ absl::Status ProxyCore::ApplySnapshot(const Snapshot& snapshot, std::vector<Uniq
     ClosePodListeners(p);
   }
   pods_ = std::move(next);
+  // Metric cells of workloads with no pod here any more (and no connection
+  // left holding them) go: label sets stay bounded by what the node runs.
+  std::set<std::pair<std::string, std::string>> live = static_sources_;
+  for (const auto& [id, p] : pods_) live.insert({WorkloadName(p.pod), p.pod.ns});
+  if (const size_t freed = stats_.PruneSources(live); freed > 0) {
+    spdlog::debug("{} metric label set(s) of workloads gone from the node freed", freed);
+  }
   if (!inherited_.empty()) {
     // Handed over for pods this snapshot does not have: let them go (their
     // queues move to the rest of their group, if any, as on any close).
@@ -442,9 +450,9 @@ void ProxyCore::SyncDirectMetrics() {
     auto svc = service_of.find(ep);
     if (src == sources.end() || svc == service_of.end() || (opened == 0 && closed == 0)) continue;
     TcpMetricCell* cell = stats_.Cell(src->second.first, src->second.second, svc->second);
-    if (cell == nullptr) continue;
     stats_.Add(cell->opened, opened);
     stats_.Add(cell->closed, closed);
+    stats_.Release(cell);
   }
   direct_seen_ = std::move(seen);  // only what the datapath still holds
 }

@@ -20,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -132,12 +133,13 @@ class ProxyCore {
     // A duplicate of each listening socket, per address, for a successor
     // (handover.h); closed when the pod goes and when draining starts.
     std::vector<std::pair<std::string, std::vector<UniqueFd>>> dups;
-    std::string error;           // empty when listening
+    std::string error;  // empty when listening
   };
 
   ProxyCore(const ProxyOptions& options, std::shared_ptr<OrigDstResolver> resolver);
   absl::Status OpenPodListeners(PodListeners& p);
-  std::optional<absl::StatusOr<std::vector<UniqueFd>>> TakeInherited(uint64_t cookie, const SocketAddress& address);
+  std::optional<absl::StatusOr<std::vector<UniqueFd>>> TakeInherited(uint64_t cookie,
+                                                                     const SocketAddress& address);
   // Opens one socket per worker on `address` (in the current namespace).
   absl::StatusOr<std::vector<UniqueFd>> OpenListenerSet(const SocketAddress& address);
   void ClosePodListeners(const PodListeners& p);
@@ -159,6 +161,7 @@ class ProxyCore {
   uint64_t generation_ = 0;
   std::map<NetnsId, PodListeners> pods_;
   std::vector<std::string> static_listeners_;
+  std::set<std::pair<std::string, std::string>> static_sources_;  // (workload, ns) of AddListener's
   std::shared_ptr<const RouteTable> routes_;
   InheritedListeners inherited_;
   bool accepting_ = true;

@@ -27,22 +27,40 @@ const char* ToString(CloseReason r) {
 TcpMetricCell* ProxyStats::Cell(const std::string& workload, const std::string& ns,
                                 const std::string& service) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto& slot = cells_[{workload, ns, service}];
+  std::tuple<std::string, std::string, std::string> key{workload, ns, service};
+  if (!cells_.contains(key) && cells_.size() >= kMaxTcpCells) key = {"overflow", "overflow", "overflow"};
+  auto& slot = cells_[key];
   if (!slot) {
-    slot = std::make_unique<TcpMetricCell>();
-    slot->source_workload = workload;
-    slot->source_workload_namespace = ns;
-    slot->destination_service = service;
+    slot = std::make_shared<TcpMetricCell>();
+    slot->source_workload = std::get<0>(key);
+    slot->source_workload_namespace = std::get<1>(key);
+    slot->destination_service = std::get<2>(key);
   }
+  slot->holders.fetch_add(1, std::memory_order_relaxed);
   return slot.get();
 }
 
-std::vector<const TcpMetricCell*> ProxyStats::Cells() const {
+std::vector<std::shared_ptr<const TcpMetricCell>> ProxyStats::Cells() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<const TcpMetricCell*> out;
+  std::vector<std::shared_ptr<const TcpMetricCell>> out;
   out.reserve(cells_.size());
-  for (const auto& [key, cell] : cells_) out.push_back(cell.get());
+  for (const auto& [key, cell] : cells_) out.push_back(cell);
   return out;
+}
+
+size_t ProxyStats::PruneSources(const std::set<std::pair<std::string, std::string>>& live) {
+  // Under mu_, where Cell/HttpCell take holders: a cell seen with none here
+  // cannot be handed out meanwhile.
+  std::lock_guard<std::mutex> lock(mu_);
+  auto gone = [&](const auto& cell) {
+    return cell->source_workload != "overflow" &&
+           !live.contains({cell->source_workload, cell->source_workload_namespace}) &&
+           cell->holders.load(std::memory_order_relaxed) == 0;
+  };
+  size_t n = 0;
+  n += std::erase_if(cells_, [&](const auto& kv) { return gone(kv.second); });
+  n += std::erase_if(http_cells_, [&](const auto& kv) { return gone(kv.second); });
+  return n;
 }
 
 void HttpMetricCell::Observe(double ms) {
@@ -64,21 +82,22 @@ HttpMetricCell* ProxyStats::HttpCell(const std::string& workload, const std::str
   }
   auto& slot = http_cells_[key];
   if (!slot) {
-    slot = std::make_unique<HttpMetricCell>();
+    slot = std::make_shared<HttpMetricCell>();
     slot->source_workload = std::get<0>(key);
     slot->source_workload_namespace = std::get<1>(key);
     slot->destination_service = std::get<2>(key);
     slot->response_code = std::get<3>(key);
     slot->response_flags = std::get<4>(key);
   }
+  slot->holders.fetch_add(1, std::memory_order_relaxed);
   return slot.get();
 }
 
-std::vector<const HttpMetricCell*> ProxyStats::HttpCells() const {
+std::vector<std::shared_ptr<const HttpMetricCell>> ProxyStats::HttpCells() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<const HttpMetricCell*> out;
+  std::vector<std::shared_ptr<const HttpMetricCell>> out;
   out.reserve(http_cells_.size());
-  for (const auto& [key, cell] : http_cells_) out.push_back(cell.get());
+  for (const auto& [key, cell] : http_cells_) out.push_back(cell);
   return out;
 }
 
@@ -226,15 +245,15 @@ std::string RenderMetrics(const ProxyStats& s) {
   };
   for (const Family& f : families) {
     Metric(out, f.name, "counter", f.help);
-    for (const TcpMetricCell* c : cells) {
+    for (const auto& c : cells) {
       absl::StrAppend(&out, f.name, "{reporter=\"source\",source_workload=\"", Escape(c->source_workload),
                       "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
-                      "\",destination_service=\"", Escape(c->destination_service), "\"} ", load(c->*f.field),
-                      "\n");
+                      "\",destination_service=\"", Escape(c->destination_service), "\"} ",
+                      load(c.get()->*f.field), "\n");
     }
   }
   const auto http_cells = s.HttpCells();
-  auto http_labels = [](const HttpMetricCell* c) {
+  auto http_labels = [](const std::shared_ptr<const HttpMetricCell>& c) {
     return absl::StrCat("reporter=\"source\",source_workload=\"", Escape(c->source_workload),
                         "\",source_workload_namespace=\"", Escape(c->source_workload_namespace),
                         "\",destination_service=\"", Escape(c->destination_service), "\",response_code=\"",
@@ -242,12 +261,12 @@ std::string RenderMetrics(const ProxyStats& s) {
                         Escape(c->response_flags), "\"");
   };
   Metric(out, "istio_requests_total", "counter", "HTTP requests, by response code and flags.");
-  for (const HttpMetricCell* c : http_cells) {
+  for (const auto& c : http_cells) {
     absl::StrAppend(&out, "istio_requests_total{", http_labels(c), "} ", load(c->requests), "\n");
   }
   Metric(out, "istio_request_duration_milliseconds", "histogram",
          "HTTP request duration, from the request head to the response's end.");
-  for (const HttpMetricCell* c : http_cells) {
+  for (const auto& c : http_cells) {
     const std::string labels = http_labels(c);
     uint64_t cumulative = 0;
     for (size_t i = 0; i <= kIstioDurationBuckets; ++i) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -40,12 +41,17 @@ enum class CloseReason : uint8_t {
 inline constexpr size_t kCloseReasonCount = static_cast<size_t>(CloseReason::kCount);
 const char* ToString(CloseReason r);
 
-// Istio's TCP metrics for one label set. Cells are created once and never
-// freed, so connections keep plain pointers to them.
+// Istio's TCP metrics for one label set. A connection holds its cell
+// (ProxyStats::Cell counts it in `holders`, ProxyStats::Release lets go), so
+// it keeps a plain pointer; cells of source workloads that left the node
+// are freed once nothing holds them (ProxyStats::PruneSources).
 struct TcpMetricCell {
   std::string source_workload;
   std::string source_workload_namespace;
-  std::string destination_service;  // "<name>.<ns>.svc.cluster.local" or the ip:port
+  // "<name>.<ns>.svc.cluster.local", or "unknown" for a destination that
+  // is no service (one label value however many addresses pods reach).
+  std::string destination_service;
+  std::atomic<int64_t> holders{0};
   std::atomic<uint64_t> opened{0};
   std::atomic<uint64_t> closed{0};
   std::atomic<uint64_t> sent_bytes{0};      // proxy -> destination (request direction)
@@ -53,8 +59,8 @@ struct TcpMetricCell {
 };
 
 // Istio's HTTP metrics (istio_requests_total and the
-// istio_request_duration_milliseconds histogram) for one label set; like
-// the TCP cells, created once and never freed.
+// istio_request_duration_milliseconds histogram) for one label set; held
+// and freed like the TCP cells.
 inline constexpr double kIstioDurationBucketsMs[] = {0.5,   1,      5,      10,      25,     50,    100,
                                                      250,   500,    1000,   2500,    5000,   10000, 30000,
                                                      60000, 300000, 600000, 1800000, 3600000};
@@ -65,6 +71,7 @@ struct HttpMetricCell {
   std::string destination_service;
   int response_code = 0;
   std::string response_flags;  // Envoy's: "-", UF, UH, UT, UC, UPE, URX, DPE, DC
+  std::atomic<int64_t> holders{0};
   std::atomic<uint64_t> requests{0};
   // Non-cumulative per bucket (rendered cumulative); the last is +Inf.
   std::array<std::atomic<uint64_t>, kIstioDurationBuckets + 1> buckets{};
@@ -82,16 +89,24 @@ class ProxyStats {
     return closed_[static_cast<size_t>(r)].load(std::memory_order_relaxed);
   }
 
-  TcpMetricCell* Cell(const std::string& workload, const std::string& ns, const std::string& service);
-  // Snapshot of all cells for rendering.
-  std::vector<const TcpMetricCell*> Cells() const;
-  // HTTP cells: response_code comes from upstreams, so the number of label
-  // sets is capped (kMaxHttpCells); beyond it requests count in one cell
-  // labelled "overflow".
+  // The cell of a label set, held until Release. At most kMaxTcpCells
+  // label sets (kMaxHttpCells for HTTP, whose response_code comes from
+  // upstreams); beyond that, one cell labelled "overflow".
+  static constexpr size_t kMaxTcpCells = 4096;
   static constexpr size_t kMaxHttpCells = 4096;
+  TcpMetricCell* Cell(const std::string& workload, const std::string& ns, const std::string& service);
   HttpMetricCell* HttpCell(const std::string& workload, const std::string& ns, const std::string& service,
                            int response_code, const std::string& flags);
-  std::vector<const HttpMetricCell*> HttpCells() const;
+  void Release(TcpMetricCell* cell) { cell->holders.fetch_sub(1, std::memory_order_relaxed); }
+  void Release(HttpMetricCell* cell) { cell->holders.fetch_sub(1, std::memory_order_relaxed); }
+  // Frees the cells whose source (workload, namespace) is not in `live` and
+  // that nothing holds: a pod's series end some time after its last pod
+  // left the node, instead of piling up for the proxy's lifetime. Returns
+  // how many were freed.
+  size_t PruneSources(const std::set<std::pair<std::string, std::string>>& live);
+  // All cells, for rendering; they stay valid while the vector lives.
+  std::vector<std::shared_ptr<const TcpMetricCell>> Cells() const;
+  std::vector<std::shared_ptr<const HttpMetricCell>> HttpCells() const;
 
   std::atomic<uint64_t> connections_total{0};
   std::atomic<int64_t> connections_active{0};
@@ -137,9 +152,9 @@ class ProxyStats {
  private:
   std::array<std::atomic<uint64_t>, kCloseReasonCount> closed_{};
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string>, std::unique_ptr<TcpMetricCell>> cells_;
+  std::map<std::tuple<std::string, std::string, std::string>, std::shared_ptr<TcpMetricCell>> cells_;
   using HttpKey = std::tuple<std::string, std::string, std::string, int, std::string>;
-  std::map<HttpKey, std::unique_ptr<HttpMetricCell>> http_cells_;
+  std::map<HttpKey, std::shared_ptr<HttpMetricCell>> http_cells_;
 };
 
 // Prometheus text exposition of `stats` plus process RSS.

@@ -73,6 +73,7 @@ Http1Connection::~Http1Connection() {
     spdlog::critical("http1 connection {} freed with ops in flight", id_);
     std::abort();
   }
+  for (auto& [key, cell] : cells_) w_->stats().Release(cell);
 }
 
 void Http1Connection::Start() { Drive(); }
