@@ -712,5 +712,99 @@ TEST(NodeFileResources, ChecksNetnsOfEnrolledPods) {
             "pods[2].netns: /tmp is not a network namespace");
 }
 
+const std::string kPolicies = Lines({
+    "authorizationPolicies:",                                        // 1
+    "  - apiVersion: security.istio.io/v1",                          // 2
+    "    kind: AuthorizationPolicy",                                 // 3
+    "    metadata: {namespace: shop, name: allow-web}",              // 4
+    "    spec:",                                                     // 5
+    "      selector: {matchLabels: {app: cart}}",                    // 6
+    "      rules:",                                                  // 7
+    "        - from:",                                               // 8
+    "            - source:",                                         // 9
+    "                principals: [cluster.local/ns/shop/sa/web]",    // 10
+    "                ipBlocks: [198.18.0.0/16, \"2001:db8::/32\"]",  // 11
+    "          to:",                                                 // 12
+    "            - operation: {ports: [\"9090\", 8080]}",            // 13
+    "  - metadata: {namespace: istio-system, name: deny-all}",       // 14
+    "    spec: {action: DENY, rules: [{}]}",                         // 15
+});
+
+TEST(NodeFilePolicies, ParsedLikeKubernetesObjects) {
+  auto s = ParseNodeFile(kPolicies, "node.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->authorization_policies.size(), 2u);
+  const AuthorizationPolicy& allow = s->authorization_policies[0];
+  EXPECT_EQ(allow.ns, "shop");
+  EXPECT_EQ(allow.name, "allow-web");
+  EXPECT_EQ(allow.action, AuthzAction::kAllow);
+  EXPECT_EQ(allow.match_labels.at("app"), "cart");
+  ASSERT_EQ(allow.rules.size(), 1u);
+  EXPECT_EQ(allow.rules[0].from.at(0).principals, std::vector<std::string>{"cluster.local/ns/shop/sa/web"});
+  EXPECT_EQ(allow.rules[0].from.at(0).ip_blocks.size(), 2u);
+  EXPECT_EQ(allow.rules[0].to.at(0).ports, (std::vector<uint16_t>{9090, 8080}));
+  const AuthorizationPolicy& deny = s->authorization_policies[1];
+  EXPECT_EQ(deny.action, AuthzAction::kDeny);
+  ASSERT_EQ(deny.rules.size(), 1u);
+  EXPECT_EQ(deny.rules[0], AuthzRule{});
+
+  auto json = EncodeSnapshotJson(*s);
+  ASSERT_TRUE(json.ok());
+  auto back = DecodeSnapshotJson(*json);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *s);
+}
+
+TEST(NodeFilePolicies, ErrorsNameFileLineAndField) {
+  auto replace = [](std::string text, const std::string& from, const std::string& to) {
+    size_t at = text.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return text.replace(at, from.size(), to);
+  };
+  EXPECT_EQ(
+      ErrorOf(replace(kPolicies, "\"9090\"", "http")),
+      "node.yaml:13: authorizationPolicies[0].spec.rules[0].to[0].operation.ports[0]: \"http\" is not a port "
+      "number");
+  EXPECT_EQ(
+      ErrorOf(replace(kPolicies, "198.18.0.0/16", "198.18.0.0/66")),
+      "node.yaml:11: authorizationPolicies[0].spec.rules[0].from[0].source.ipBlocks[0]: \"198.18.0.0/66\" is "
+      "not an IP address or CIDR");
+  EXPECT_EQ(
+      ErrorOf(replace(kPolicies, "principals:", "principal:")),
+      "node.yaml:10: authorizationPolicies[0].spec.rules[0].from[0].source: unknown field \"principal\"");
+  EXPECT_EQ(ErrorOf(replace(kPolicies, "kind: AuthorizationPolicy", "kind: PeerAuthentication")),
+            "node.yaml:3: authorizationPolicies[0].kind: must be AuthorizationPolicy");
+  EXPECT_EQ(ErrorOf(kPolicies + "    status: {}\n"),
+            "node.yaml:16: authorizationPolicies[1]: unknown field \"status\"");
+  EXPECT_EQ(ErrorOf(replace(kPolicies, "action: DENY", "action: CUSTOM")),
+            "node.yaml:14: authorizationPolicies[1]: CUSTOM policies and policies with targetRef(s) are "
+            "enforced by "
+            "waypoints, not by ringmesh");
+  EXPECT_TRUE(ParseNodeFile(replace(kPolicies, "name: deny-all", "name: allow-web"), "node.yaml").ok())
+      << "same name in another namespace";
+  EXPECT_EQ(ErrorOf(replace(kPolicies, "namespace: istio-system, name: deny-all",
+                            "namespace: shop, name: allow-web")),
+            "node.yaml:14: duplicate authorization policy shop/allow-web (authorizationPolicies[0] and "
+            "authorizationPolicies[1])");
+  EXPECT_EQ(ErrorOf(replace(kPolicies, "          to:", "          from: []\n          to:")),
+            "node.yaml:12: authorizationPolicies[0]: duplicate field \"from\"");
+  EXPECT_EQ(ErrorOf(replace(kPolicies, "[cluster.local/ns/shop/sa/web]", "[\"a\\x01b\"]")),
+            "node.yaml:10: authorizationPolicies[0]: \"a\\x01\\x62\" is not printable UTF-8");
+  EXPECT_EQ(ErrorOf(Lines({"authorizationPolicies:", "  - spec: {}"})),
+            "node.yaml:2: authorizationPolicies[0].metadata: required field missing");
+  EXPECT_EQ(ErrorOf(Lines({"authorizationPolicies: {a: b}"})),
+            "node.yaml:1: authorizationPolicies: expected a list, got a mapping");
+}
+
+TEST(NodeFilePolicies, CountIsBounded) {
+  NodeFileOptions options;
+  options.authz.max_policies = 1;
+  auto s = ParseNodeFile(kPolicies, "node.yaml", options);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(), "node.yaml:2: authorizationPolicies: 2 entries, at most 1 allowed");
+  options.authz.max_policies = 2;
+  EXPECT_TRUE(ParseNodeFile(kPolicies, "node.yaml", options).ok());
+}
+
 }  // namespace
 }  // namespace ringmesh::agent

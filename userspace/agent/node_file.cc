@@ -18,6 +18,7 @@
 #include <initializer_list>
 #include <istream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <streambuf>
 #include <utility>
 #include <vector>
@@ -270,6 +271,7 @@ class Converter {
   absl::Status ConvertRemotePod(const YNode& n, size_t index, RemotePod* pod);
   absl::Status ConvertService(const YNode& n, size_t index, Service* svc);
   absl::Status ConvertPort(const YNode& n, const std::string& path, ServicePort* port) const;
+  absl::Status ConvertPolicies(const YNode& n, std::vector<AuthorizationPolicy>* out) const;
 
   std::string_view file_;
   NodeFileOptions options_;
@@ -723,11 +725,133 @@ absl::Status Converter::ConvertService(const YNode& n, size_t index, Service* sv
   return absl::OkStatus();
 }
 
+// The YAML subtree as JSON, for the Istio parser the Kubernetes source uses
+// too. Every scalar becomes a string: the schema has no booleans, and ports
+// are accepted as strings (Istio's own type for them).
+nlohmann::json ToJson(const YNode& n) {
+  switch (n.kind) {
+    case YNode::Kind::kNull:
+      return nullptr;
+    case YNode::Kind::kScalar:
+      return n.value;
+    case YNode::Kind::kSeq: {
+      nlohmann::json out = nlohmann::json::array();
+      for (const YNode& c : n.children) out.push_back(ToJson(c));
+      return out;
+    }
+    case YNode::Kind::kMap: {
+      nlohmann::json out = nlohmann::json::object();
+      // CheckFields-style duplicate detection is not needed: the Istio
+      // parser sees the last value, and duplicates were refused below.
+      for (size_t i = 0; i + 1 < n.children.size(); i += 2)
+        out[n.children[i].value] = ToJson(n.children[i + 1]);
+      return out;
+    }
+  }
+  return nullptr;
+}
+
+// The line of the deepest node that `path` ("spec.rules[0].from[1]...")
+// reaches from `n`, so that errors of the shared Istio parser still point
+// at a line of the file.
+int LineOf(const YNode& n, std::string_view path) {
+  const YNode* at = &n;
+  while (!path.empty()) {
+    if (path.front() == '.') path.remove_prefix(1);
+    if (path.empty()) break;
+    if (path.front() == '[') {
+      size_t close = path.find(']');
+      size_t index = 0;
+      for (char c : path.substr(1, close - 1)) index = index * 10 + static_cast<size_t>(c - '0');
+      if (close == std::string_view::npos || at->kind != YNode::Kind::kSeq || index >= at->children.size())
+        break;
+      at = &at->children[index];
+      path.remove_prefix(close + 1);
+      continue;
+    }
+    size_t end = path.find_first_of(".[");
+    std::string_view key = path.substr(0, end);
+    if (at->kind != YNode::Kind::kMap) break;
+    const YNode* next = nullptr;
+    for (size_t i = 0; i + 1 < at->children.size(); i += 2) {
+      if (at->children[i].value == key) next = &at->children[i + 1];
+    }
+    if (next == nullptr) break;
+    at = next;
+    if (end == std::string_view::npos) break;
+    path.remove_prefix(end);
+  }
+  return at->line;
+}
+
+// Duplicate keys anywhere in a policy: the JSON conversion keeps one of
+// them, so they must be refused first. Returns the offending node in *dup.
+absl::Status FindDuplicateKey(const YNode& n, const YNode** dup) {
+  // Also refuses text JSON cannot carry (the snapshot is sent as JSON), as
+  // GetString does for the other fields.
+  if (n.kind == YNode::Kind::kScalar && !IsValidUtf8NoControl(n.value)) {
+    *dup = &n;
+    return absl::InvalidArgumentError(absl::StrCat(Quote(n.value), " is not printable UTF-8"));
+  }
+  if (n.kind == YNode::Kind::kMap) {
+    for (size_t i = 0; i + 1 < n.children.size(); i += 2) {
+      for (size_t j = 0; j < i; j += 2) {
+        if (n.children[i].kind == YNode::Kind::kScalar && n.children[j].value == n.children[i].value) {
+          *dup = &n.children[i];
+          return absl::InvalidArgumentError(absl::StrCat("duplicate field ", Quote(n.children[i].value)));
+        }
+      }
+    }
+  }
+  for (const YNode& c : n.children) RM_RETURN_IF_ERROR(FindDuplicateKey(c, dup));
+  return absl::OkStatus();
+}
+
+absl::Status Converter::ConvertPolicies(const YNode& n, std::vector<AuthorizationPolicy>* out) const {
+  const std::string list = "authorizationPolicies";
+  RM_RETURN_IF_ERROR(GetList(n, list, options_.authz.max_policies));
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < n.children.size(); ++i) {
+    const YNode& item = n.children[i];
+    const std::string path = Index(list, i);
+    RM_RETURN_IF_ERROR(CheckFields(item, path, {"apiVersion", "kind", "metadata", "spec"}));
+    if (const YNode* v = Find(item, "kind");
+        v && (v->kind != YNode::Kind::kScalar || v->value != "AuthorizationPolicy")) {
+      return Error(*v, Child(path, "kind"), "must be AuthorizationPolicy");
+    }
+    const YNode* dup = nullptr;
+    if (auto st = FindDuplicateKey(item, &dup); !st.ok()) return Error(*dup, path, std::string(st.message()));
+    auto policy = ParseIstioAuthorizationPolicy(ToJson(item), options_.authz);
+    if (!policy.ok()) {
+      // "<field>: <message>" from the Istio parser, placed at the line of
+      // that field and prefixed with the policy's place in the file.
+      std::string_view message(policy.status().message().data(), policy.status().message().size());
+      size_t colon = message.find(": ");
+      std::string_view field = colon == std::string_view::npos ? "" : message.substr(0, colon);
+      return absl::InvalidArgumentError(
+          absl::StrCat(AV(file_), ":", LineOf(item, field), ": ", path, ".", AV(message)));
+    }
+    if (!policy->has_value()) {
+      return Error(
+          item, path,
+          "CUSTOM policies and policies with targetRef(s) are enforced by waypoints, not by ringmesh");
+    }
+    std::string key = absl::StrCat((*policy)->ns, "/", (*policy)->name);
+    if (auto [it, inserted] = seen.emplace(key, i); !inserted) {
+      return Error(item, "",
+                   absl::StrCat("duplicate authorization policy ", key, " (authorizationPolicies[",
+                                it->second, "] and authorizationPolicies[", i, "])"));
+    }
+    out->push_back(std::move(**policy));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Snapshot> Converter::Convert(const YNode& root) {
   Snapshot s;
   s.outbound_port = kDefaultOutboundPort;
   if (root.kind == YNode::Kind::kNull) return s;  // an empty file: a node without pods
-  RM_RETURN_IF_ERROR(CheckFields(root, "", {"outboundPort", "pods", "services"}));
+  RM_RETURN_IF_ERROR(CheckFields(root, "", {"outboundPort", "pods", "services", "authorizationPolicies"}));
   const YNode* v = nullptr;
   if ((v = Find(root, "outboundPort"))) RM_RETURN_IF_ERROR(GetPort(*v, "outboundPort", &s.outbound_port));
   if ((v = Find(root, "pods"))) {
@@ -772,6 +896,8 @@ absl::StatusOr<Snapshot> Converter::Convert(const YNode& root) {
       RM_RETURN_IF_ERROR(ConvertService(v->children[i], i, &s.services[i]));
     }
   }
+  if ((v = Find(root, "authorizationPolicies")))
+    RM_RETURN_IF_ERROR(ConvertPolicies(*v, &s.authorization_policies));
   return s;
 }
 

@@ -2,7 +2,9 @@
 // services and endpoints they talk to, for standalone use, demos and tests
 // (the other endpoint source is the Kubernetes API). Pods with `node: <name>`
 // are mesh pods of other nodes: they land in Snapshot::remote_pods, never in
-// Snapshot::pods. The format, with a complete example, is in
+// Snapshot::pods. `authorizationPolicies` holds Istio AuthorizationPolicy
+// objects (metadata + spec, as in Kubernetes), read by the same parser as
+// the Kubernetes source's. The format, with a complete example, is in
 // docs/node-file.md.
 //
 // Parsing is strict and every error names file, line and field, so a typo is
@@ -49,6 +51,9 @@ inline constexpr uint16_t kDefaultOutboundPort = 15001;
 
 struct NodeFileOptions {
   size_t max_remote_pods = kDefaultMaxRemotePods;
+  // Bounds on `authorizationPolicies` (count and sizes); over one, the file
+  // is rejected.
+  AuthzLimits authz;
 };
 
 // Parses and validates. file_name only appears in error messages. The

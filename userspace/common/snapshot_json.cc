@@ -70,6 +70,52 @@ Json ServiceToJson(const Service& svc) {
   };
 }
 
+Json StringsToJson(const std::vector<std::string>& v) { return Json(v); }
+
+Json CidrsToJson(const std::vector<Cidr>& v) {
+  Json out = Json::array();
+  for (const auto& c : v) out.push_back(c.ToString());
+  return out;
+}
+
+// Only the fields that are set, so that a policy reads like its source.
+Json PolicyToJson(const AuthorizationPolicy& p) {
+  Json rules = Json::array();
+  for (const AuthzRule& r : p.rules) {
+    Json from = Json::array();
+    for (const AuthzSource& s : r.from) {
+      Json e = Json::object();
+      if (!s.principals.empty()) e["principals"] = StringsToJson(s.principals);
+      if (!s.not_principals.empty()) e["notPrincipals"] = StringsToJson(s.not_principals);
+      if (!s.namespaces.empty()) e["namespaces"] = StringsToJson(s.namespaces);
+      if (!s.not_namespaces.empty()) e["notNamespaces"] = StringsToJson(s.not_namespaces);
+      if (!s.ip_blocks.empty()) e["ipBlocks"] = CidrsToJson(s.ip_blocks);
+      if (!s.not_ip_blocks.empty()) e["notIpBlocks"] = CidrsToJson(s.not_ip_blocks);
+      from.push_back(std::move(e));
+    }
+    Json to = Json::array();
+    for (const AuthzOperation& o : r.to) {
+      Json e = Json::object();
+      if (!o.ports.empty()) e["ports"] = o.ports;
+      if (!o.not_ports.empty()) e["notPorts"] = o.not_ports;
+      to.push_back(std::move(e));
+    }
+    Json rule = Json::object();
+    if (!from.empty()) rule["from"] = std::move(from);
+    if (!to.empty()) rule["to"] = std::move(to);
+    rules.push_back(std::move(rule));
+  }
+  Json labels = Json::object();
+  for (const auto& [k, v] : p.match_labels) labels[k] = v;
+  Json out{{"namespace", p.ns},
+           {"name", p.name},
+           {"action", ToString(p.action)},
+           {"matchLabels", std::move(labels)},
+           {"rules", std::move(rules)}};
+  if (p.dropped_l7_rules != 0) out["droppedL7Rules"] = p.dropped_l7_rules;
+  return out;
+}
+
 // --- decoding -------------------------------------------------------------
 
 absl::Status Error(const std::string& path, absl::string_view message) {
@@ -338,6 +384,122 @@ absl::Status DecodeService(const Json& j, const std::string& path, Service* svc)
   return absl::OkStatus();
 }
 
+absl::Status GetNonEmptyString(const Json& j, const std::string& path, std::string* out) {
+  RM_RETURN_IF_ERROR(GetString(j, path, out));
+  if (out->empty()) return Error(path, "empty value");
+  return absl::OkStatus();
+}
+
+absl::Status DecodeAuthzSource(const Json& j, const std::string& path, AuthzSource* s) {
+  RM_RETURN_IF_ERROR(CheckObject(
+      j, path, {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"}));
+  for (const auto& [key, v] : j.items()) {
+    std::string p = Child(path, key);
+    if (key == "principals") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->principals, GetNonEmptyString));
+    } else if (key == "notPrincipals") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->not_principals, GetNonEmptyString));
+    } else if (key == "namespaces") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->namespaces, GetNonEmptyString));
+    } else if (key == "notNamespaces") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->not_namespaces, GetNonEmptyString));
+    } else if (key == "ipBlocks") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->ip_blocks, GetCidr));
+    } else if (key == "notIpBlocks") {
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s->not_ip_blocks, GetCidr));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeAuthzOperation(const Json& j, const std::string& path, AuthzOperation* o) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"ports", "notPorts"}));
+  if (const Json* v = Field(j, "ports"))
+    RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "ports"), &o->ports, GetPort));
+  if (const Json* v = Field(j, "notPorts")) {
+    RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "notPorts"), &o->not_ports, GetPort));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeAuthzRule(const Json& j, const std::string& path, AuthzRule* r) {
+  RM_RETURN_IF_ERROR(CheckObject(j, path, {"from", "to"}));
+  if (const Json* v = Field(j, "from")) {
+    RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "from"), &r->from, DecodeAuthzSource));
+  }
+  if (const Json* v = Field(j, "to"))
+    RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "to"), &r->to, DecodeAuthzOperation));
+  return absl::OkStatus();
+}
+
+// The limits are checked on the JSON sizes before any vector is built, so
+// a hostile snapshot cannot make the decoder allocate past them.
+absl::Status CheckAuthzJsonSizes(const Json& j, const std::string& path, const AuthzLimits& limits) {
+  auto over = [&](const std::string& p, size_t n, size_t max) {
+    return Error(p, absl::StrCat(n, " values, more than the limit of ", max));
+  };
+  const Json* rules = Field(j, "rules");
+  if (rules == nullptr || !rules->is_array()) return absl::OkStatus();  // the decoder reports types
+  if (rules->size() > limits.max_rules_per_policy) {
+    return over(Child(path, "rules"), rules->size(), limits.max_rules_per_policy);
+  }
+  for (size_t i = 0; i < rules->size(); ++i) {
+    const Json& rule = (*rules)[i];
+    if (!rule.is_object()) continue;
+    for (const char* list : {"from", "to"}) {
+      const Json* entries = Field(rule, list);
+      if (entries == nullptr || !entries->is_array()) continue;
+      std::string lp = Child(Index(Child(path, "rules"), i), list);
+      if (entries->size() > limits.max_entries_per_rule) {
+        return over(lp, entries->size(), limits.max_entries_per_rule);
+      }
+      for (size_t k = 0; k < entries->size(); ++k) {
+        if (!(*entries)[k].is_object()) continue;
+        for (const auto& [key, values] : (*entries)[k].items()) {
+          if (values.is_array() && values.size() > limits.max_values_per_field) {
+            return over(Child(Index(lp, k), key), values.size(), limits.max_values_per_field);
+          }
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeAuthorizationPolicy(const Json& j, const std::string& path, const AuthzLimits& limits,
+                                       AuthorizationPolicy* p) {
+  RM_RETURN_IF_ERROR(
+      CheckObject(j, path, {"namespace", "name", "action", "matchLabels", "rules", "droppedL7Rules"}));
+  RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
+  RM_RETURN_IF_ERROR(Required(j, path, "name"));
+  RM_RETURN_IF_ERROR(CheckAuthzJsonSizes(j, path, limits));
+  for (const auto& [key, v] : j.items()) {
+    std::string pp = Child(path, key);
+    if (key == "namespace") {
+      RM_RETURN_IF_ERROR(GetNonEmptyString(v, pp, &p->ns));
+    } else if (key == "name") {
+      RM_RETURN_IF_ERROR(GetNonEmptyString(v, pp, &p->name));
+    } else if (key == "action") {
+      RM_RETURN_IF_ERROR(GetEnum(v, pp, ParseAuthzAction, {"ALLOW", "DENY", "AUDIT"}, &p->action));
+    } else if (key == "matchLabels") {
+      if (!v.is_object()) return WrongType(pp, "an object", v);
+      if (v.size() > limits.max_match_labels) {
+        return Error(pp, absl::StrCat(v.size(), " labels, more than the limit of ", limits.max_match_labels));
+      }
+      p->match_labels.clear();
+      for (const auto& [lk, lv] : v.items())
+        RM_RETURN_IF_ERROR(GetString(lv, Child(pp, lk), &p->match_labels[lk]));
+    } else if (key == "rules") {
+      RM_RETURN_IF_ERROR(GetArray(v, pp, &p->rules, DecodeAuthzRule));
+    } else if (key == "droppedL7Rules") {
+      uint64_t n = 0;
+      RM_RETURN_IF_ERROR(GetUint(v, pp, std::numeric_limits<uint32_t>::max(), &n));
+      p->dropped_l7_rules = static_cast<uint32_t>(n);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // nlohmann's parser keeps its own stack, but a 64 MiB "[[[[..." would still
 // build tens of millions of nested values. One linear pass bounds it first.
 absl::Status CheckDepth(std::string_view text) {
@@ -366,13 +528,20 @@ nlohmann::json SnapshotToJson(const Snapshot& snapshot, RemotePodsInJson remote_
     for (const auto& pod : snapshot.remote_pods) remote.push_back(RemotePodToJson(pod));
     out["remotePods"] = std::move(remote);
   }
+  // Also left out when empty, and with the version 1 schema (kOmit), whose
+  // readers reject unknown fields.
+  if (remote_pods == RemotePodsInJson::kInclude && !snapshot.authorization_policies.empty()) {
+    Json policies = Json::array();
+    for (const auto& p : snapshot.authorization_policies) policies.push_back(PolicyToJson(p));
+    out["authorizationPolicies"] = std::move(policies);
+  }
   return out;
 }
 
-absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json) {
+absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json, const AuthzLimits& authz_limits) {
   const std::string root = "$";
-  RM_RETURN_IF_ERROR(
-      CheckObject(json, root, {"generation", "outboundPort", "pods", "services", "remotePods"}));
+  RM_RETURN_IF_ERROR(CheckObject(
+      json, root, {"generation", "outboundPort", "pods", "services", "remotePods", "authorizationPolicies"}));
   Snapshot s;
   for (const auto& [key, v] : json.items()) {
     std::string p = Child(root, key);
@@ -386,6 +555,15 @@ absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json) {
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.services, DecodeService));
     } else if (key == "remotePods") {
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.remote_pods, DecodeRemotePod));
+    } else if (key == "authorizationPolicies") {
+      if (v.is_array() && v.size() > authz_limits.max_policies) {
+        return Error(p,
+                     absl::StrCat(v.size(), " policies, more than the limit of ", authz_limits.max_policies));
+      }
+      RM_RETURN_IF_ERROR(GetArray(v, p, &s.authorization_policies,
+                                  [&](const Json& e, const std::string& ep, AuthorizationPolicy* out) {
+                                    return DecodeAuthorizationPolicy(e, ep, authz_limits, out);
+                                  }));
     }
   }
   return s;
@@ -401,7 +579,7 @@ absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int ind
   }
 }
 
-absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text) {
+absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text, const AuthzLimits& authz_limits) {
   RM_RETURN_IF_ERROR(CheckDepth(text));
   Json json;
   try {
@@ -409,7 +587,7 @@ absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text) {
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot JSON: ", e.what()));
   }
-  return SnapshotFromJson(json);
+  return SnapshotFromJson(json, authz_limits);
 }
 
 size_t JsonNestingDepth(std::string_view text) {

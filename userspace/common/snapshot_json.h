@@ -22,7 +22,18 @@
 //                                 "pod": "default/web-0"}]}],
 //    "remotePods": [{"namespace": "default", "name": "api-1",
 //                    "serviceAccount": "api", "node": "node-b",
-//                    "ips": ["198.18.2.7"], "mode": "enabled"}]}
+//                    "ips": ["198.18.2.7"], "mode": "enabled"}],
+//    "authorizationPolicies": [{"namespace": "default", "name": "web-allow",
+//        "action": "ALLOW", "matchLabels": {"app": "web"},
+//        "rules": [{"from": [{"principals": ["cluster.local/ns/default/sa/api"],
+//                             "ipBlocks": ["198.18.0.0/16"]}],
+//                   "to": [{"ports": [8080]}]}]}]}
+//
+// `authorizationPolicies` is the converted form of snapshot.h (L7 parts
+// already handled, empty lists left out, `droppedL7Rules` only when
+// nonzero), left out when there are none. Like remotePods, a peer of an
+// older protocol version rejects it: the sender must not send policies to
+// a proxy that would not enforce them.
 //
 // Round trips are lossless: DecodeSnapshotJson(EncodeSnapshotJson(s)) == s
 // for every snapshot whose CIDRs are normalised (host bits clear, which
@@ -59,14 +70,18 @@ enum class RemotePodsInJson : uint8_t { kInclude, kOmit };
 
 nlohmann::json SnapshotToJson(const Snapshot& snapshot,
                               RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
-[[nodiscard]] absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json);
+// authz_limits bound Snapshot::authorization_policies (over a bound: an
+// error naming the field, never a truncated list).
+[[nodiscard]] absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json,
+                                                        const AuthzLimits& authz_limits = {});
 
 // Serialises compactly (indent < 0) or pretty-printed (indent >= 0). Fails
 // only when a string in the snapshot is not valid UTF-8, which JSON cannot
 // carry; the node file parser never produces such strings.
 [[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(
     const Snapshot& snapshot, int indent = -1, RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
-[[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text);
+[[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text,
+                                                          const AuthzLimits& authz_limits = {});
 
 // Deepest bracket nesting of JSON text (brackets inside strings ignored),
 // in one linear pass: lets callers bound recursion before parsing or

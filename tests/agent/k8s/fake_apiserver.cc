@@ -33,6 +33,9 @@ const std::map<std::string, Kind>& Kinds() {
        {"/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice", "discovery.k8s.io/v1"}},
       {"namespaces", {"/api/v1/namespaces", "Namespace", "v1"}},
       {"pods", {"/api/v1/pods", "Pod", "v1"}},
+      // Istio's CRD; a test that wants it absent injects a 404.
+      {"authorizationpolicies",
+       {"/apis/security.istio.io/v1/authorizationpolicies", "AuthorizationPolicy", "security.istio.io/v1"}},
   };
   return kKinds;
 }

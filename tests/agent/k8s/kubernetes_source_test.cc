@@ -14,6 +14,10 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// One watch per kind: Service, EndpointSlice, Namespace, Pod (this node),
+// Pod (cluster-wide, remote pods) and AuthorizationPolicy.
+constexpr int kWatches = 6;
+
 TEST_F(SourceTest, InitialSyncBuildsOneConsistentSnapshot) {
   SeedBasicWorld();
   StartSource();
@@ -311,7 +315,7 @@ TEST_F(SourceTest, RelistAfterGoneErrorEvent) {
 
   // An ERROR 410 event on a live watch (the watch cache fell behind). Like
   // the API server, the fake only sends it to watches open at the time.
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == kWatches; }));
   lists = api_.lists("pods");
   api_.EmitError("pods", 410);
   ASSERT_TRUE(WaitUntil([&] { return api_.lists("pods") > lists; }));
@@ -340,7 +344,7 @@ TEST_F(SourceTest, BookmarkKeepsTheWatchResumable) {
   SeedBasicWorld();
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == kWatches; }));
   int lists = api_.lists("services");
   // Other resources moved the version on; the bookmark tells the source, so
   // its next watch starts after the compaction point and needs no relist.
@@ -532,7 +536,7 @@ TEST_F(SourceTest, StopsPromptlyWithOpenWatches) {
   SeedBasicWorld();
   StartSource();
   ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindService(s, "shop", "cart") != nullptr; }));
-  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == 5; }));
+  ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == kWatches; }));
   auto t0 = std::chrono::steady_clock::now();
   source_.reset();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(500));
@@ -620,6 +624,123 @@ TEST_F(SourceTest, RemotePodsCanBeTurnedOff) {
   for (const auto& r : api_.requests()) {
     EXPECT_FALSE(r.find("/api/v1/pods?") == 0 && r.find("fieldSelector") == std::string::npos) << r;
   }
+}
+
+Json MakePolicy(const std::string& ns, const std::string& name, const std::string& action,
+                const std::string& from_ns) {
+  return Json{
+      {"metadata", {{"namespace", ns}, {"name", name}}},
+      {"spec", {{"action", action}, {"rules", {{{"from", {{{"source", {{"namespaces", {from_ns}}}}}}}}}}}}};
+}
+
+const AuthorizationPolicy* FindPolicy(const Snapshot& s, const std::string& ns, const std::string& name) {
+  for (const auto& p : s.authorization_policies) {
+    if (p.ns == ns && p.name == name) return &p;
+  }
+  return nullptr;
+}
+
+TEST_F(SourceTest, AuthorizationPoliciesAreMirrored) {
+  SeedBasicWorld();
+  api_.Upsert("authorizationpolicies", MakePolicy("shop", "deny-evil", "DENY", "evil"));
+  Json custom = MakePolicy("shop", "ext", "CUSTOM", "x");
+  custom["spec"]["provider"] = {{"name", "opa"}};
+  api_.Upsert("authorizationpolicies", custom);
+  Json bad = MakePolicy("shop", "bad", "ALLOW", "x");
+  bad["spec"]["rules"][0]["from"][0]["source"]["ipBlocks"] = {"10.0.0.300/8"};
+  api_.Upsert("authorizationpolicies", bad);
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.authorization_policies.empty(); }));
+  ASSERT_EQ(last_->authorization_policies.size(), 1u) << "CUSTOM is for waypoints; the bad one is skipped";
+  const AuthorizationPolicy* deny = FindPolicy(*last_, "shop", "deny-evil");
+  ASSERT_NE(deny, nullptr);
+  EXPECT_EQ(deny->action, AuthzAction::kDeny);
+  EXPECT_EQ(deny->rules.at(0).from.at(0).namespaces, std::vector<std::string>{"evil"});
+  EXPECT_GE(source_->skipped_objects()["AuthorizationPolicy"], 1u);
+
+  // Changed, then deleted, through the watch.
+  api_.Upsert("authorizationpolicies", MakePolicy("shop", "deny-evil", "ALLOW", "evil"));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) {
+    const AuthorizationPolicy* p = FindPolicy(s, "shop", "deny-evil");
+    return p && p->action == AuthzAction::kAllow;
+  }));
+  api_.Delete("authorizationpolicies", "shop", "deny-evil");
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return s.authorization_policies.empty(); }));
+  bool cluster_wide = false;
+  for (const auto& r : api_.requests())
+    cluster_wide |= r.find("/apis/security.istio.io/v1/authorizationpolicies") == 0;
+  EXPECT_TRUE(cluster_wide);
+}
+
+TEST_F(SourceTest, AbsentAuthorizationPolicyCrdDoesNotHoldPollBack) {
+  SeedBasicWorld();
+  api_.InjectError(
+      "authorizationpolicies", /*watch=*/false, 404, "application/json",
+      R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404})");
+  StartSource();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.services.empty(); }));
+  EXPECT_TRUE(last_->authorization_policies.empty());
+  EXPECT_TRUE(source_->synced());
+  EXPECT_EQ(source_->Health(), "synced") << "an uninstalled optional CRD is not a problem";
+
+  // The CRD gets installed: the retried list finds it.
+  api_.ClearErrors();
+  api_.Upsert("authorizationpolicies", MakePolicy("shop", "deny-evil", "DENY", "evil"));
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return FindPolicy(s, "shop", "deny-evil") != nullptr; }));
+}
+
+TEST_F(SourceTest, ForbiddenAuthorizationPoliciesHoldPollBack) {
+  SeedBasicWorld();
+  api_.InjectError(
+      "authorizationpolicies", /*watch=*/false, 403, "application/json",
+      R"({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403})");
+  StartSource();
+  ASSERT_TRUE(WaitUntil([&] { return !source_->reflector_states()["AuthorizationPolicy"].error.empty(); }));
+  ASSERT_TRUE(WaitUntil([&] { return source_->reflector_states()["Service"].synced; }));
+  EXPECT_FALSE(source_->synced()) << "publishing without the policies would drop every DENY";
+  EXPECT_FALSE(PollOnce());
+  EXPECT_NE(source_->Health().find("AuthorizationPolicy: HTTP 403"), std::string::npos) << source_->Health();
+  api_.ClearErrors();
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.services.empty(); }));
+}
+
+TEST_F(SourceTest, TooManyAuthorizationPoliciesFailPoll) {
+  SeedBasicWorld();
+  api_.Upsert("authorizationpolicies", MakePolicy("shop", "a", "DENY", "x"));
+  api_.Upsert("authorizationpolicies", MakePolicy("shop", "b", "DENY", "y"));
+  KubernetesOptions o = Options();
+  o.authz.max_policies = 1;
+  StartSource(o);
+  // Polled here rather than through WaitUntil, whose polls expect success.
+  absl::Status error;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (error.ok() && std::chrono::steady_clock::now() < deadline) {
+    auto polled = source_->Poll();
+    if (!polled.ok()) error = polled.status();
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_EQ(
+      error.message(),
+      "kubernetes: 2 AuthorizationPolicies, more than the limit of 1; not publishing a snapshot without "
+      "some of them");
+  api_.Delete("authorizationpolicies", "shop", "b");
+  bool published = false;
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!published && std::chrono::steady_clock::now() < deadline) {
+    auto polled = source_->Poll();
+    published = polled.ok() && polled->has_value() && (*polled)->authorization_policies.size() == 1;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_TRUE(published);
+}
+
+TEST_F(SourceTest, AuthorizationPoliciesCanBeTurnedOff) {
+  SeedBasicWorld();
+  KubernetesOptions o = Options();
+  o.authorization_policies = false;
+  StartSource(o);
+  ASSERT_TRUE(WaitFor([](const Snapshot& s) { return !s.services.empty(); }));
+  for (const auto& r : api_.requests()) EXPECT_EQ(r.find("/apis/security.istio.io"), std::string::npos) << r;
 }
 
 }  // namespace

@@ -258,3 +258,56 @@ TEST(RemotePodTest, RemotePodMapBytesPerPod) {
 
 }  // namespace
 }  // namespace ringmesh::agent::k8s
+
+namespace ringmesh::agent::k8s {
+namespace {
+
+// As the API server returns it: status, managedFields and the rest of
+// metadata are there and ignored.
+constexpr char kApiServerPolicy[] = R"({
+  "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+  "metadata": {"name": "deny-evil", "namespace": "shop", "resourceVersion": "4711",
+               "uid": "0b0e7c9e-1111-4a2b-8c3d-123456789abc", "generation": 2,
+               "managedFields": [{"manager": "kubectl"}], "labels": {"team": "a"}},
+  "spec": {"action": "DENY", "selector": {"matchLabels": {"app": "cart"}},
+           "rules": [{"from": [{"source": {"namespaces": ["evil"], "notIpBlocks": ["10.0.0.0/8"]}}],
+                      "to": [{"operation": {"ports": ["9090"], "methods": ["POST"]}}]}]},
+  "status": {"conditions": [{"type": "Accepted", "status": "True"}]}
+})";
+
+TEST(ParseAuthorizationPolicy, ApiServerObject) {
+  auto p = ParseAuthorizationPolicy(Json::parse(kApiServerPolicy));
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE(p->has_value());
+  EXPECT_EQ((*p)->ns, "shop");
+  EXPECT_EQ((*p)->name, "deny-evil");
+  EXPECT_EQ((*p)->action, AuthzAction::kDeny);
+  EXPECT_EQ((*p)->match_labels.at("app"), "cart");
+  ASSERT_EQ((*p)->rules.size(), 1u);
+  EXPECT_EQ((*p)->rules[0].from.at(0).namespaces, std::vector<std::string>{"evil"});
+  EXPECT_EQ((*p)->rules[0].to.at(0).ports, std::vector<uint16_t>{9090}) << "methods ignored in DENY";
+  EXPECT_EQ(ObjectKey(Json::parse(kApiServerPolicy)), "shop/deny-evil");
+}
+
+TEST(ParseAuthorizationPolicy, NotForUsAndErrors) {
+  Json custom = Json::parse(kApiServerPolicy);
+  custom["spec"]["action"] = "CUSTOM";
+  auto c = ParseAuthorizationPolicy(custom);
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE(c->has_value());
+
+  Json bad = Json::parse(kApiServerPolicy);
+  bad["spec"]["rules"][0]["from"][0]["source"]["namespaces"] = "evil";
+  auto b = ParseAuthorizationPolicy(bad);
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().message(), "spec.rules[0].from[0].source.namespaces: expected a list, got a string");
+
+  AuthzLimits limits;
+  limits.max_rules_per_policy = 0;
+  auto over = ParseAuthorizationPolicy(Json::parse(kApiServerPolicy), limits);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().message(), "spec.rules: 1 rules, more than the limit of 0");
+}
+
+}  // namespace
+}  // namespace ringmesh::agent::k8s

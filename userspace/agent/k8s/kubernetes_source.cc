@@ -25,7 +25,8 @@ struct KubernetesSource::Cache {
   std::map<std::string, EndpointSliceObject> slices;
   std::map<std::string, NamespaceObject> namespaces;
   std::map<std::string, PodObject> pods;
-  RemotePodMap remote_pods;                 // pods of other nodes
+  RemotePodMap remote_pods;  // pods of other nodes
+  std::map<std::string, AuthorizationPolicy> authz_policies;
   std::map<std::string, uint64_t> skipped;  // malformed objects seen, by kind
 };
 
@@ -35,10 +36,14 @@ struct KubernetesSource::Cache {
 template <typename T>
 class KubernetesSource::Store : public ObjectStore {
  public:
-  using Parser = absl::StatusOr<std::optional<T>> (*)(const Json&);
+  using Parser = std::function<absl::StatusOr<std::optional<T>>(const Json&)>;
   Store(std::string kind, Cache* cache, std::map<std::string, T> Cache::*member, Parser parse,
         std::function<bool(const T&)> wanted)
-      : kind_(std::move(kind)), cache_(cache), member_(member), parse_(parse), wanted_(std::move(wanted)) {}
+      : kind_(std::move(kind)),
+        cache_(cache),
+        member_(member),
+        parse_(std::move(parse)),
+        wanted_(std::move(wanted)) {}
 
   void BeginList() override {
     next_.clear();
@@ -133,6 +138,15 @@ class KubernetesSource::Store : public ObjectStore {
 };
 
 namespace {
+
+constexpr char kAuthzKind[] = "AuthorizationPolicy";
+
+// The CRD is not installed: the list of its kind answered 404 (the
+// reflector reports it as "list <kind>: HTTP 404: ...").
+bool KindAbsent(const Reflector& r, const ReflectorState& st) {
+  return r.spec().kind == kAuthzKind && !st.synced &&
+         absl::StartsWith(st.error, absl::StrCat("list ", kAuthzKind, ": HTTP 404"));
+}
 
 std::string Seconds(Clock::duration d) {
   char buf[32];
@@ -295,11 +309,21 @@ void KubernetesSource::Start() {
             [node](const RemotePodObject& p) { return *p.node != node; }),
         {"RemotePod", "/api/v1/pods", "", opts_.remote_pods_max_list_bytes});
   }
+  if (opts_.authorization_policies) {
+    const AuthzLimits limits = opts_.authz;
+    add(std::make_unique<Store<AuthorizationPolicy>>(
+            kAuthzKind, c, &Cache::authz_policies,
+            [limits](const Json& j) { return ParseAuthorizationPolicy(j, limits); }, nullptr),
+        {kAuthzKind, "/apis/security.istio.io/v1/authorizationpolicies", ""});
+  }
   for (auto& r : reflectors_) r->Start();
 }
 
 bool KubernetesSource::synced() const {
-  return std::all_of(reflectors_.begin(), reflectors_.end(), [](const auto& r) { return r->state().synced; });
+  return std::all_of(reflectors_.begin(), reflectors_.end(), [](const auto& r) {
+    auto st = r->state();
+    return st.synced || KindAbsent(*r, st);
+  });
 }
 
 std::map<std::string, ReflectorState> KubernetesSource::reflector_states() const {
@@ -326,6 +350,7 @@ std::string KubernetesSource::HealthText() const {
   std::string error;
   for (const auto& r : reflectors_) {
     auto st = r->state();
+    if (KindAbsent(*r, st)) continue;  // an optional CRD that is not installed: nothing wrong
     if (!st.synced) {
       all_synced = false;
       waiting.push_back(r->spec().kind);
@@ -381,6 +406,8 @@ Snapshot KubernetesSource::Build(bool* pending) {
                      (rp.mode == PodMode::kInherit && ns_it != ns_modes.end() && ns_it->second == "enabled");
       snap.remote_pods.push_back(std::move(out));
     }
+    snap.authorization_policies.reserve(cache_->authz_policies.size());
+    for (const auto& [key, policy] : cache_->authz_policies) snap.authorization_policies.push_back(policy);
   }
 
   // Locating touches the filesystem: done outside the lock so the watches
@@ -442,6 +469,14 @@ absl::StatusOr<std::optional<Snapshot>> KubernetesSource::Poll() {
   }
   if (have_built_ && version == built_version_ && !pending_pods_ && now < next_relocate_) {
     return std::optional<Snapshot>();
+  }
+  {
+    std::lock_guard lock(cache_->mu);
+    if (cache_->authz_policies.size() > opts_.authz.max_policies) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "kubernetes: ", cache_->authz_policies.size(), " AuthorizationPolicies, more than the limit of ",
+          opts_.authz.max_policies, "; not publishing a snapshot without some of them"));
+    }
   }
   bool pending = false;
   Snapshot snap = Build(&pending);

@@ -1,6 +1,7 @@
 // The Kubernetes endpoint source: mirrors Services, EndpointSlices,
-// Namespaces and this node's Pods from the API server, and a compact view
-// of every other node's pods (remote_pods), (list + watch on
+// Namespaces and this node's Pods from the API server, a compact view
+// of every other node's pods (remote_pods) and Istio AuthorizationPolicies
+// (when the CRD is installed), (list + watch on
 // background threads, see reflector.h) and turns them into the agent's
 // Snapshot: the node's pods with their enrollment (label ringmesh.io/mode
 // on the pod or its namespace, opt-out and fail-mode annotations), cgroup
@@ -74,6 +75,19 @@ struct KubernetesOptions {
   // reflector.max_list_bytes; the store keeps ~200 bytes of each pod's
   // several KiB of JSON). 4 GiB: 100k pods at up to 40 KiB each.
   size_t remote_pods_max_list_bytes = size_t{4} << 30;
+
+  // Also watch Istio AuthorizationPolicies cluster-wide
+  // (security.istio.io/v1) into Snapshot::authorization_policies. Where the
+  // CRD is not installed the list answers 404: the kind then counts as
+  // listed and empty, so Poll() is not held back, and the list is retried
+  // with the reflector's backoff (growing to reflector.backoff_max) until
+  // the CRD appears. Any other failure (e.g. 403: the agent's ClusterRole
+  // lacks authorizationpolicies) holds Poll() back like the other kinds:
+  // publishing without the policies would silently drop every DENY.
+  bool authorization_policies = true;
+  // Bounds on policies; more than authz.max_policies makes Poll() fail
+  // (the last snapshot keeps serving) rather than drop some.
+  AuthzLimits authz;
 };
 
 class KubernetesSource : public EndpointSource {

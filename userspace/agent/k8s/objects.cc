@@ -488,4 +488,9 @@ absl::StatusOr<std::optional<RemotePodObject>> ParseRemotePod(const Json& object
   return std::optional<RemotePodObject>(out);
 }
 
+absl::StatusOr<std::optional<AuthorizationPolicy>> ParseAuthorizationPolicy(const Json& object,
+                                                                            const AuthzLimits& limits) {
+  return ParseIstioAuthorizationPolicy(object, limits);
+}
+
 }  // namespace ringmesh::agent::k8s

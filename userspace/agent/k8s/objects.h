@@ -1,5 +1,6 @@
 // Typed, validated views of the Kubernetes objects the endpoint source
-// watches (Services, EndpointSlices, Namespaces, Pods), parsed from the API
+// watches (Services, EndpointSlices, Namespaces, Pods, Istio
+// AuthorizationPolicies), parsed from the API
 // server's JSON. Parsing is the trust boundary: everything the API server
 // sends goes through these functions, which never throw and never crash on
 // unexpected input; an object that does not validate comes back as an error
@@ -155,6 +156,14 @@ absl::StatusOr<std::optional<NamespaceObject>> ParseNamespace(const Json& object
 // Rejects a pod whose metadata.uid is not a UUID (IsPodUid): the UID
 // becomes part of the pod's cgroup path.
 absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object);
+
+// An Istio AuthorizationPolicy (security.istio.io/v1 or v1beta1, same
+// schema), through the parser the node file uses (snapshot.h,
+// ParseIstioAuthorizationPolicy): nullopt for CUSTOM and targetRef(s)
+// policies, which waypoints enforce; errors name the field. The caller
+// bounds the number of policies (AuthzLimits::max_policies).
+absl::StatusOr<std::optional<AuthorizationPolicy>> ParseAuthorizationPolicy(const Json& object,
+                                                                            const AuthzLimits& limits = {});
 
 // A running pod with an IP that is not on the host network, in the compact
 // form; nullopt for the others (they cannot be tunnelled to).
