@@ -178,13 +178,26 @@ fi
 [[ ! -e $cg ]] || left+=" cgroup:$cg"
 [[ ! -e $pinroot ]] || left+=" pins:$pinroot"
 [[ ! -e $tmp ]] || left+=" tmp:$tmp"
-for pid in $pids; do
-  if [[ -e /proc/$pid/stat ]] &&
-    [[ $(awk '{sub(/.*\) /, ""); print $20}' "/proc/$pid/stat") == "${starttime[$pid]}" ]] &&
-    [[ $(awk '{sub(/.*\) /, ""); print $1}' "/proc/$pid/stat") != Z ]]; then
-    left+=" process:$pid"
-  fi
+# A process is left if it still lives (same start time, not a zombie) 5 s
+# after teardown: rm_teardown waited for what it stopped, but an exit can
+# still be finishing when it returns (ASan's is slow), and /proc/PID/stat
+# may vanish between two reads, so it is read once per look.
+still_there() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  local -a f=(${stat##*) })
+  [[ ${f[19]} == "${starttime[$1]}" && ${f[0]} != Z ]]
+}
+lingering=""
+for ((i = 0; i < 50; i++)); do
+  lingering=""
+  for pid in $pids; do
+    if still_there "$pid"; then lingering+=" $pid"; fi
+  done
+  [[ -n $lingering ]] || break
+  sleep 0.1
 done
+for pid in $lingering; do left+=" process:$pid"; done
 for ((i = 0; i < 30; i++)); do
   bpftool link show id "$pinned_link_id" >/dev/null 2>&1 ||
     bpftool link show id "$held_link_id" >/dev/null 2>&1 ||
