@@ -8,6 +8,9 @@
 #   int    waits in a foreground `sleep` for the parent's SIGINT to the group
 #   kill9  waits for the parent's SIGKILL: no trap runs, the watchdog of
 #          lib.sh has to notice and tear the run down
+#   killgroup waits for the parent's SIGKILL to its whole process group,
+#          the watchdog included: nothing of the run can clean up, the
+#          next run's rm_init has to (rm_gc_stale_runs)
 #   timeout runs a long foreground command in a pod; the parent set a short
 #          RM_TIMEOUT_S, so the watchdog must SIGTERM the test and then kill
 #          the pod's command that holds the trap back
@@ -50,7 +53,7 @@ rm_wait_port a1 "$(rm_pod_ip a1)" 8080 10
 rm_exec b1 "$RM_TCP" connect --to "$(rm_pod_ip a1):8080" --count 3 >/dev/null
 
 case $mode in
-  term | kill9)
+  term | kill9 | killgroup)
     echo ready >"$RM_EXPORT_DIR/ready"
     rm_sleep 60
     ;;

@@ -4,7 +4,8 @@
 # command under set -e; SIGTERM while waiting; SIGINT to the process group
 # during a foreground command, like Ctrl-C; SIGTERM at a random moment while
 # pods are being added; SIGKILL, which only the harness watchdog can clean
-# up after) and checks that each child failed and that none of
+# up after; SIGKILL to the whole group, watchdog included, which only the
+# next run's rm_init can clean up after) and checks that each child failed and that none of
 # its namespaces, cgroups, pins, bpf links, maps or processes remain. A last
 # child leaks a bpf_link on purpose, to prove the leak check catches it.
 set -euo pipefail
@@ -127,6 +128,8 @@ run_child() {
     fi
     if [[ $sig == INT ]]; then
       kill -INT -- "-$pid"
+    elif [[ $mode == killgroup ]]; then
+      kill "-$sig" -- "-$pid"
     else
       kill "-$sig" "$pid"
     fi
@@ -171,6 +174,16 @@ run_child() {
     done
     grep -q 'watchdog: test shell .* ended without teardown' "$dir/out" ||
       _child_fail "$dir" "the watchdog did not take over after SIGKILL"
+  elif [[ $mode == killgroup ]]; then
+    # Shell and watchdog died together: the run is still all there...
+    sleep 2
+    [[ $(_exists_now "$id" | tr '\n' ' ') == [1-9]*cgroup* ]] ||
+      _child_fail "$dir" "nothing of the killed run left to collect: the test would prove nothing"
+    # ...until the next run starts, whose rm_init tears it down.
+    bash -c "source '${CHILD%/*}/lib.sh'; rm_init gc_probe" >"$dir/next.out" 2>&1 ||
+      _child_fail "$dir" "the next run failed: $(cat "$dir/next.out")"
+    grep -q "run $id: stale" "$dir/next.out" ||
+      _child_fail "$dir" "the next run did not collect the killed run: $(cat "$dir/next.out")"
   else
     grep -q "FAIL abort_child_$mode (exit $want_rc)" "$dir/out" ||
       _child_fail "$dir" "child ($mode) did not report its failure"
@@ -205,6 +218,7 @@ run_child fail none 1
 run_child term TERM 143
 run_child int INT 130
 run_child kill9 KILL 137
+run_child killgroup KILL 137
 run_child timeout none 143
 # A signal at a random point may land while bash is in the middle of
 # parsing a command substitution; bash then reports a syntax error and

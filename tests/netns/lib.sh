@@ -35,8 +35,10 @@
 #   (print every spawned process's log at exit, not only on failure),
 #   RM_TIMEOUT_S / RM_TIMEOUT_GRACE_S (the watchdog, see _rm_start_watchdog;
 #   tests/netns/CMakeLists.txt sets RM_TIMEOUT_S under ctest's timeout).
-# - A run killed together with its watchdog (SIGKILL to the whole group)
-#   leaves its things; gc_stale_runs.sh lists such runs and removes them.
+# - A run killed together with its watchdog (SIGKILL to the whole group, or
+#   to every process of a session that ends) leaves its things: no trap runs
+#   then. The next run's rm_init tears such runs down (rm_gc_stale_runs);
+#   gc_stale_runs.sh does the same by hand.
 
 if [[ -n ${_RM_LIB_LOADED:-} ]]; then
   return 0
@@ -217,6 +219,45 @@ rm_tool() {
   printf '%s\n' "$p"
 }
 
+# rm_gc_stale_runs DELETE: lists the runs whose test shell is gone without
+# its teardown (killed with SIGKILL together with its watchdog, or a crash)
+# and, when DELETE is 1, tears each one down with rm_teardown. A run whose
+# owner is alive, or whose owner cannot be established (no owner file yet:
+# a run inside its rm_init), is never touched. Needs RM_CG2.
+rm_gc_stale_runs() {
+  local delete=$1 ids id tmp pid start stale=0
+  ids=$({
+    ip netns list | awk '{print $1}' | sed -n 's/^rmt\([a-z0-9]\{1,20\}\)-.*/\1/p'
+    find "$RM_CG2" -maxdepth 1 -name 'ringmesh-test-*' -printf '%f\n' | sed 's/^ringmesh-test-//'
+    find "$RM_BPFFS" -maxdepth 1 -name 'ringmesh-test-*' -printf '%f\n' 2>/dev/null | sed 's/^ringmesh-test-//'
+  } | grep -E '^[a-z0-9]{1,20}$' | sort -u || true)
+  for id in $ids; do
+    tmp=$(compgen -G "${TMPDIR:-/tmp}/ringmesh-test-$id.*" | head -n 1 || true)
+    if [[ -z $tmp || ! -s $tmp/owner ]]; then
+      echo "run $id: owner unknown (no ${TMPDIR:-/tmp}/ringmesh-test-$id.*/owner), left alone"
+      continue
+    fi
+    read -r pid start <"$tmp/owner"
+    if [[ $(_rm_starttime "$pid") == "$start" && $(_rm_proc_state "$pid") != Z ]]; then
+      echo "run $id: owner pid $pid alive, left alone"
+      continue
+    fi
+    stale=$((stale + 1))
+    echo "run $id: stale (owner pid $pid gone)"
+    if ((delete)); then
+      (
+        RM_TEST="gc-$id" RM_ID=$id RM_NS_PREFIX="rmt$id-" RM_TMP=$tmp
+        RM_CG="$RM_CG2/ringmesh-test-$id" RM_PINROOT="$RM_BPFFS/ringmesh-test-$id"
+        _RM_TORN_DOWN=0
+        rm_teardown
+      ) || echo "run $id: teardown reported leftovers"
+    fi
+  done
+  if ((stale > 0)); then
+    echo "$stale stale run(s)$( ((delete)) && echo ' torn down' || echo '; rerun with --delete to remove them')"
+  fi
+}
+
 # rm_init [NAME]: checks privileges, makes the run cgroup, pin root, temp
 # dir and netns prefix, installs the traps. Sets RM_ID, RM_CG, RM_PINROOT,
 # RM_NS_PREFIX, RM_TMP, RM_TCP, RM_BPF_LINK.
@@ -246,6 +287,9 @@ rm_init() {
       rm_skip "cannot mount bpffs at $RM_BPFFS"
     fi
   fi
+
+  # What runs killed beyond their traps left behind (their owner is gone).
+  rm_gc_stale_runs 1 >&2
 
   # Random part so aborted runs never collide; pid part to find the owner.
   RM_ID=${RM_RUN_ID:-$(_rm_hex 3)p$$}
