@@ -208,12 +208,14 @@ TEST(AuthzSnapshotJson, RoundTrips) {
   EXPECT_EQ(*back, s);
 }
 
-TEST(AuthzSnapshotJson, LeftOutWhenEmptyAndInVersion1) {
+TEST(AuthzSnapshotJson, LeftOutWhenEmptyAndBeforeSchema3) {
   Snapshot s;
   EXPECT_FALSE(SnapshotToJson(s).contains("authorizationPolicies"));
   s.authorization_policies = {RichPolicy()};
   EXPECT_TRUE(SnapshotToJson(s).contains("authorizationPolicies"));
-  EXPECT_FALSE(SnapshotToJson(s, RemotePodsInJson::kOmit).contains("authorizationPolicies"));
+  EXPECT_TRUE(SnapshotToJson(s, 3).contains("authorizationPolicies"));
+  EXPECT_FALSE(SnapshotToJson(s, 2).contains("authorizationPolicies"));
+  EXPECT_FALSE(SnapshotToJson(s, 1).contains("authorizationPolicies"));
 }
 
 std::string DecodeError(const std::string& policies, const AuthzLimits& limits = {}) {

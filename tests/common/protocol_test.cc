@@ -136,7 +136,7 @@ TEST(SnapshotJson, RemotePods) {
   Snapshot none = RichSnapshot();
   none.remote_pods.clear();
   EXPECT_FALSE(SnapshotToJson(none).contains("remotePods"));
-  EXPECT_EQ(*EncodeSnapshotJson(RichSnapshot(), -1, RemotePodsInJson::kOmit), *EncodeSnapshotJson(none));
+  EXPECT_EQ(*EncodeSnapshotJson(RichSnapshot(), -1, 1), *EncodeSnapshotJson(none));
 
   // Only the identifying fields are required.
   auto minimal = DecodeSnapshotJson(R"({"remotePods": [{"namespace": "a", "name": "b", "node": "c"}]})");
@@ -157,7 +157,7 @@ std::string DecodeError(const std::function<void(nlohmann::json&)>& edit) {
 TEST(SnapshotJson, RejectsWithJsonPath) {
   using J = nlohmann::json;
   EXPECT_EQ(DecodeError([](J& j) { j["pods"][0]["ips"] = "198.18.1.2"; }),
-            "$.pods[0].ips: expected an array, got a string");
+            "$.pods[0].ips: expected a list, got a string");
   EXPECT_EQ(DecodeError([](J& j) { j["pods"][0]["ips"][1] = "1.2.3.400"; }),
             "$.pods[0].ips[1]: \"1.2.3.400\" is not an IP address");
   EXPECT_EQ(DecodeError([](J& j) { j["pods"][0]["ips"][1] = 7; }),
@@ -196,7 +196,7 @@ TEST(SnapshotJson, RejectsWithJsonPath) {
             "$.services[0].endpoints[1].ready: expected a boolean, got a string");
   EXPECT_EQ(DecodeError([](J& j) { j["pods"][0]["labels"]["app"] = 1; }),
             "$.pods[0].labels.app: expected a string, got an integer");
-  EXPECT_EQ(DecodeError([](J& j) { j = J::array(); }), "$: expected an object, got an array");
+  EXPECT_EQ(DecodeError([](J& j) { j = J::array(); }), "$: expected a mapping, got a list");
 }
 
 TEST(SnapshotJson, RejectsBadRemotePodsWithJsonPath) {
@@ -212,7 +212,7 @@ TEST(SnapshotJson, RejectsBadRemotePodsWithJsonPath) {
   EXPECT_EQ(DecodeError([](J& j) { j["remotePods"][0]["serviceAccount"] = 7; }),
             "$.remotePods[0].serviceAccount: expected a string, got an integer");
   EXPECT_EQ(DecodeError([](J& j) { j["remotePods"] = J::object(); }),
-            "$.remotePods: expected an array, got an object");
+            "$.remotePods: expected a list, got a mapping");
 }
 
 TEST(SnapshotJson, RejectsBadText) {
@@ -319,8 +319,10 @@ TEST(ProtocolCodec, NegotiatesVersions) {
   EXPECT_EQ(Msg(NegotiateVersion(new_agent, old_proxy).status()), kUpgradeProxy);
   EXPECT_EQ(Msg(NegotiateVersion(old_proxy, new_agent).status()), kUpgradeProxy);
 
-  // This build still speaks version 1 with the previous release.
-  EXPECT_EQ(kMaxProtocolVersion, kRemotePodsVersion);
+  // This build still speaks versions 1 and 2 with the previous releases.
+  EXPECT_EQ(kMaxProtocolVersion, kAuthorizationPoliciesVersion);
+  EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kAgent), Hello{Role::kProxy, 1, 2, "0.2.0"}), 2);
+  EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kProxy), Hello{Role::kAgent, 1, 2, "0.2.0"}), 2);
   EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kAgent), Hello{Role::kProxy, 1, 1, "0.1.0"}), 1);
   EXPECT_EQ(*NegotiateVersion(LocalHello(Role::kProxy), Hello{Role::kAgent, 1, 1, "0.1.0"}), 1);
 
@@ -642,11 +644,41 @@ TEST(ProtocolVersions, VersionOneProxyGetsSnapshotsWithoutRemotePods) {
   EXPECT_EQ(got->version, 1);
   EXPECT_EQ(got->snapshot, want);
 
-  // The current version carries them.
+  // Version 2 carries them.
   ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, kRemotePodsVersion).ok());
   got = ReceiveSnapshot(sp.proxy.get());
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->version, kRemotePodsVersion);
+  EXPECT_EQ(got->snapshot, s);
+}
+
+// A proxy of protocol version 2 (before AuthorizationPolicies) gets the
+// remote pods but not the policies: it would reject the unknown field and
+// so every snapshot, which would stop its updates altogether.
+TEST(ProtocolVersions, VersionTwoProxyGetsSnapshotsWithoutPolicies) {
+  SocketPair sp;
+  Snapshot s = RichSnapshot();
+  s.generation = 22;
+  AuthorizationPolicy deny;
+  deny.ns = "default";
+  deny.name = "deny-ops";
+  deny.action = AuthzAction::kDeny;
+  deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"ops"}}}}};
+  s.authorization_policies = {deny};
+  ASSERT_FALSE(s.remote_pods.empty());
+
+  ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, 2).ok());
+  auto got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->version, 2);
+  Snapshot want = s;
+  want.authorization_policies.clear();
+  EXPECT_EQ(got->snapshot, want);
+
+  ASSERT_TRUE(SendSnapshot(sp.agent.get(), s, {-1, -1}, kAuthorizationPoliciesVersion).ok());
+  got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->version, 3);
   EXPECT_EQ(got->snapshot, s);
 }
 
@@ -682,7 +714,7 @@ void SendJsonSnapshot(int fd, uint64_t generation, const std::string& json, uint
           .ok());
 }
 
-TEST(ProtocolVersions, ReceiverChecksRemotePodsAgainstTheVersion) {
+TEST(ProtocolVersions, ReceiverChecksRemotePodsAndPoliciesAgainstTheVersion) {
   SocketPair sp;
   const std::string json =
       R"({"generation": 30, "remotePods": [{"namespace": "a", "name": "b", "node": "n", "ips": ["198.18.2.1"]},
@@ -707,6 +739,19 @@ TEST(ProtocolVersions, ReceiverChecksRemotePodsAgainstTheVersion) {
   got = ReceiveSnapshot(sp.proxy.get());
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->snapshot.remote_pods.size(), 2u);
+
+  // Policies need version 3.
+  const std::string policies =
+      R"({"generation": 32, "authorizationPolicies": [{"namespace": "a", "name": "p", "action": "DENY"}]})";
+  SendJsonSnapshot(sp.agent.get(), 32, policies, 2, 2);
+  got = ReceiveSnapshot(sp.proxy.get());
+  EXPECT_EQ(Msg(got.status()),
+            "generation 32 rejected: AuthorizationPolicies in protocol version 2; they need version 3");
+  EXPECT_EQ(RejectedGeneration(got.status()), 32u);
+  SendJsonSnapshot(sp.agent.get(), 32, policies, 3, 3);
+  got = ReceiveSnapshot(sp.proxy.get());
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->snapshot.authorization_policies.size(), 1u);
 
   // One snapshot, one version.
   SendJsonSnapshot(sp.agent.get(), 31, R"({"generation": 31})", 2, 1);

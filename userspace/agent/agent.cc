@@ -321,6 +321,12 @@ absl::Status Agent::Run() {
           spdlog::warn("the proxy speaks protocol {}: it is not told about pods of other nodes; upgrade it",
                        conn->version);
         }
+        if (conn->version < proto::kAuthorizationPoliciesVersion) {
+          spdlog::warn(
+              "the proxy speaks protocol {}: it is not given AuthorizationPolicies and enforces none; "
+              "upgrade it",
+              conn->version);
+        }
         proxies_.push_back(ProxyConn{std::move(conn->fd), 0, conn->version});
         Publish(proxies_.back());
         std::erase_if(proxies_, [](const ProxyConn& c) { return !c.fd; });

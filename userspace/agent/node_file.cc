@@ -27,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "bpf/include/ringmesh/abi.h"
+#include "userspace/common/status_macros.h"
 #include "userspace/common/unique_fd.h"
 
 namespace ringmesh::agent {
@@ -34,13 +35,6 @@ namespace ringmesh::agent {
 static_assert(kMaxOptOutPorts == RM_MAX_OPT_OUT_PORTS, "opt-out ports must fit the BPF pod value");
 
 namespace {
-
-#define RM_RETURN_IF_ERROR(expr)        \
-  do {                                  \
-    if (auto _st = (expr); !_st.ok()) { \
-      return _st;                       \
-    }                                   \
-  } while (0)
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 

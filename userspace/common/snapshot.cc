@@ -8,6 +8,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "userspace/common/json_fields.h"
+#include "userspace/common/status_macros.h"
 
 namespace ringmesh {
 
@@ -77,52 +79,10 @@ namespace {
 
 using Json = nlohmann::json;
 
-#define RM_RETURN_IF_ERROR(expr)        \
-  do {                                  \
-    if (auto _st = (expr); !_st.ok()) { \
-      return _st;                       \
-    }                                   \
-  } while (0)
-
-absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
-std::string Quote(std::string_view s) {
-  constexpr size_t kMax = 80;
-  return absl::StrCat("\"", absl::CHexEscape(absl::string_view(s.data(), std::min(s.size(), kMax))),
-                      s.size() > kMax ? "...\"" : "\"");
-}
-
-absl::Status FieldError(const std::string& path, std::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ": ", AV(message)));
-}
-
-const char* JsonTypeName(const Json& j) {
-  if (j.is_number_integer() || j.is_number_unsigned()) return "an integer";
-  if (j.is_number_float()) return "a fractional number";
-  if (j.is_string()) return "a string";
-  if (j.is_boolean()) return "a boolean";
-  if (j.is_array()) return "a list";
-  if (j.is_object()) return "a mapping";
-  if (j.is_null()) return "null";
-  return "something else";
-}
-
-absl::Status WrongType(const std::string& path, std::string_view expected, const Json& got) {
-  return FieldError(path, absl::StrCat("expected ", AV(expected), ", got ", JsonTypeName(got)));
-}
-
-// Unknown fields are errors: a misspelt `notPrincipal` silently ignored
-// would turn a DENY into nothing.
-absl::Status CheckKeys(const Json& j, const std::string& path,
-                       std::initializer_list<std::string_view> known) {
-  if (!j.is_object()) return WrongType(path, "a mapping", j);
-  for (const auto& [key, value] : j.items()) {
-    bool found = false;
-    for (auto k : known) found = found || k == key;
-    if (!found) return FieldError(path, absl::StrCat("unknown field ", Quote(key)));
-  }
-  return absl::OkStatus();
-}
+using json_fields::CheckKeys;
+using json_fields::FieldError;
+using json_fields::Quote;
+using json_fields::WrongType;
 
 // Kubernetes sends absent lists as null as often as it leaves them out.
 const Json* Get(const Json& obj, const char* key) {

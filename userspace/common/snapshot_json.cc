@@ -9,6 +9,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "userspace/common/json_fields.h"
+#include "userspace/common/status_macros.h"
 
 namespace ringmesh {
 namespace {
@@ -118,46 +120,12 @@ Json PolicyToJson(const AuthorizationPolicy& p) {
 
 // --- decoding -------------------------------------------------------------
 
-absl::Status Error(const std::string& path, absl::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ": ", message));
-}
-
-const char* TypeName(const Json& j) {
-  if (j.is_number_unsigned() || j.is_number_integer()) return "an integer";
-  if (j.is_number_float()) return "a fractional number";
-  if (j.is_string()) return "a string";
-  if (j.is_boolean()) return "a boolean";
-  if (j.is_array()) return "an array";
-  if (j.is_object()) return "an object";
-  if (j.is_null()) return "null";
-  return "something else";
-}
-
-absl::Status WrongType(const std::string& path, absl::string_view expected, const Json& got) {
-  return Error(path, absl::StrCat("expected ", expected, ", got ", TypeName(got)));
-}
-
-std::string Quote(absl::string_view s) {
-  constexpr size_t kMax = 80;
-  std::string out = absl::CHexEscape(s.substr(0, kMax));
-  return absl::StrCat("\"", out, s.size() > kMax ? "...\"" : "\"");
-}
-
-std::string Child(const std::string& path, absl::string_view field) { return absl::StrCat(path, ".", field); }
-std::string Index(const std::string& path, size_t i) { return absl::StrCat(path, "[", i, "]"); }
-
-// Rejects unknown fields, so a schema change cannot be silently ignored by
-// an old reader.
-absl::Status CheckObject(const Json& j, const std::string& path,
-                         std::initializer_list<absl::string_view> known) {
-  if (!j.is_object()) return WrongType(path, "an object", j);
-  for (const auto& [key, value] : j.items()) {
-    bool found = false;
-    for (auto k : known) found = found || k == key;
-    if (!found) return Error(path, absl::StrCat("unknown field ", Quote(key)));
-  }
-  return absl::OkStatus();
-}
+using json_fields::CheckKeys;  // an old reader never silently ignores a newer writer's field
+using json_fields::Child;
+using json_fields::FieldError;
+using json_fields::Index;
+using json_fields::Quote;
+using json_fields::WrongType;
 
 // Required fields fail when absent; optional ones leave *out untouched.
 const Json* Field(const Json& obj, const char* key) {
@@ -166,7 +134,7 @@ const Json* Field(const Json& obj, const char* key) {
 }
 
 absl::Status Required(const Json& obj, const std::string& path, const char* key) {
-  if (!obj.contains(key)) return Error(Child(path, key), "required field missing");
+  if (!obj.contains(key)) return FieldError(Child(path, key), "required field missing");
   return absl::OkStatus();
 }
 
@@ -184,11 +152,11 @@ absl::Status GetBool(const Json& j, const std::string& path, bool* out) {
 
 absl::Status GetUint(const Json& j, const std::string& path, uint64_t max, uint64_t* out) {
   if (!j.is_number_unsigned()) {
-    if (j.is_number_integer()) return Error(path, absl::StrCat(j.get<int64_t>(), " is negative"));
+    if (j.is_number_integer()) return FieldError(path, absl::StrCat(j.get<int64_t>(), " is negative"));
     return WrongType(path, "an unsigned integer", j);
   }
   uint64_t v = j.get<uint64_t>();
-  if (v > max) return Error(path, absl::StrCat(v, " is out of range (at most ", max, ")"));
+  if (v > max) return FieldError(path, absl::StrCat(v, " is out of range (at most ", max, ")"));
   *out = v;
   return absl::OkStatus();
 }
@@ -196,7 +164,7 @@ absl::Status GetUint(const Json& j, const std::string& path, uint64_t max, uint6
 absl::Status GetPort(const Json& j, const std::string& path, uint16_t* out) {
   if (!j.is_number_unsigned() && !j.is_number_integer()) return WrongType(path, "a port number", j);
   bool in_range = j.is_number_unsigned() && j.get<uint64_t>() >= 1 && j.get<uint64_t>() <= 65535;
-  if (!in_range) return Error(path, absl::StrCat(j.dump(), " is not a port (1-65535)"));
+  if (!in_range) return FieldError(path, absl::StrCat(j.dump(), " is not a port (1-65535)"));
   *out = static_cast<uint16_t>(j.get<uint64_t>());
   return absl::OkStatus();
 }
@@ -205,7 +173,7 @@ absl::Status GetIp(const Json& j, const std::string& path, IpAddress* out) {
   if (!j.is_string()) return WrongType(path, "an IP address string", j);
   const auto& s = j.get_ref<const std::string&>();
   auto ip = IpAddress::Parse(s);
-  if (!ip) return Error(path, absl::StrCat(Quote(s), " is not an IP address"));
+  if (!ip) return FieldError(path, absl::StrCat(Quote(s), " is not an IP address"));
   *out = *ip;
   return absl::OkStatus();
 }
@@ -214,14 +182,14 @@ absl::Status GetCidr(const Json& j, const std::string& path, Cidr* out) {
   if (!j.is_string()) return WrongType(path, "a CIDR string", j);
   const auto& s = j.get_ref<const std::string&>();
   auto cidr = Cidr::Parse(s);
-  if (!cidr) return Error(path, absl::StrCat(Quote(s), " is not a CIDR"));
+  if (!cidr) return FieldError(path, absl::StrCat(Quote(s), " is not a CIDR"));
   *out = *cidr;
   return absl::OkStatus();
 }
 
 template <typename T, typename Fn>
 absl::Status GetArray(const Json& j, const std::string& path, std::vector<T>* out, Fn&& element) {
-  if (!j.is_array()) return WrongType(path, "an array", j);
+  if (!j.is_array()) return WrongType(path, "a list", j);
   out->clear();
   out->reserve(j.size());
   for (size_t i = 0; i < j.size(); ++i) {
@@ -242,34 +210,27 @@ absl::Status GetEnum(const Json& j, const std::string& path, std::optional<E> (*
   bool canonical = false;
   for (auto a : allowed) canonical = canonical || a == s;
   if (!v || !canonical) {
-    return Error(path, absl::StrCat("unknown value ", Quote(s), " (expected one of ",
-                                    absl::StrJoin(allowed, ", "), ")"));
+    return FieldError(path, absl::StrCat("unknown value ", Quote(s), " (expected one of ",
+                                         absl::StrJoin(allowed, ", "), ")"));
   }
   *out = *v;
   return absl::OkStatus();
 }
 
-#define RM_RETURN_IF_ERROR(expr)        \
-  do {                                  \
-    if (auto _st = (expr); !_st.ok()) { \
-      return _st;                       \
-    }                                   \
-  } while (0)
-
 absl::Status GetMode(const Json& v, const std::string& p, bool* enrolled) {
   if (!v.is_string()) return WrongType(p, "a string", v);
   const auto& s = v.get_ref<const std::string&>();
   if (s != "enabled" && s != "disabled") {
-    return Error(p, absl::StrCat("unknown value ", Quote(s), " (expected one of enabled, disabled)"));
+    return FieldError(p, absl::StrCat("unknown value ", Quote(s), " (expected one of enabled, disabled)"));
   }
   *enrolled = s == "enabled";
   return absl::OkStatus();
 }
 
 absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path,
-                                 {"namespace", "name", "uid", "serviceAccount", "netns", "cgroup", "ips",
-                                  "labels", "mode", "failMode", "optOutPorts", "optOutCidrs", "podId"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path,
+                               {"namespace", "name", "uid", "serviceAccount", "netns", "cgroup", "ips",
+                                "labels", "mode", "failMode", "optOutPorts", "optOutCidrs", "podId"}));
   RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
   RM_RETURN_IF_ERROR(Required(j, path, "name"));
   for (const auto& [key, v] : j.items()) {
@@ -289,7 +250,7 @@ absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
     } else if (key == "ips") {
       RM_RETURN_IF_ERROR(GetArray(v, p, &pod->ips, GetIp));
     } else if (key == "labels") {
-      if (!v.is_object()) return WrongType(p, "an object", v);
+      if (!v.is_object()) return WrongType(p, "a mapping", v);
       pod->labels.clear();
       for (const auto& [lk, lv] : v.items()) {
         RM_RETURN_IF_ERROR(GetString(lv, Child(p, lk), &pod->labels[lk]));
@@ -312,7 +273,7 @@ absl::Status DecodePod(const Json& j, const std::string& path, Pod* pod) {
 }
 
 absl::Status DecodeRemotePod(const Json& j, const std::string& path, RemotePod* pod) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"namespace", "name", "serviceAccount", "node", "ips", "mode"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"namespace", "name", "serviceAccount", "node", "ips", "mode"}));
   RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
   RM_RETURN_IF_ERROR(Required(j, path, "name"));
   RM_RETURN_IF_ERROR(Required(j, path, "node"));
@@ -336,7 +297,7 @@ absl::Status DecodeRemotePod(const Json& j, const std::string& path, RemotePod* 
 }
 
 absl::Status DecodeServicePort(const Json& j, const std::string& path, ServicePort* port) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"name", "port", "targetPort", "protocol"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"name", "port", "targetPort", "protocol"}));
   RM_RETURN_IF_ERROR(Required(j, path, "port"));
   RM_RETURN_IF_ERROR(GetPort(j["port"], Child(path, "port"), &port->port));
   port->target_port = port->port;
@@ -352,7 +313,7 @@ absl::Status DecodeServicePort(const Json& j, const std::string& path, ServicePo
 }
 
 absl::Status DecodeEndpoint(const Json& j, const std::string& path, Endpoint* ep) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"ip", "ready", "pod"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"ip", "ready", "pod"}));
   RM_RETURN_IF_ERROR(Required(j, path, "ip"));
   RM_RETURN_IF_ERROR(GetIp(j["ip"], Child(path, "ip"), &ep->ip));
   if (const Json* v = Field(j, "ready")) RM_RETURN_IF_ERROR(GetBool(*v, Child(path, "ready"), &ep->ready));
@@ -361,7 +322,7 @@ absl::Status DecodeEndpoint(const Json& j, const std::string& path, Endpoint* ep
 }
 
 absl::Status DecodeService(const Json& j, const std::string& path, Service* svc) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"namespace", "name", "vips", "ports", "lb", "endpoints"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"namespace", "name", "vips", "ports", "lb", "endpoints"}));
   RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
   RM_RETURN_IF_ERROR(Required(j, path, "name"));
   for (const auto& [key, v] : j.items()) {
@@ -386,12 +347,12 @@ absl::Status DecodeService(const Json& j, const std::string& path, Service* svc)
 
 absl::Status GetNonEmptyString(const Json& j, const std::string& path, std::string* out) {
   RM_RETURN_IF_ERROR(GetString(j, path, out));
-  if (out->empty()) return Error(path, "empty value");
+  if (out->empty()) return FieldError(path, "empty value");
   return absl::OkStatus();
 }
 
 absl::Status DecodeAuthzSource(const Json& j, const std::string& path, AuthzSource* s) {
-  RM_RETURN_IF_ERROR(CheckObject(
+  RM_RETURN_IF_ERROR(CheckKeys(
       j, path, {"principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks"}));
   for (const auto& [key, v] : j.items()) {
     std::string p = Child(path, key);
@@ -413,7 +374,7 @@ absl::Status DecodeAuthzSource(const Json& j, const std::string& path, AuthzSour
 }
 
 absl::Status DecodeAuthzOperation(const Json& j, const std::string& path, AuthzOperation* o) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"ports", "notPorts"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"ports", "notPorts"}));
   if (const Json* v = Field(j, "ports"))
     RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "ports"), &o->ports, GetPort));
   if (const Json* v = Field(j, "notPorts")) {
@@ -423,7 +384,7 @@ absl::Status DecodeAuthzOperation(const Json& j, const std::string& path, AuthzO
 }
 
 absl::Status DecodeAuthzRule(const Json& j, const std::string& path, AuthzRule* r) {
-  RM_RETURN_IF_ERROR(CheckObject(j, path, {"from", "to"}));
+  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"from", "to"}));
   if (const Json* v = Field(j, "from")) {
     RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "from"), &r->from, DecodeAuthzSource));
   }
@@ -436,7 +397,7 @@ absl::Status DecodeAuthzRule(const Json& j, const std::string& path, AuthzRule* 
 // a hostile snapshot cannot make the decoder allocate past them.
 absl::Status CheckAuthzJsonSizes(const Json& j, const std::string& path, const AuthzLimits& limits) {
   auto over = [&](const std::string& p, size_t n, size_t max) {
-    return Error(p, absl::StrCat(n, " values, more than the limit of ", max));
+    return FieldError(p, absl::StrCat(n, " values, more than the limit of ", max));
   };
   const Json* rules = Field(j, "rules");
   if (rules == nullptr || !rules->is_array()) return absl::OkStatus();  // the decoder reports types
@@ -469,7 +430,7 @@ absl::Status CheckAuthzJsonSizes(const Json& j, const std::string& path, const A
 absl::Status DecodeAuthorizationPolicy(const Json& j, const std::string& path, const AuthzLimits& limits,
                                        AuthorizationPolicy* p) {
   RM_RETURN_IF_ERROR(
-      CheckObject(j, path, {"namespace", "name", "action", "matchLabels", "rules", "droppedL7Rules"}));
+      CheckKeys(j, path, {"namespace", "name", "action", "matchLabels", "rules", "droppedL7Rules"}));
   RM_RETURN_IF_ERROR(Required(j, path, "namespace"));
   RM_RETURN_IF_ERROR(Required(j, path, "name"));
   RM_RETURN_IF_ERROR(CheckAuthzJsonSizes(j, path, limits));
@@ -482,9 +443,10 @@ absl::Status DecodeAuthorizationPolicy(const Json& j, const std::string& path, c
     } else if (key == "action") {
       RM_RETURN_IF_ERROR(GetEnum(v, pp, ParseAuthzAction, {"ALLOW", "DENY", "AUDIT"}, &p->action));
     } else if (key == "matchLabels") {
-      if (!v.is_object()) return WrongType(pp, "an object", v);
+      if (!v.is_object()) return WrongType(pp, "a mapping", v);
       if (v.size() > limits.max_match_labels) {
-        return Error(pp, absl::StrCat(v.size(), " labels, more than the limit of ", limits.max_match_labels));
+        return FieldError(
+            pp, absl::StrCat(v.size(), " labels, more than the limit of ", limits.max_match_labels));
       }
       p->match_labels.clear();
       for (const auto& [lk, lv] : v.items())
@@ -512,7 +474,7 @@ absl::Status CheckDepth(std::string_view text) {
 
 }  // namespace
 
-nlohmann::json SnapshotToJson(const Snapshot& snapshot, RemotePodsInJson remote_pods) {
+nlohmann::json SnapshotToJson(const Snapshot& snapshot, uint16_t schema) {
   Json pods = Json::array();
   for (const auto& pod : snapshot.pods) pods.push_back(PodToJson(pod));
   Json services = Json::array();
@@ -521,16 +483,14 @@ nlohmann::json SnapshotToJson(const Snapshot& snapshot, RemotePodsInJson remote_
            {"outboundPort", snapshot.outbound_port},
            {"pods", std::move(pods)},
            {"services", std::move(services)}};
-  // Left out when empty, so that a snapshot without remote pods encodes
-  // exactly as in protocol version 1.
-  if (remote_pods == RemotePodsInJson::kInclude && !snapshot.remote_pods.empty()) {
+  // The later fields are also left out when empty, so that a snapshot
+  // without them encodes exactly as in schema 1.
+  if (schema >= kJsonRemotePodsSince && !snapshot.remote_pods.empty()) {
     Json remote = Json::array();
     for (const auto& pod : snapshot.remote_pods) remote.push_back(RemotePodToJson(pod));
     out["remotePods"] = std::move(remote);
   }
-  // Also left out when empty, and with the version 1 schema (kOmit), whose
-  // readers reject unknown fields.
-  if (remote_pods == RemotePodsInJson::kInclude && !snapshot.authorization_policies.empty()) {
+  if (schema >= kJsonAuthorizationPoliciesSince && !snapshot.authorization_policies.empty()) {
     Json policies = Json::array();
     for (const auto& p : snapshot.authorization_policies) policies.push_back(PolicyToJson(p));
     out["authorizationPolicies"] = std::move(policies);
@@ -540,7 +500,7 @@ nlohmann::json SnapshotToJson(const Snapshot& snapshot, RemotePodsInJson remote_
 
 absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json, const AuthzLimits& authz_limits) {
   const std::string root = "$";
-  RM_RETURN_IF_ERROR(CheckObject(
+  RM_RETURN_IF_ERROR(CheckKeys(
       json, root, {"generation", "outboundPort", "pods", "services", "remotePods", "authorizationPolicies"}));
   Snapshot s;
   for (const auto& [key, v] : json.items()) {
@@ -557,8 +517,8 @@ absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json, const Auth
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.remote_pods, DecodeRemotePod));
     } else if (key == "authorizationPolicies") {
       if (v.is_array() && v.size() > authz_limits.max_policies) {
-        return Error(p,
-                     absl::StrCat(v.size(), " policies, more than the limit of ", authz_limits.max_policies));
+        return FieldError(
+            p, absl::StrCat(v.size(), " policies, more than the limit of ", authz_limits.max_policies));
       }
       RM_RETURN_IF_ERROR(GetArray(v, p, &s.authorization_policies,
                                   [&](const Json& e, const std::string& ep, AuthorizationPolicy* out) {
@@ -569,10 +529,9 @@ absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json, const Auth
   return s;
 }
 
-absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent,
-                                               RemotePodsInJson remote_pods) {
+absl::StatusOr<std::string> EncodeSnapshotJson(const Snapshot& snapshot, int indent, uint16_t schema) {
   try {
-    return SnapshotToJson(snapshot, remote_pods)
+    return SnapshotToJson(snapshot, schema)
         .dump(indent, ' ', /*ensure_ascii=*/false, Json::error_handler_t::strict);
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("snapshot cannot be encoded as JSON: ", e.what()));

@@ -64,12 +64,18 @@ namespace ringmesh {
 // the parser's memory, rejected before nlohmann builds the tree.
 inline constexpr int kMaxSnapshotJsonDepth = 16;
 
-// Whether the encoding carries Snapshot::remote_pods. kOmit writes the
-// schema of protocol version 1, whose readers reject the field.
-enum class RemotePodsInJson : uint8_t { kInclude, kOmit };
+// The JSON's schema goes with the agent<->proxy protocol version
+// (snapshot_protocol.h): a field first appears in the version that
+// introduced it, and an encoding for an older version leaves it out, since
+// that version's readers reject unknown fields.
+//   1  generation, outboundPort, pods, services
+//   2  + remotePods
+//   3  + authorizationPolicies
+inline constexpr uint16_t kJsonRemotePodsSince = 2;
+inline constexpr uint16_t kJsonAuthorizationPoliciesSince = 3;
+inline constexpr uint16_t kJsonLatestSchema = 3;
 
-nlohmann::json SnapshotToJson(const Snapshot& snapshot,
-                              RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
+nlohmann::json SnapshotToJson(const Snapshot& snapshot, uint16_t schema = kJsonLatestSchema);
 // authz_limits bound Snapshot::authorization_policies (over a bound: an
 // error naming the field, never a truncated list).
 [[nodiscard]] absl::StatusOr<Snapshot> SnapshotFromJson(const nlohmann::json& json,
@@ -79,7 +85,7 @@ nlohmann::json SnapshotToJson(const Snapshot& snapshot,
 // only when a string in the snapshot is not valid UTF-8, which JSON cannot
 // carry; the node file parser never produces such strings.
 [[nodiscard]] absl::StatusOr<std::string> EncodeSnapshotJson(
-    const Snapshot& snapshot, int indent = -1, RemotePodsInJson remote_pods = RemotePodsInJson::kInclude);
+    const Snapshot& snapshot, int indent = -1, uint16_t schema = kJsonLatestSchema);
 [[nodiscard]] absl::StatusOr<Snapshot> DecodeSnapshotJson(std::string_view text,
                                                           const AuthzLimits& authz_limits = {});
 

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "userspace/common/snapshot_json.h"
+#include "userspace/common/status_macros.h"
 
 #ifndef RINGMESH_RELEASE
 #define RINGMESH_RELEASE "unknown"
@@ -24,13 +25,6 @@
 
 namespace ringmesh::proto {
 namespace {
-
-#define RM_RETURN_IF_ERROR(expr)        \
-  do {                                  \
-    if (auto _st = (expr); !_st.ok()) { \
-      return _st;                       \
-    }                                   \
-  } while (0)
 
 constexpr absl::string_view kRejectedGenerationUrl = "type.ringmesh.dev/proto.RejectedGeneration";
 
@@ -529,6 +523,11 @@ absl::StatusOr<ReceivedSnapshot> SnapshotAssembler::Take() {
     return reject(absl::InvalidArgumentError(absl::StrCat("remote pods in protocol version ", version_,
                                                           "; they need version ", kRemotePodsVersion)));
   }
+  if (!snapshot->authorization_policies.empty() && version_ < kAuthorizationPoliciesVersion) {
+    return reject(absl::InvalidArgumentError(absl::StrCat("AuthorizationPolicies in protocol version ", version_,
+                                                          "; they need version ",
+                                                          kAuthorizationPoliciesVersion)));
+  }
   if (snapshot->remote_pods.size() > options_.max_remote_pods) {
     return reject(
         absl::ResourceExhaustedError(absl::StrCat("snapshot has ", snapshot->remote_pods.size(),
@@ -728,8 +727,7 @@ absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot, const std::vect
   if (snapshot.pods.size() > kDefaultMaxPods) {
     return absl::ResourceExhaustedError(absl::StrCat(snapshot.pods.size(), " pods exceed ", kDefaultMaxPods));
   }
-  auto json = EncodeSnapshotJson(
-      snapshot, -1, version >= kRemotePodsVersion ? RemotePodsInJson::kInclude : RemotePodsInJson::kOmit);
+  auto json = EncodeSnapshotJson(snapshot, -1, version);
   if (!json.ok()) return json.status();
   if (json->size() > kDefaultMaxSnapshotBytes) {
     return absl::ResourceExhaustedError(absl::StrCat("snapshot JSON of ", json->size(),

@@ -45,14 +45,18 @@
 //   1  the first release.
 //   2  the snapshot JSON may carry `remotePods` (mesh pods of other nodes,
 //      snapshot_json.h). Every other payload is unchanged.
+//   3  the snapshot JSON may carry `authorizationPolicies`.
 // Receivers accept any version in their own [min, max] range, so they need
 // no per-connection state; every message of one snapshot must be in the
-// same version, and a snapshot in version 1 must not carry remote pods.
+// same version, and a snapshot must not carry a field its version does not
+// have.
 // Senders write the version negotiated for the connection (AcceptPeer,
 // ConnectToAgentPeer): to a proxy of version 1 the agent sends its
 // snapshots without the remote pods, so that proxy keeps working and treats
-// their IPs as it always did (not meshed); the proxy ACKs in the version
-// the agent speaks.
+// their IPs as it always did (not meshed); to one of version 2, without the
+// AuthorizationPolicies, which it could not enforce (the agent warns: while
+// it runs, the node's pods are not protected by them). The proxy ACKs in
+// the version the agent speaks.
 //
 // Every received fd is owned (UniqueFd) as soon as recvmsg returns, before
 // anything is validated, so a malformed message never leaks descriptors.
@@ -91,6 +95,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "userspace/common/snapshot.h"
+#include "userspace/common/snapshot_json.h"
 #include "userspace/common/unique_fd.h"
 
 namespace ringmesh::proto {
@@ -99,9 +104,11 @@ namespace ringmesh::proto {
 // the snapshot JSON schema changes; raise kMinProtocolVersion when support
 // for an old encoding is dropped.
 inline constexpr uint16_t kMinProtocolVersion = 1;
-inline constexpr uint16_t kMaxProtocolVersion = 2;
-// The first version whose snapshot JSON may carry remote pods.
-inline constexpr uint16_t kRemotePodsVersion = 2;
+inline constexpr uint16_t kMaxProtocolVersion = 3;
+static_assert(kMaxProtocolVersion == kJsonLatestSchema, "the snapshot JSON's schema is the protocol's");
+// The first versions whose snapshot JSON may carry remote pods, policies.
+inline constexpr uint16_t kRemotePodsVersion = kJsonRemotePodsSince;
+inline constexpr uint16_t kAuthorizationPoliciesVersion = kJsonAuthorizationPoliciesSince;
 
 inline constexpr char kMagic[4] = {'R', 'M', 'S', 'P'};
 inline constexpr size_t kHeaderSize = 16;
@@ -311,8 +318,9 @@ class AgentServer {
 
 // netns_fds: one per pod of `snapshot`, -1 for none; they stay owned by the
 // caller (the kernel duplicates them into the message). `version` is the
-// connection's (PeerConnection::version); below kRemotePodsVersion the
-// remote pods are left out.
+// connection's (PeerConnection::version); the fields its version does not
+// have are left out (remote pods below kRemotePodsVersion, policies below
+// kAuthorizationPoliciesVersion).
 [[nodiscard]] absl::Status SendSnapshot(int conn_fd, const Snapshot& snapshot,
                                         const std::vector<int>& netns_fds,
                                         uint16_t version = kMaxProtocolVersion);
