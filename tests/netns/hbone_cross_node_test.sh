@@ -26,6 +26,7 @@ rm_node n1
 rm_node n2
 rm_pod n1 client
 rm_pod n2 b1
+rm_pod n2 c2
 rm_bridge
 B1=$(rm_pod_ip b1)
 VIP=198.18.200.30
@@ -43,11 +44,23 @@ services:
     ports: [{name: echo, port: 80, targetPort: 8080}, {name: bulk, port: 81, targetPort: 9000}]
     endpoints: [{ip: $B1}]
 YAML
-cat >"$RM_TMP/n2.yaml" <<YAML
+# n2: b1, and c2, a client on b1's own node; $1: authorizationPolicies.
+write_n2() {
+  cat >"$RM_TMP/n2.yaml.new" <<YAML
 pods:
   - {namespace: shop, name: b1, serviceAccount: api, netns: $(rm_pod_netns_path b1), ips: [$B1]}
-services: []
+  - {namespace: shop, name: c2, serviceAccount: web, netns: $(rm_pod_netns_path c2), ips: [$(rm_pod_ip c2)]}
+services:
+  - namespace: shop
+    name: api
+    vips: [$VIP]
+    ports: [{name: echo, port: 80, targetPort: 8080}, {name: bulk, port: 81, targetPort: 9000}]
+    endpoints: [{ip: $B1}]
+authorizationPolicies: ${1:-[]}
 YAML
+  mv "$RM_TMP/n2.yaml.new" "$RM_TMP/n2.yaml"
+}
+write_n2
 rm_spawn b1 "$RM_TCP" --deadline-ms 200000 serve --listen "$B1:8080" --tag b1 --mode echo >/dev/null
 rm_spawn b1 "$RM_TCP" --deadline-ms 200000 serve --listen "$B1:9000" --tag b1 --mode sink-source >/dev/null
 rm_wait_port b1 "$B1" 8080 5
@@ -129,6 +142,51 @@ rm_log "capture: $(cat "$capture")"
 (($(rm_json tls_records_15008 <"$capture") > 0)) || rm_fail "no TLS record to or from port 15008 on the bridge"
 rm_assert_eq "$(rm_json marker_frames <"$capture")" 0 "frames on the bridge holding the plaintext marker"
 rm_pass capture_sees_tls_to_15008_never_the_payload
+
+rm_case authorization_policies_at_the_destination
+# b1's AuthorizationPolicies are enforced by n2's proxy: for the tunnel
+# from n1 (the CONNECT gets 401, the client's connection ends) and for c2
+# on b1's own node (reset before any byte reaches b1).
+# probe POD PORT: echo (the ping came back), data (other bytes), closed
+# (EOF or reset), timeout.
+probe() {
+  rm_exec "$1" python3 - "$VIP" "$2" <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    s.sendall(b"ping")
+    d = s.recv(16)
+    print("echo" if d == b"ping" else ("data" if d else "closed"))
+except socket.timeout:
+    print("timeout")
+except OSError:
+    print("closed")
+PY
+}
+# Waits until both clients see $1 on port $2.
+both_see() { [[ $(probe client "$2") == "$1" && $(probe c2 "$2") == "$1" ]]; }
+rm_assert_eq "$(probe client 80) $(probe c2 80)" "echo echo" "echo from both clients before any policy"
+hbone0=$(mesh_metric n2 ringmesh_proxy_authz_denied_total 'path="hbone"')
+local0=$(mesh_metric n2 ringmesh_proxy_authz_denied_total 'path="local"')
+principal() { echo "cluster.local/ns/shop/sa/$1"; }
+# ALLOW naming another principal: both are out.
+write_n2 "[{metadata: {namespace: shop, name: only-other}, spec: {action: ALLOW, rules: [{from: [{source: {principals: [$(principal other)]}}]}]}}]"
+mesh_wait_for "both clients denied by an ALLOW for another principal" 10 both_see closed 80
+(($(mesh_metric n2 ringmesh_proxy_authz_denied_total 'path="hbone"') > hbone0)) || rm_fail "tunnel denial not counted"
+(($(mesh_metric n2 ringmesh_proxy_authz_denied_total 'path="local"') > local0)) || rm_fail "same-node denial not counted"
+# ALLOW naming theirs: both in.
+write_n2 "[{metadata: {namespace: shop, name: web-in}, spec: {action: ALLOW, rules: [{from: [{source: {principals: [$(principal web)]}}]}]}}]"
+mesh_wait_for "both clients allowed by an ALLOW for their principal" 10 both_see echo 80
+# A DENY by namespace wins over that ALLOW.
+write_n2 "[{metadata: {namespace: shop, name: web-in}, spec: {action: ALLOW, rules: [{from: [{source: {principals: [$(principal web)]}}]}]}}, {metadata: {namespace: istio-system, name: no-shop}, spec: {action: DENY, rules: [{from: [{source: {namespaces: [shop]}}]}]}}]"
+mesh_wait_for "DENY by namespace wins over ALLOW" 10 both_see closed 80
+# A port rule: only b1's 9000 (the service's port 81) is denied.
+write_n2 "[{metadata: {namespace: shop, name: no-bulk}, spec: {action: DENY, rules: [{to: [{operation: {ports: [\"9000\"]}}]}]}}]"
+mesh_wait_for "port 9000 denied" 10 both_see closed 81
+rm_assert_eq "$(probe client 80) $(probe c2 80)" "echo echo" "port 8080 still allowed"
+write_n2
+mesh_wait_for "no policy: allowed again" 10 both_see echo 80
+rm_pass authorization_policies_at_the_destination
 
 rm_case wrong_destination_identity_refused
 # n1 believes b1 runs as another service account: the server's certificate

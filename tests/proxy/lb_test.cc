@@ -541,6 +541,37 @@ TEST(RouteTable, DirectEndpointsOnlyForLocalEnrolledPods) {
   EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
 }
 
+// The destination side's authorization: the table knows this node's
+// enrolled pods (their namespace and labels) and the snapshot's policies,
+// and while there are policies no connect may skip the proxy (socket LB).
+TEST(RouteTable, CarriesPoliciesAndTurnsSocketLbOffForThem) {
+  Snapshot snap = DirectSnapshot({"198.18.1.11"}, {"198.18.1.11"});
+  snap.pods[0].labels = {{"app", "web"}};
+  auto t = RouteTable::Build(snap, nullptr);
+  EXPECT_EQ(t->authorizer().size(), 0u);
+  EXPECT_FALSE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  const Pod* pod = t->LocalEnrolledPod(*IpAddress::Parse("198.18.1.11"));
+  ASSERT_NE(pod, nullptr);
+  EXPECT_EQ(pod->ns, "default");
+  EXPECT_EQ(pod->labels.at("app"), "web");
+  EXPECT_EQ(t->LocalEnrolledPod(*IpAddress::Parse("198.18.9.9")), nullptr);
+
+  AuthorizationPolicy deny;
+  deny.ns = "default";
+  deny.name = "no-ops";
+  deny.action = AuthzAction::kDeny;
+  deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"ops"}}}}};
+  snap.authorization_policies = {deny};
+  t = RouteTable::Build(snap, nullptr);
+  EXPECT_EQ(t->authorizer().size(), 1u);
+  EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  const authz::Workload dest = authz::Workload::Of(*t->LocalEnrolledPod(*IpAddress::Parse("198.18.1.11")));
+  EXPECT_FALSE(
+      t->authorizer().Check(dest, authz::Peer{"spiffe://cluster.local/ns/ops/sa/x", {}}, 8080).allowed);
+  EXPECT_TRUE(
+      t->authorizer().Check(dest, authz::Peer{"spiffe://cluster.local/ns/shop/sa/x", {}}, 8080).allowed);
+}
+
 TEST(RouteTable, ShortRouteArmsSocketLbAndRearmsAfterRejudging) {
   RecordingResolver res;
   auto t = RouteTable::Build(DirectSnapshot({"198.18.1.11", "198.18.1.12"}, {"198.18.1.11", "198.18.1.12"}),

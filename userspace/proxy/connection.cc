@@ -10,6 +10,8 @@
 #include <cstddef>
 
 #include "spdlog/spdlog.h"
+#include "userspace/proxy/tls/spiffe_id.h"
+#include "userspace/proxy/tls/workload_identities.h"
 #include "userspace/proxy/worker.h"
 
 namespace ringmesh::proxy {
@@ -118,6 +120,35 @@ void Connection::Start() {
   ConnectNext();
 }
 
+bool AuthorizedToLocalPod(Worker& w, const RouteTable* routes, const ListenerInfo& src,
+                          const IpAddress& src_ip, const SocketAddress& target, uint64_t conn_id) {
+  if (routes == nullptr || routes->authorizer().size() == 0) return true;
+  const Pod* dest = routes->LocalEnrolledPod(target.ip);
+  if (dest == nullptr) return true;
+  // The client is an enrolled pod too (its connect was redirected here):
+  // its identity is known without a handshake.
+  const std::string trust_domain =
+      src.identities ? src.identities->trust_domain() : tls::WorkloadIdentityOptions{}.trust_domain;
+  // The identity its certificate would carry (an unset service account is
+  // "default", as in Kubernetes): namespace rules must match it too.
+  std::string principal;
+  if (!src.pod_name.empty()) {
+    Pod pod;
+    pod.ns = src.pod_ns;
+    pod.name = src.pod_name;
+    pod.service_account = src.service_account;
+    if (auto id = tls::WorkloadIdentities::IdentityOf(pod, trust_domain); id.ok()) principal = id->ToString();
+  }
+  const authz::Decision d =
+      routes->authorizer().Check(authz::Workload::Of(*dest), authz::Peer{principal, src_ip}, target.port);
+  if (d.allowed) return true;
+  w.stats().Add(w.stats().authz_denied_local);
+  spdlog::info("connection {}: {} -> {}/{} port {} denied ({}{}{})", conn_id,
+               principal.empty() ? src_ip.ToString() : principal, dest->ns, dest->name, target.port,
+               authz::ToString(d.reason), d.policy.empty() ? "" : ": ", d.policy);
+  return false;
+}
+
 void Connection::ReleaseEndpoint() {
   if (route_ != nullptr && endpoint_ != LoadBalancer::kNone) route_->lb->OnRelease(endpoint_);
   endpoint_ = LoadBalancer::kNone;
@@ -153,6 +184,10 @@ void Connection::ConnectNext() {
     tunnel_ = std::move(*stream);
     to_local_pod_ = false;
     tunnel_->Connect(&connect_op_);
+    return;
+  }
+  if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_)) {
+    Close(CloseReason::kDenied, /*reset_down=*/true, false);
     return;
   }
   int fd = w_->CreateUpstreamSocket(*listener_, target.ip.family());

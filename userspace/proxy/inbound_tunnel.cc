@@ -28,7 +28,8 @@ class InboundTunnel::App final : public IoHandler {
 
   hbone::StreamId sid() const { return sid_; }
   bool AnyInFlight() const {
-    return connect_op_.in_flight() || recv_op_.in_flight() || send_op_.in_flight() || shutdown_op_.in_flight();
+    return connect_op_.in_flight() || recv_op_.in_flight() || send_op_.in_flight() ||
+           shutdown_op_.in_flight();
   }
 
   void Connect(const SocketAddress& target) {
@@ -134,7 +135,8 @@ class InboundTunnel::App final : public IoHandler {
 
  private:
   void StartRecv() {
-    if (!connected_ || closing_ || app_eof_ || stream_gone_ || recv_op_.in_flight() || !to_tunnel_.empty()) return;
+    if (!connected_ || closing_ || app_eof_ || stream_gone_ || recv_op_.in_flight() || !to_tunnel_.empty())
+      return;
     t_->w_->loop()->Recv(&recv_op_, fd_, kAppChunk);
   }
   // App bytes into the stream; what Write does not take waits (the app is
@@ -148,7 +150,8 @@ class InboundTunnel::App final : public IoHandler {
       }
       to_tunnel_.append(data);
     } else if (!to_tunnel_.empty()) {
-      size_t n = t_->conn_->Write(sid_, {reinterpret_cast<const uint8_t*>(to_tunnel_.data()), to_tunnel_.size()});
+      size_t n =
+          t_->conn_->Write(sid_, {reinterpret_cast<const uint8_t*>(to_tunnel_.data()), to_tunnel_.size()});
       t_->w_->stats().Add(t_->w_->stats().bytes_downstream, n);
       to_tunnel_.erase(0, n);
     }
@@ -228,7 +231,8 @@ class InboundTunnel::App final : public IoHandler {
   IoOp shutdown_op_{this, OpType::kShutdown, kShutdown};
 };
 
-InboundTunnel::InboundTunnel(Worker* worker, uint64_t id, int fd, std::shared_ptr<const ListenerInfo> listener)
+InboundTunnel::InboundTunnel(Worker* worker, uint64_t id, int fd,
+                             std::shared_ptr<const ListenerInfo> listener)
     : TunnelSocket(worker, fd), id_(id), listener_(std::move(listener)) {}
 
 InboundTunnel::~InboundTunnel() {
@@ -247,7 +251,8 @@ void InboundTunnel::Start() {
   ProxyStats& stats = w_->stats();
   stats.Add(stats.hbone_inbound_connections);
   const tls::WorkloadIdentities* ids = listener_->identities.get();
-  absl::StatusOr<std::shared_ptr<const tls::Credential>> cred = absl::UnavailableError("no workload certificates");
+  absl::StatusOr<std::shared_ptr<const tls::Credential>> cred =
+      absl::UnavailableError("no workload certificates");
   if (ids != nullptr) {
     Pod pod;
     pod.ns = listener_->pod_ns;
@@ -258,7 +263,8 @@ void InboundTunnel::Start() {
   }
   if (!cred.ok()) {
     // No certificate (yet) for this pod: nothing to answer a handshake with.
-    spdlog::warn("tunnel {} to {}/{}: {}", id_, listener_->pod_ns, listener_->pod_name, cred.status().ToString());
+    spdlog::warn("tunnel {} to {}/{}: {}", id_, listener_->pod_ns, listener_->pod_name,
+                 cred.status().ToString());
     stats.Add(stats.hbone_no_certificate);
     Abort(CloseReason::kSocketError);
     return;
@@ -267,7 +273,25 @@ void InboundTunnel::Start() {
   policy.serves = [l = listener_](const SocketAddress& target) {
     return std::find(l->pod_ips.begin(), l->pod_ips.end(), target.ip) != l->pod_ips.end();
   };
-  auto conn = hbone::HboneServerConn::Create((*cred)->server_ctx, ids->trust_domain(), std::move(policy), this);
+  // The source address for ipBlocks: what the client's proxy says the
+  // connection came from (`forwarded: for=`), else the tunnel's own peer.
+  std::optional<IpAddress> tunnel_peer;
+  if (auto peer = PeerAddress(fd_); peer) tunnel_peer = peer->ip;
+  policy.authorize = [w = w_, l = listener_, tunnel_peer, id = id_](const tls::SpiffeId& peer,
+                                                                    const hbone::HboneConnectRequest& req) {
+    const std::string principal = peer.ToString();
+    const IpAddress src = req.forwarded_for ? *req.forwarded_for : tunnel_peer.value_or(IpAddress());
+    const authz::Decision d = w->routes()->authorizer().Check(authz::Workload{l->pod_ns, &l->pod_labels},
+                                                              authz::Peer{principal, src}, req.target.port);
+    if (!d.allowed) {
+      w->stats().Add(w->stats().authz_denied_hbone);
+      spdlog::info("tunnel {}: {} -> {}/{} port {} denied ({}{}{})", id, principal, l->pod_ns, l->pod_name,
+                   req.target.port, authz::ToString(d.reason), d.policy.empty() ? "" : ": ", d.policy);
+    }
+    return d.allowed;
+  };
+  auto conn =
+      hbone::HboneServerConn::Create((*cred)->server_ctx, ids->trust_domain(), std::move(policy), this);
   if (!conn.ok()) {
     spdlog::warn("tunnel {}: {}", id_, conn.status().ToString());
     Abort(CloseReason::kSocketError);
@@ -304,7 +328,8 @@ void InboundTunnel::OnCompletion(IoOp* op, const Completion& c) {
 
 void InboundTunnel::OnConnect(hbone::StreamId id, const hbone::HboneInboundConnect& connect) {
   w_->stats().Add(w_->stats().hbone_streams);
-  spdlog::debug("tunnel {}: CONNECT {} from {}", id_, connect.request.target.ToString(), connect.peer.ToString());
+  spdlog::debug("tunnel {}: CONNECT {} from {}", id_, connect.request.target.ToString(),
+                connect.peer.ToString());
   auto app = std::make_unique<App>(this, id);
   App* a = app.get();
   apps_[id] = std::move(app);
@@ -334,7 +359,8 @@ void InboundTunnel::OnClosed(hbone::StreamId id) {
 void InboundTunnel::OnConnectionError(hbone::HboneConnError error) {
   ProxyStats& stats = w_->stats();
   if (error == hbone::HboneConnError::kTls) {
-    stats.Add(stats.hbone_tls_failures[std::min(static_cast<size_t>(conn_->tls_error()), kTlsReasonSlots - 1)]);
+    stats.Add(
+        stats.hbone_tls_failures[std::min(static_cast<size_t>(conn_->tls_error()), kTlsReasonSlots - 1)]);
     spdlog::info("tunnel {} to {}/{}: TLS: {}", id_, listener_->pod_ns, listener_->pod_name,
                  tls::TlsErrorName(conn_->tls_error()));
   } else {

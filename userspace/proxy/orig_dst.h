@@ -12,8 +12,8 @@
 #pragma once
 
 #include <atomic>
-
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -51,6 +51,8 @@ struct ListenerInfo {
   bool hbone_inbound = false;
   std::vector<IpAddress> pod_ips;
   std::shared_ptr<tls::WorkloadIdentities> identities;
+  // The pod's labels: AuthorizationPolicy selectors of inbound tunnels.
+  std::map<std::string, std::string> pod_labels;
 
   int netns_fd() const { return netns ? netns->get() : -1; }
 };
@@ -58,11 +60,11 @@ struct ListenerInfo {
 // The four sockets of a connection between two pods of this node whose
 // legs are both on the fast path: the app's, the proxy's two, the server's.
 struct SpliceEnds {
-  uint64_t pod_cookie = 0;  // the client pod's netns
-  SocketAddress app;        // the app socket's own address
-  SocketAddress proxy_down; // the proxy's accepted socket (its own address)
-  SocketAddress proxy_up;   // the proxy's upstream socket (its own address)
-  SocketAddress server;     // the server socket's own address
+  uint64_t pod_cookie = 0;   // the client pod's netns
+  SocketAddress app;         // the app socket's own address
+  SocketAddress proxy_down;  // the proxy's accepted socket (its own address)
+  SocketAddress proxy_up;    // the proxy's upstream socket (its own address)
+  SocketAddress server;      // the server socket's own address
 };
 
 class OrigDstResolver {
@@ -74,14 +76,16 @@ class OrigDstResolver {
   // Called for each accepted downstream socket whose destination resolved.
   // Returns false when the socket could not join a fast path; the
   // connection then simply carries on through the normal TCP path.
-  virtual bool OnAccepted(int /*accepted_fd*/, const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {
+  virtual bool OnAccepted(int /*accepted_fd*/, const ListenerInfo& /*listener*/,
+                          const SocketAddress& /*peer*/) {
     return true;
   }
   // Fast-path flow control (rm_fp_credit): a connection reports every
   // credit_step() bytes read from its downstream socket (0 = never) the
   // total so far, and OnConnectionEnd when it has reported any.
   virtual uint64_t credit_step() const { return 0; }
-  virtual void OnConsumed(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/, uint64_t /*total*/) {}
+  virtual void OnConsumed(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/,
+                          uint64_t /*total*/) {}
   virtual void OnConnectionEnd(const ListenerInfo& /*listener*/, const SocketAddress& /*peer*/) {}
   // Before connecting an upstream socket to an enrolled pod on this node:
   // lets that socket, and the server's end, join the fast path.
@@ -130,7 +134,9 @@ class OrigDstResolver {
 class StaticOrigDstResolver final : public OrigDstResolver {
  public:
   explicit StaticOrigDstResolver(SocketAddress destination) : destination_(destination) {}
-  std::optional<SocketAddress> Resolve(int, const ListenerInfo&, const SocketAddress&) override { return destination_; }
+  std::optional<SocketAddress> Resolve(int, const ListenerInfo&, const SocketAddress&) override {
+    return destination_;
+  }
 
  private:
   SocketAddress destination_;

@@ -157,6 +157,7 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p,
   // Certificates for both directions: inbound tunnels answer with the pod's,
   // outbound ones present it.
   info->pod_ips = p.pod.ips;
+  info->pod_labels = p.pod.labels;
   info->identities = identities_;
   // Outbound listeners are on loopback; HBONE's on the pod's own addresses.
   info->hbone_inbound = local.port == hbone::kHbonePort &&

@@ -16,9 +16,16 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
   auto table = std::make_shared<RouteTable>();
   table->generation_ = snapshot.generation;
   for (const Pod& pod : snapshot.pods) {
-    if (pod.enrolled && !pod.netns_path.empty()) table->local_pod_ips_.insert(pod.ips.begin(), pod.ips.end());
+    if (!pod.enrolled || pod.netns_path.empty()) continue;
+    Pod meta;
+    meta.ns = pod.ns;
+    meta.name = pod.name;
+    meta.service_account = pod.service_account;
+    meta.labels = pod.labels;
+    for (const IpAddress& ip : pod.ips) table->local_pods_.emplace(ip, meta);
   }
   table->BuildMeshPeers(snapshot);
+  table->authorizer_ = authz::Authorizer(snapshot.authorization_policies);
   for (const Service& svc : snapshot.services) {
     std::vector<IpAddress> ready, not_ready;
     for (const Endpoint& ep : svc.endpoints) {
@@ -40,7 +47,10 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
       route->lb = std::make_shared<LoadBalancer>(
           svc.lb, ready, prev_lb, port.protocol == AppProtocol::kTcp ? lb_options : lb_options.ForRequests());
       route->retry_budget = it != old.end() ? it->second->retry_budget : std::make_shared<RetryBudget>();
-      if (svc.lb != LbPolicy::kLeastConnections && !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
+      // Socket LB skips the proxy, and so the destination's policy check:
+      // none while the snapshot has policies.
+      if (svc.lb != LbPolicy::kLeastConnections && snapshot.authorization_policies.empty() &&
+          !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
           std::all_of(ready.begin(), ready.end(),
                       [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
         for (const IpAddress& ip : ready)

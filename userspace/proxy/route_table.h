@@ -22,6 +22,7 @@
 
 #include "userspace/common/ip.h"
 #include "userspace/common/snapshot.h"
+#include "userspace/proxy/authz/authorizer.h"
 #include "userspace/proxy/lb.h"
 #include "userspace/proxy/retry_budget.h"
 
@@ -141,7 +142,15 @@ class RouteTable {
 
   const ServiceRoute* Find(const SocketAddress& dst) const;
   // An address of an enrolled pod on this node (one the proxy listens in).
-  bool IsLocalEnrolledPod(const IpAddress& ip) const { return local_pod_ips_.contains(ip); }
+  bool IsLocalEnrolledPod(const IpAddress& ip) const { return local_pods_.contains(ip); }
+  // That pod (namespace and labels, for authorization), or nullptr.
+  const Pod* LocalEnrolledPod(const IpAddress& ip) const {
+    auto it = local_pods_.find(ip);
+    return it == local_pods_.end() ? nullptr : &it->second;
+  }
+  // The snapshot's AuthorizationPolicies, checked at the destination side:
+  // inbound tunnels and connections to this node's enrolled pods.
+  const authz::Authorizer& authorizer() const { return authorizer_; }
   // The pod of another node that a ringmesh proxy serves at `ip`, or
   // nullptr: not a pod IP, a pod of this node, or a remote pod that is not
   // enrolled (reach it in plain TCP). O(1). Valid as long as the table.
@@ -161,7 +170,8 @@ class RouteTable {
   uint64_t generation_ = 0;
   std::vector<std::unique_ptr<ServiceRoute>> routes_;
   std::map<std::pair<IpAddress, uint16_t>, const ServiceRoute*> by_vip_;
-  std::set<IpAddress> local_pod_ips_;
+  std::map<IpAddress, Pod> local_pods_;  // enrolled pods of this node by IP (their labels, not netns)
+  authz::Authorizer authorizer_;
 
   struct IpHash {
     size_t operator()(const IpAddress& ip) const {

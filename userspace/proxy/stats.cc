@@ -179,6 +179,14 @@ std::string RenderMetrics(const ProxyStats& s) {
   Metric(out, "ringmesh_proxy_http_request_timeouts_total", "counter",
          "HTTP requests without their complete response within --http-request-timeout-ms.");
   absl::StrAppend(&out, "ringmesh_proxy_http_request_timeouts_total ", load(s.http_request_timeouts), "\n");
+  Metric(out, "ringmesh_proxy_authz_denied_total", "counter",
+         "Connections denied by an AuthorizationPolicy at the destination side, by path (an inbound mTLS "
+         "tunnel's CONNECT answered 401; between two pods of this node, a connection reset or an HTTP request "
+         "answered 403).");
+  absl::StrAppend(&out, "ringmesh_proxy_authz_denied_total{path=\"hbone\"} ", load(s.authz_denied_hbone),
+                  "\n");
+  absl::StrAppend(&out, "ringmesh_proxy_authz_denied_total{path=\"local\"} ", load(s.authz_denied_local),
+                  "\n");
   Metric(out, "ringmesh_proxy_http_retries_total", "counter",
          "HTTP requests tried again (connect failure, reset, or a status in --http-retry-statuses).");
   absl::StrAppend(&out, "ringmesh_proxy_http_retries_total ", load(s.http_retries), "\n");

@@ -30,6 +30,7 @@ namespace ringmesh::proxy {
   X(kNoEndpoint, "no_ready_endpoint") /* service without ready endpoints */ \
   X(kOverloaded, "overloaded")        /* worker at --max-connections */     \
   X(kSocketError, "socket_error")     /* local socket() / setns failures */ \
+  X(kDenied, "denied")                /* an AuthorizationPolicy said no */  \
   X(kDrain, "drain_timeout")          /* still open at the drain deadline */
 
 enum class CloseReason : uint8_t {
@@ -138,6 +139,11 @@ class ProxyStats {
   std::atomic<uint64_t> upstream_mark_failures{0};
   // Inbound HBONE (mTLS tunnels on <pod IP>:15008).
   std::atomic<uint64_t> hbone_inbound_connections{0};
+  // Connections an AuthorizationPolicy denied at the destination side:
+  // CONNECTs of inbound tunnels (answered 401) and connections between pods
+  // of this node (reset).
+  std::atomic<uint64_t> authz_denied_hbone{0};
+  std::atomic<uint64_t> authz_denied_local{0};
   std::atomic<uint64_t> hbone_streams{0};         // CONNECTs that passed the checks
   std::atomic<uint64_t> hbone_no_certificate{0};  // the pod had no certificate to answer with
   std::atomic<uint64_t> hbone_handshake_timeouts{0};

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -58,10 +59,26 @@ class Http1ProxyTest : public ::testing::TestWithParam<IoBackend> {
   }
 
   // The web service: port 80 -> `port` on `ips`, protocol http.
+  // With `policies`, the endpoints are this node's enrolled pods b1..bN
+  // (labels app=web) and the snapshot carries those AuthorizationPolicies.
   void SetEndpoints(const std::vector<std::string>& ips, uint16_t port,
-                    LbPolicy policy = LbPolicy::kP2cPeakEwma, AppProtocol protocol = AppProtocol::kHttp) {
+                    LbPolicy policy = LbPolicy::kP2cPeakEwma, AppProtocol protocol = AppProtocol::kHttp,
+                    std::vector<AuthorizationPolicy> policies = {}) {
     Snapshot snap;
     snap.generation = ++generation_;
+    if (!policies.empty()) {
+      for (size_t i = 0; i < ips.size(); ++i) {
+        Pod pod;
+        pod.ns = "default";
+        pod.name = absl::StrCat("b", i + 1);
+        pod.ips = {*IpAddress::Parse(ips[i])};
+        pod.enrolled = true;
+        pod.netns_path = "/proc/self/ns/net";  // listed as local; no netns fd, so no listener in it
+        pod.labels = {{"app", "web"}};
+        snap.pods.push_back(pod);
+      }
+      snap.authorization_policies = std::move(policies);
+    }
     Service svc;
     svc.ns = "default";
     svc.name = "web";
@@ -177,6 +194,95 @@ TEST_P(Http1ProxyTest, BalancesEachRequestOverPooledConnections) {
   EXPECT_EQ(Metric("istio_request_duration_milliseconds_count" + Labels(200, "-") + "}"), total);
   EXPECT_EQ(Metric("istio_request_duration_milliseconds_bucket" + Labels(200, "-") + ",le=\"+Inf\"}"), total);
   EXPECT_EQ(Metric("ringmesh_proxy_http_connections_total"), kConns);
+}
+
+// The destination's AuthorizationPolicy between two pods of this node: a
+// denied request is answered 403 as Istio's proxies do (then the
+// connection closes, like every canned answer) and never reaches the pod; a
+// policy that no longer applies lets the next request through.
+TEST_P(Http1ProxyTest, RequestDeniedByAuthorizationPolicyGets403) {
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
+  const uint16_t port = backends_[0]->port();
+  const std::vector<std::string> ips = {"127.0.0.11", "127.0.0.12", "127.0.0.13"};
+  // The client pod runs as default/default (its service account unset, as
+  // Kubernetes fills it in).
+  AuthorizationPolicy deny;
+  deny.ns = "default";
+  deny.name = "no-default";
+  deny.action = AuthzAction::kDeny;
+  deny.match_labels = {{"app", "web"}};
+  deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"default"}}}}};
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny}));
+  for (int i = 0; i < 3; ++i) {
+    HttpClient client(listen_);
+    ASSERT_TRUE(client.connected());
+    auto r = client.Exchange(Get("/"));
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ((*r)->head.status_code, 403);
+    EXPECT_EQ((*r)->body, "RBAC: access denied");
+    EXPECT_TRUE(client.Closed());
+  }
+  EXPECT_EQ(BackendRequests(), 0u);
+  for (auto& b : backends_) EXPECT_EQ(b->accepted(), 0u);
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(403, "RBAC") + "}"), 3);
+  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 3);
+
+  // The same policy for another namespace's callers: this one is let through.
+  deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"ops"}}}}};
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny}));
+  HttpClient allowed(listen_);
+  auto r = allowed.Exchange(Get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 200);
+  EXPECT_EQ(BackendRequests(), 1u);
+  // An ALLOW policy that names someone else denies everyone it does not
+  // name, on the connection that was just let through too.
+  AuthorizationPolicy allow = deny;
+  allow.name = "only-ops";
+  allow.action = AuthzAction::kAllow;
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {allow}));
+  r = allowed.Exchange(Get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 403);
+  EXPECT_EQ(BackendRequests(), 1u);
+  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 4);
+}
+
+// A kept-alive connection (clients pool them for hours) routes each
+// request with the newest snapshot: an endpoint taken out gets no more of
+// its requests, and a service gone from its VIP is answered 503 NR.
+TEST_P(Http1ProxyTest, KeptAliveConnectionFollowsEndpointChanges) {
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
+  const uint16_t port = backends_[0]->port();
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.11"}, port));
+  HttpClient client(listen_);
+  auto who = [&]() -> std::string {
+    auto r = client.Exchange(Get("/"));
+    if (!r) return "no answer";
+    if ((*r)->head.status_code != 200) return absl::StrCat((*r)->head.status_code);
+    return (*r)->body;
+  };
+  EXPECT_EQ(who(), "b1");
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.12"}, port));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(who(), "b2") << i;
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints({"127.0.0.13", "127.0.0.12"}, port, LbPolicy::kRoundRobin));
+  std::set<std::string> seen;
+  for (int i = 0; i < 4; ++i) seen.insert(who());
+  EXPECT_EQ(seen, (std::set<std::string>{"b2", "b3"}));
+  EXPECT_EQ(backends_[0]->requests(), 1u);
+  EXPECT_EQ(Metric("ringmesh_proxy_http_connections_total"), 1);  // all on one connection
+
+  // The service is gone: no route.
+  Snapshot empty;
+  empty.generation = ++generation_;
+  ASSERT_TRUE(core_->ApplySnapshot(empty, {}).ok());
+  auto r = client.Exchange(Get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 503);
+  EXPECT_TRUE(client.Closed());
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(503, "NR") + "}"), 1);
 }
 
 TEST_P(Http1ProxyTest, StreamsChunkedBodiesBothWaysWithBoundedBuffers) {

@@ -130,6 +130,8 @@ std::string_view ReasonPhrase(int status) {
       return "Not Modified";
     case 400:
       return "Bad Request";
+    case 403:
+      return "Forbidden";
     case 404:
       return "Not Found";
     case 413:
@@ -158,6 +160,7 @@ std::string_view ReasonPhrase(int status) {
 std::string CannedErrorResponse(int status) {
   switch (status) {
     case 400:
+    case 403:
     case 413:
     case 414:
     case 431:
@@ -173,8 +176,12 @@ std::string CannedErrorResponse(int status) {
   }
   std::string reason(ReasonPhrase(status));
   std::string body;
-  for (char c : reason) body.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
-  body.push_back('\n');
+  if (status == 403) {
+    body = "RBAC: access denied";  // Istio's (Envoy's RBAC filter) body for a policy denial
+  } else {
+    for (char c : reason) body.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c);
+    body.push_back('\n');
+  }
   return "HTTP/1.1 " + std::to_string(status) + " " + reason +
          "\r\ncontent-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) +
          "\r\nconnection: close\r\n\r\n" + body;

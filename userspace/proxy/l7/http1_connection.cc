@@ -375,6 +375,12 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
     Respond(501, "-");  // no protocol switch through the L7 path yet
     return Action::kPause;
   }
+  if (!RefreshRoute()) {
+    // The service left its VIP, or its port is no longer carried here at
+    // L7: closing lets the client's next connection take today's path.
+    Respond(503, "NR");
+    return Action::kPause;
+  }
   http::Http1EncodeOptions o;
   o.framing = head.framing;
   o.content_length = head.content_length;
@@ -391,6 +397,21 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
   ex_.budget_counted = true;
   StartAttempt();
   return state_ == State::kOpen ? Action::kContinue : Action::kPause;
+}
+
+bool Http1Connection::RefreshRoute() {
+  const std::shared_ptr<const RouteTable>& now = w_->routes();
+  if (now == nullptr || now == routes_) return true;
+  const ServiceRoute* r = now->Find(orig_dst_);
+  if (r == nullptr || !ServesHttp1(w_->options(), *now, *r)) return false;
+  routes_ = now;
+  route_ = r;
+  if (std::string fqdn = r->Fqdn(); fqdn != service_) {
+    for (auto& [key, cell] : cells_) w_->stats().Release(cell);
+    cells_.clear();
+    service_ = std::move(fqdn);
+  }
+  return true;
 }
 
 Action Http1Connection::OnRequestBody(std::string_view data) {
@@ -436,6 +457,11 @@ void Http1Connection::StartAttempt() {
   if (i == LoadBalancer::kNone && !ex_.tried.empty()) i = route_->lb->Pick();
   if (i == LoadBalancer::kNone) {
     Respond(503, ex_.tried.empty() ? "UH" : "UF");
+    return;
+  }
+  const SocketAddress target{route_->lb->endpoint(i), route_->target_port};
+  if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_)) {
+    Respond(403, "RBAC");  // Envoy's RBAC filter: "RBAC: access denied"
     return;
   }
   ++ex_.tries;

@@ -194,6 +194,10 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
   // failure is one the retry policy covers (reset, per-try timeout).
   void UpstreamFailed(int status, const char* flags, bool retryable = false);
   void FinishExchange();
+  // Each request takes the newest snapshot's route, so a kept-alive
+  // connection (clients pool them for hours) follows endpoint changes and
+  // AuthorizationPolicies. False: the VIP has no route served here at L7.
+  bool RefreshRoute();
   // Answers the current request (or a malformed one) with a canned error
   // and closes once it is sent.
   void Respond(int status, const char* flags);
