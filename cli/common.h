@@ -47,6 +47,7 @@ int RunWorkloads(const Globals& g);
 int RunServices(const Globals& g);
 int RunConnections(const Globals& g);
 int RunCerts(const Globals& g);
+int RunPolicies(const Globals& g);
 int RunBpf(const Globals& g);
 int RunBpfFastpath(const Globals& g, bool on);
 

@@ -7,6 +7,8 @@ int main(int argc, char** argv) {
   using namespace ringmesh::ctl;
   CLI::App app{"ringmeshctl: inspect ringmesh on this node"};
   app.require_subcommand(1);
+  // Global options also after the subcommand: `ringmeshctl certs -o json`.
+  app.fallthrough();
   Globals g;
   app.add_option("--pin-dir", g.pin_dir, "bpffs instance directory of the agent")->capture_default_str();
   app.add_option("--proxy-admin", g.proxy_admin, "proxy admin Unix socket")->capture_default_str();
@@ -21,6 +23,9 @@ int main(int argc, char** argv) {
   app.add_subcommand("connections", "live proxied connections")->callback([&] { rc = RunConnections(g); });
   app.add_subcommand("certs", "workload certificates (mTLS identities) of this node's pods")->callback([&] {
     rc = RunCerts(g);
+  });
+  app.add_subcommand("policies", "AuthorizationPolicies, the pods they apply to, denials")->callback([&] {
+    rc = RunPolicies(g);
   });
   auto* bpf = app.add_subcommand("bpf", "programs, links, maps, counters, fast path");
   bpf->callback([&] {

@@ -180,6 +180,16 @@ mesh_wait_for "both clients allowed by an ALLOW for their principal" 10 both_see
 # A DENY by namespace wins over that ALLOW.
 write_n2 "[{metadata: {namespace: shop, name: web-in}, spec: {action: ALLOW, rules: [{from: [{source: {principals: [$(principal web)]}}]}]}}, {metadata: {namespace: istio-system, name: no-shop}, spec: {action: DENY, rules: [{from: [{source: {namespaces: [shop]}}]}]}}]"
 mesh_wait_for "DENY by namespace wins over ALLOW" 10 both_see closed 80
+# ringmeshctl policies: evaluation order (DENY first), the pods of n2 each
+# applies to (the root namespace's reaches every namespace), the denials.
+out=$(mesh_ctl n2 -o json policies)
+rm_log "policies: $out"
+rm_assert_eq "$(rm_json policies.0.name <<<"$out") $(rm_json policies.0.action <<<"$out")" "no-shop DENY" "first policy"
+rm_assert_eq "$(rm_json policies.0.applies_to <<<"$out")" '["shop/b1", "shop/c2"]' "pods the DENY applies to"
+rm_assert_eq "$(rm_json policies.1.name <<<"$out") $(rm_json policies.1.action <<<"$out")" "web-in ALLOW" "second policy"
+rm_assert_eq "$(rm_json denied.local <<<"$out")" "$(mesh_metric n2 ringmesh_proxy_authz_denied_total 'path="local"')" \
+  "denials shown = the metric"
+mesh_ctl n2 policies | grep -q "^istio-system  *no-shop  *DENY  *(all)" || rm_fail "table: $(mesh_ctl n2 policies)"
 # A port rule: only b1's 9000 (the service's port 81) is denied.
 write_n2 "[{metadata: {namespace: shop, name: no-bulk}, spec: {action: DENY, rules: [{to: [{operation: {ports: [\"9000\"]}}]}]}}]"
 mesh_wait_for "port 9000 denied" 10 both_see closed 81

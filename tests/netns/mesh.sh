@@ -6,7 +6,7 @@
 #   mesh_init                     # finds the binaries in RINGMESH_BUILD_DIR
 #   mesh_start_agent n1 "$nodefile" [agent flags...]
 #   mesh_start_proxy n1 [proxy flags...]      # e.g. --io-backend=epoll
-#   mesh_ctl n1 bpf -o json
+#   mesh_ctl n1 -o json bpf
 #
 # BPF attaches at the node's cgroup (parent of pods/ and system/), as it
 # would at kubepods in a cluster: the proxy's accepted sockets must be seen

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -643,6 +645,31 @@ nlohmann::json ProxyCore::ConfigDump() {
     }
   }
   j["services"] = std::move(services);
+  // AuthorizationPolicies with the pods of this node each applies to (by
+  // selector and scope), and the denials so far.
+  nlohmann::json policies = nlohmann::json::array();
+  if (routes_) {
+    const authz::Authorizer& az = routes_->authorizer();
+    std::map<const AuthorizationPolicy*, std::set<std::string>> applies;
+    for (const auto& [ip, pod] : routes_->local_pods()) {
+      for (const AuthorizationPolicy* p : az.PoliciesFor(authz::Workload::Of(pod))) {
+        applies[p].insert(absl::StrCat(pod.ns, "/", pod.name));
+      }
+    }
+    for (const AuthorizationPolicy* p : az.Policies()) {
+      const auto it = applies.find(p);
+      policies.push_back({{"namespace", p->ns},
+                          {"name", p->name},
+                          {"action", ToString(p->action)},
+                          {"match_labels", p->match_labels},
+                          {"rules", p->rules.size()},
+                          {"dropped_l7_rules", p->dropped_l7_rules},
+                          {"applies_to", it == applies.end() ? std::set<std::string>{} : it->second}});
+    }
+  }
+  j["authorization_policies"] = std::move(policies);
+  j["authorization_denied"] = {{"hbone", stats_.authz_denied_hbone.load(std::memory_order_relaxed)},
+                               {"local", stats_.authz_denied_local.load(std::memory_order_relaxed)}};
   return j;
 }
 

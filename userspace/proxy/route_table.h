@@ -148,6 +148,8 @@ class RouteTable {
     auto it = local_pods_.find(ip);
     return it == local_pods_.end() ? nullptr : &it->second;
   }
+  // This node's enrolled pods by IP (a pod with two IPs is there twice).
+  const std::map<IpAddress, Pod>& local_pods() const { return local_pods_; }
   // The snapshot's AuthorizationPolicies, checked at the destination side:
   // inbound tunnels and connections to this node's enrolled pods.
   const authz::Authorizer& authorizer() const { return authorizer_; }

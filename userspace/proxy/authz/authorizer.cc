@@ -205,4 +205,19 @@ std::vector<const AuthorizationPolicy*> Authorizer::PoliciesFor(const Workload& 
   return out;
 }
 
+std::vector<const AuthorizationPolicy*> Authorizer::Policies() const {
+  std::vector<const AuthorizationPolicy*> out;
+  out.reserve(count_);
+  for (const ByAction* set : {&deny_, &allow_, &audit_}) {
+    for (const Entry& e : set->root) out.push_back(&e.policy);
+    std::vector<const Entry*> rest;
+    for (const auto& [ns, entries] : set->by_ns) {
+      for (const Entry& e : entries) rest.push_back(&e);
+    }
+    std::sort(rest.begin(), rest.end(), [](const Entry* a, const Entry* b) { return a->key < b->key; });
+    for (const Entry* e : rest) out.push_back(&e->policy);
+  }
+  return out;
+}
+
 }  // namespace ringmesh::authz

@@ -87,6 +87,10 @@ class Authorizer {
   // evaluation order: for `ringmeshctl policies`.
   std::vector<const AuthorizationPolicy*> PoliciesFor(const Workload& dest) const;
 
+  // All policies: DENY, ALLOW, AUDIT; root namespace first, then by
+  // namespace and name. For `ringmeshctl policies`.
+  std::vector<const AuthorizationPolicy*> Policies() const;
+
   size_t size() const { return count_; }
 
  private:
