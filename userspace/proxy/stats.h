@@ -140,8 +140,8 @@ class ProxyStats {
   // Inbound HBONE (mTLS tunnels on <pod IP>:15008).
   std::atomic<uint64_t> hbone_inbound_connections{0};
   // Connections an AuthorizationPolicy denied at the destination side:
-  // CONNECTs of inbound tunnels (answered 401) and connections between pods
-  // of this node (reset).
+  // CONNECTs of inbound tunnels (answered 401) and, between pods of this
+  // node, connections (reset) and HTTP requests (answered 403).
   std::atomic<uint64_t> authz_denied_hbone{0};
   std::atomic<uint64_t> authz_denied_local{0};
   std::atomic<uint64_t> hbone_streams{0};         // CONNECTs that passed the checks
