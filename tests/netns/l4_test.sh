@@ -126,8 +126,10 @@ msg0=$(counter msg_redirected) up0=$(counter upstream_sockhash_added) sv0=$(coun
 sk0=$(counter sockhash_added) short0=$(counter sockhash_skipped_short_route) miss0=$(counter msg_pass_miss)
 out=$(rm_exec client "$RM_TCP" connect --to "$VIP:80" --count 200 --parallel 8)
 rm_assert_eq "$(rm_json ok <<<"$out")" 200 "connections ok"
-rm_assert_between "$(rm_json --default 0 tags.b1 <<<"$out")" 60 140 "share of b1 (30%-70%)"
-rm_assert_between "$(rm_json --default 0 tags.b2 <<<"$out")" 60 140 "share of b2 (30%-70%)"
+# 20%-80%: P2C is greedy over connect latency, and one connect slower than
+# the 1 ms floor tilts the share for a while.
+rm_assert_between "$(rm_json --default 0 tags.b1 <<<"$out")" 40 160 "share of b1 (20%-80%)"
+rm_assert_between "$(rm_json --default 0 tags.b2 <<<"$out")" 40 160 "share of b2 (20%-80%)"
 rm_assert_eq "$(($(counter redirected) - red0))" 200 "BPF redirected delta"
 rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_connections_total) - conn0))" 200 "proxy connections delta"
 up=$(($(counter upstream_sockhash_added) - up0)) sv=$(($(counter server_sockhash_added) - sv0))

@@ -543,7 +543,7 @@ TEST_F(SourceTest, StopsPromptlyWithOpenWatches) {
   ASSERT_TRUE(WaitUntil([&] { return api_.open_watches() == kWatches; }));
   auto t0 = std::chrono::steady_clock::now();
   source_.reset();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(500));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(2000)) << "the watches are 60 s long: stop must not wait them out";
 }
 
 }  // namespace
