@@ -71,6 +71,10 @@ services:
     vips: [198.18.200.13]
     ports: [{port: 83, targetPort: 7000}]
     endpoints: [{ip: $B2}]
+# A policy that applies to no pod of this node: socket LB stays on (only
+# endpoints a policy applies to need every connection through the proxy).
+authorizationPolicies:
+  - {metadata: {namespace: ops, name: unrelated}, spec: {action: DENY, rules: [{from: [{source: {namespaces: [default]}}]}]}}
 ${1:-}
 YAML
   mv "$nodefile.tmp" "$nodefile"

@@ -543,8 +543,8 @@ TEST(RouteTable, DirectEndpointsOnlyForLocalEnrolledPods) {
 
 // The destination side's authorization: the table knows this node's
 // enrolled pods (their namespace and labels) and the snapshot's policies,
-// and while there are policies no connect may skip the proxy (socket LB).
-TEST(RouteTable, CarriesPoliciesAndTurnsSocketLbOffForThem) {
+// and no connect may skip the proxy (socket LB) to a pod a policy applies to.
+TEST(RouteTable, CarriesPoliciesAndTurnsSocketLbOffForEndpointsTheyApplyTo) {
   Snapshot snap = DirectSnapshot({"198.18.1.11"}, {"198.18.1.11"});
   snap.pods[0].labels = {{"app", "web"}};
   auto t = RouteTable::Build(snap, nullptr);
@@ -561,9 +561,29 @@ TEST(RouteTable, CarriesPoliciesAndTurnsSocketLbOffForThem) {
   deny.name = "no-ops";
   deny.action = AuthzAction::kDeny;
   deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"ops"}}}}};
+  // A policy of another namespace: this endpoint is not checked, so
+  // connect() may still go straight to it.
+  AuthorizationPolicy elsewhere = deny;
+  elsewhere.ns = "ops";
+  snap.authorization_policies = {elsewhere};
+  t = RouteTable::Build(snap, nullptr);
+  EXPECT_EQ(t->authorizer().size(), 1u);
+  EXPECT_FALSE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  // One selecting other labels: the same.
+  AuthorizationPolicy other_app = deny;
+  other_app.match_labels = {{"app", "db"}};
+  snap.authorization_policies = {other_app};
+  t = RouteTable::Build(snap, nullptr);
+  EXPECT_FALSE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  // One that applies to the endpoint: every connection through the proxy.
   snap.authorization_policies = {deny};
   t = RouteTable::Build(snap, nullptr);
   EXPECT_EQ(t->authorizer().size(), 1u);
+  EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
+  AuthorizationPolicy root = elsewhere;
+  root.ns = "istio-system";  // the root namespace's apply to every namespace
+  snap.authorization_policies = {root};
+  t = RouteTable::Build(snap, nullptr);
   EXPECT_TRUE(t->Find(*SocketAddress::Parse("198.18.200.10:80"))->direct_endpoints.empty());
   const authz::Workload dest = authz::Workload::Of(*t->LocalEnrolledPod(*IpAddress::Parse("198.18.1.11")));
   EXPECT_FALSE(

@@ -48,11 +48,12 @@ std::shared_ptr<const RouteTable> RouteTable::Build(const Snapshot& snapshot, co
           svc.lb, ready, prev_lb, port.protocol == AppProtocol::kTcp ? lb_options : lb_options.ForRequests());
       route->retry_budget = it != old.end() ? it->second->retry_budget : std::make_shared<RetryBudget>();
       // Socket LB skips the proxy, and so the destination's policy check:
-      // none while the snapshot has policies.
-      if (svc.lb != LbPolicy::kLeastConnections && snapshot.authorization_policies.empty() &&
-          !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
-          std::all_of(ready.begin(), ready.end(),
-                      [&](const IpAddress& ip) { return table->IsLocalEnrolledPod(ip); })) {
+      // only to endpoints no policy applies to.
+      if (svc.lb != LbPolicy::kLeastConnections && !ready.empty() && ready.size() <= RM_MAX_DIRECT_BACKENDS &&
+          std::all_of(ready.begin(), ready.end(), [&](const IpAddress& ip) {
+            const Pod* pod = table->LocalEnrolledPod(ip);
+            return pod != nullptr && table->authorizer_.PoliciesFor(authz::Workload::Of(*pod)).empty();
+          })) {
         for (const IpAddress& ip : ready)
           route->direct_endpoints.push_back(SocketAddress{ip, route->target_port});
       }
