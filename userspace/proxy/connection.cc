@@ -127,18 +127,7 @@ bool AuthorizedToLocalPod(Worker& w, const RouteTable* routes, const ListenerInf
   if (dest == nullptr) return true;
   // The client is an enrolled pod too (its connect was redirected here):
   // its identity is known without a handshake.
-  const std::string trust_domain =
-      src.identities ? src.identities->trust_domain() : tls::WorkloadIdentityOptions{}.trust_domain;
-  // The identity its certificate would carry (an unset service account is
-  // "default", as in Kubernetes): namespace rules must match it too.
-  std::string principal;
-  if (!src.pod_name.empty()) {
-    Pod pod;
-    pod.ns = src.pod_ns;
-    pod.name = src.pod_name;
-    pod.service_account = src.service_account;
-    if (auto id = tls::WorkloadIdentities::IdentityOf(pod, trust_domain); id.ok()) principal = id->ToString();
-  }
+  const std::string& principal = src.principal;
   const authz::Decision d =
       routes->authorizer().Check(authz::Workload::Of(*dest), authz::Peer{principal, src_ip}, target.port);
   if (d.allowed) return true;

@@ -254,11 +254,7 @@ void InboundTunnel::Start() {
   absl::StatusOr<std::shared_ptr<const tls::Credential>> cred =
       absl::UnavailableError("no workload certificates");
   if (ids != nullptr) {
-    Pod pod;
-    pod.ns = listener_->pod_ns;
-    pod.name = listener_->pod_name;
-    pod.service_account = listener_->service_account;
-    auto id = tls::WorkloadIdentities::IdentityOf(pod, ids->trust_domain());
+    const absl::StatusOr<tls::SpiffeId>& id = listener_->identity;
     cred = id.ok() ? ids->Get(*id) : id.status();
   }
   if (!cred.ok()) {

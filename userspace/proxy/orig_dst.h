@@ -20,8 +20,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "userspace/common/ip.h"
 #include "userspace/common/unique_fd.h"
+#include "userspace/proxy/tls/spiffe_id.h"
 
 namespace ringmesh::bpf {
 class PinnedMaps;
@@ -38,6 +40,12 @@ struct ListenerInfo {
   std::string pod_name;
   std::string service_account;
   std::string workload;  // Istio's source_workload label
+  // The pod's workload identity in the proxy's trust domain (an unset
+  // service account is "default", as in Kubernetes), computed once: what its
+  // certificate carries and what AuthorizationPolicy principals match. An
+  // error for a pod whose names cannot form one (or no pod).
+  absl::StatusOr<tls::SpiffeId> identity = absl::FailedPreconditionError("no pod");
+  std::string principal;  // identity->ToString(), or empty
   uint32_t pod_id = 0;
   uint64_t netns_cookie = 0;
   // The pod's network namespace, where upstream sockets are created too;

@@ -131,6 +131,7 @@ absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& addres
   if (identity.netns_cookie == 0) {
     if (auto cookie = SocketNetnsCookie((*fds)[0].get()); cookie.ok()) identity.netns_cookie = *cookie;
   }
+  SetIdentity(identity);
   static_sources_.insert({identity.workload, identity.pod_ns});
   auto info = std::make_shared<const ListenerInfo>(std::move(identity));
   for (size_t i = 0; i < workers_.size(); ++i) {
@@ -145,6 +146,17 @@ absl::StatusOr<SocketAddress> ProxyCore::AddListener(const SocketAddress& addres
   return *local;
 }
 
+void ProxyCore::SetIdentity(ListenerInfo& info) const {
+  if (info.pod_name.empty()) return;  // plain-proxy mode: no pod
+  Pod pod;
+  pod.ns = info.pod_ns;
+  pod.name = info.pod_name;
+  pod.service_account = info.service_account;
+  info.identity = tls::WorkloadIdentities::IdentityOf(
+      pod, identities_ ? identities_->trust_domain() : tls::WorkloadIdentityOptions{}.trust_domain);
+  info.principal = info.identity.ok() ? info.identity->ToString() : "";
+}
+
 std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p,
                                                         const SocketAddress& local) const {
   auto info = std::make_shared<ListenerInfo>();
@@ -152,6 +164,7 @@ std::shared_ptr<const ListenerInfo> ProxyCore::MakeInfo(const PodListeners& p,
   info->pod_name = p.pod.name;
   info->service_account = p.pod.service_account;
   info->workload = WorkloadName(p.pod);
+  SetIdentity(*info);
   info->pod_id = p.pod.pod_id;
   info->netns_cookie = p.netns_cookie;
   info->netns = p.netns;

@@ -143,6 +143,8 @@ class ProxyCore {
   // Opens one socket per worker on `address` (in the current namespace).
   absl::StatusOr<std::vector<UniqueFd>> OpenListenerSet(const SocketAddress& address);
   void ClosePodListeners(const PodListeners& p);
+  // ListenerInfo::identity and principal from its pod fields.
+  void SetIdentity(ListenerInfo& info) const;
   std::shared_ptr<const ListenerInfo> MakeInfo(const PodListeners& p, const SocketAddress& local) const;
   void PublishRoutes(std::shared_ptr<const RouteTable> routes);
   void UpdateReady();

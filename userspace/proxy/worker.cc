@@ -291,11 +291,7 @@ absl::StatusOr<std::unique_ptr<TunnelStream>> Worker::OpenTunnelStream(const Lis
                                                                        const MeshPeer& peer) {
   const tls::WorkloadIdentities* ids = listener.identities.get();
   if (ids == nullptr) return absl::FailedPreconditionError("no workload certificates (--ca-cert)");
-  Pod pod;
-  pod.ns = listener.pod_ns;
-  pod.name = listener.pod_name;
-  pod.service_account = listener.service_account;
-  auto source = tls::WorkloadIdentities::IdentityOf(pod, ids->trust_domain());
+  const absl::StatusOr<tls::SpiffeId>& source = listener.identity;
   if (!source.ok()) return source.status();
   const tls::SpiffeId destination{ids->trust_domain(), peer.ns,
                                   peer.service_account.empty() ? "default" : peer.service_account};
