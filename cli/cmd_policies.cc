@@ -27,8 +27,11 @@ int RunPolicies(const Globals& g) {
       labels.push_back(absl::StrCat(k, "=", v));
     }
     std::string rules = JsonStr(p, "rules", "0");
+    if (p.value("http_rules", 0u) != 0) {
+      absl::StrAppend(&rules, " (", p.value("http_rules", 0u), " on HTTP requests)");
+    }
     if (p.value("dropped_l7_rules", 0u) != 0) {
-      absl::StrAppend(&rules, " (", p.value("dropped_l7_rules", 0u), " with L7 fields dropped)");
+      absl::StrAppend(&rules, " (", p.value("dropped_l7_rules", 0u), " with unsupported L7 fields dropped)");
     }
     const auto applies = p.value("applies_to", std::vector<std::string>{});
     t.Add({JsonStr(p, "namespace"), JsonStr(p, "name"), JsonStr(p, "action"),

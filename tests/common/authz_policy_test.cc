@@ -84,7 +84,10 @@ TEST(IstioAuthorizationPolicy, NotForANodeProxy) {
   EXPECT_FALSE(waypoint->has_value());
 }
 
-TEST(IstioAuthorizationPolicy, L7FieldsDropAllowRulesAndAreIgnoredInDeny) {
+// Operation hosts/methods/paths are kept (the Authorizer matches them on
+// requests and applies istiod's L4 rule itself); the L7 fields ringmesh does
+// not implement drop ALLOW rules and are left out of DENY ones.
+TEST(IstioAuthorizationPolicy, OperationL7FieldsKeptOtherL7FieldsDropAllowRules) {
   Json rules = Json::parse(R"([
       {"from": [{"source": {"requestPrincipals": ["*"], "namespaces": ["a"]}}]},
       {"to": [{"operation": {"paths": ["/x"], "ports": ["80"]}}]},
@@ -92,9 +95,11 @@ TEST(IstioAuthorizationPolicy, L7FieldsDropAllowRulesAndAreIgnoredInDeny) {
       {"from": [{"source": {"namespaces": ["b"]}}]}])");
   auto allow = ParseIstioAuthorizationPolicy(Object({{"rules", rules}}));
   ASSERT_TRUE(allow.ok() && allow->has_value()) << allow.status();
-  EXPECT_EQ((*allow)->dropped_l7_rules, 3u);
-  ASSERT_EQ((*allow)->rules.size(), 1u);
-  EXPECT_EQ((*allow)->rules[0].from.at(0).namespaces, std::vector<std::string>{"b"});
+  EXPECT_EQ((*allow)->dropped_l7_rules, 2u);
+  ASSERT_EQ((*allow)->rules.size(), 2u);
+  EXPECT_EQ((*allow)->rules[0].to.at(0).paths, std::vector<std::string>{"/x"});
+  EXPECT_EQ((*allow)->rules[0].to.at(0).ports, std::vector<uint16_t>{80});
+  EXPECT_EQ((*allow)->rules[1].from.at(0).namespaces, std::vector<std::string>{"b"});
 
   auto deny = ParseIstioAuthorizationPolicy(Object({{"action", "DENY"}, {"rules", rules}}));
   ASSERT_TRUE(deny.ok() && deny->has_value()) << deny.status();
@@ -103,6 +108,21 @@ TEST(IstioAuthorizationPolicy, L7FieldsDropAllowRulesAndAreIgnoredInDeny) {
   ASSERT_EQ((*deny)->rules.size(), 3u);
   EXPECT_EQ((*deny)->rules[0].from.at(0).namespaces, std::vector<std::string>{"a"});
   EXPECT_EQ((*deny)->rules[1].to.at(0).ports, std::vector<uint16_t>{80});
+  EXPECT_EQ((*deny)->rules[1].to.at(0).paths, std::vector<std::string>{"/x"});
+
+  auto every = ParseIstioAuthorizationPolicy(Object({{"rules", Json::parse(R"([{"to": [{"operation": {
+      "hosts": ["Shop.Example"], "notHosts": ["*.internal"], "methods": ["GET", "HEAD"],
+      "notMethods": ["DELETE"], "paths": ["/api/*"], "notPaths": ["*/admin"]}}]}])")}}));
+  ASSERT_TRUE(every.ok() && every->has_value()) << every.status();
+  const AuthzOperation& op = (*every)->rules.at(0).to.at(0);
+  EXPECT_EQ(op.hosts, std::vector<std::string>{"Shop.Example"});
+  EXPECT_EQ(op.not_hosts, std::vector<std::string>{"*.internal"});
+  EXPECT_EQ(op.methods, (std::vector<std::string>{"GET", "HEAD"}));
+  EXPECT_EQ(op.not_methods, std::vector<std::string>{"DELETE"});
+  EXPECT_EQ(op.paths, std::vector<std::string>{"/api/*"});
+  EXPECT_EQ(op.not_paths, std::vector<std::string>{"*/admin"});
+  EXPECT_EQ(ErrorOf(Object({{"rules", Json::parse(R"([{"to": [{"operation": {"methods": [""]}}]}])")}})),
+            "spec.rules[0].to[0].operation.methods[0]: empty value");
 }
 
 TEST(IstioAuthorizationPolicy, ErrorsNameTheField) {
@@ -188,7 +208,14 @@ AuthorizationPolicy RichPolicy() {
   s.ip_blocks = {*Cidr::Parse("10.0.0.0/8"), *Cidr::Parse("2001:db8::/32")};
   s.not_ip_blocks = {*Cidr::Parse("10.1.0.0/16")};
   r.from = {s, AuthzSource{}};  // an empty (L7-only DENY) entry survives too
-  r.to = {AuthzOperation{{80, 443}, {8080}}};
+  AuthzOperation l7;
+  l7.hosts = {"shop.example"};
+  l7.not_hosts = {"*.internal"};
+  l7.methods = {"GET"};
+  l7.not_methods = {"DELETE"};
+  l7.paths = {"/api/*"};
+  l7.not_paths = {"*/admin"};
+  r.to = {AuthzOperation{{80, 443}, {8080}}, l7};
   p.rules = {r, AuthzRule{}};
   return p;
 }

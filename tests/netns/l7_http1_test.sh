@@ -35,7 +35,9 @@ pods_yaml=""
 for p in h1 h2 h3; do
   pods_yaml+="  - {namespace: default, name: $p, netns: $(rm_pod_netns_path $p), ips: [$(rm_pod_ip $p)], labels: {app: web}}"$'\n'
 done
-cat >"$nodefile" <<YAML
+# write_nodefile [POLICIES]: the node file, with authorizationPolicies.
+write_nodefile() {
+  cat >"$nodefile.new" <<YAML
 pods:
   - {namespace: default, name: client, netns: $(rm_pod_netns_path client), ips: [$(rm_pod_ip client)], labels: {app: client}}
 ${pods_yaml}services:
@@ -50,7 +52,11 @@ ${pods_yaml}services:
     ports: [{name: http, port: 80, targetPort: 8080, protocol: http}]
     lb: round_robin
     endpoints: [{ip: $(rm_pod_ip h1), pod: default/h1}, {ip: $(rm_pod_ip h2), pod: default/h2}, {ip: $(rm_pod_ip h3), pod: default/h3}]
+authorizationPolicies: ${1:-[]}
 YAML
+  mv "$nodefile.new" "$nodefile"
+}
+write_nodefile
 
 # Endpoints: HTTP/1.1 keep-alive servers that say who answered.
 server=$RM_TMP/server.py
@@ -168,6 +174,35 @@ rm_log "retries: $retries"
 rm_assert_between "$retries" 1 600 "retries"
 rm -f "$RM_TMP/fail-h2"
 rm_pass retries_hide_a_resetting_endpoint
+
+rm_case l7_authorization_rules
+# AuthorizationPolicy methods/paths/hosts, matched on each request of the
+# L7 path; curl is the client. The endpoints only implement GET: a POST the
+# proxy lets through gets the app's 501, one it denies the proxy's 403.
+code() {  # METHOD PATH [HOST]
+  rm_exec client curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X "$1" -H "Host: ${3:-web}" "http://$VIP_RR$2"
+}
+denied0=$(mesh_metric n1 ringmesh_proxy_authz_denied_total 'path="local"')
+write_nodefile "[{metadata: {namespace: default, name: no-admin-writes}, spec: {action: DENY, rules: [{to: [{operation: {methods: [POST, DELETE], paths: [\"/admin*\"]}}]}]}},
+  {metadata: {namespace: default, name: public}, spec: {selector: {matchLabels: {app: web}}, rules: [{to: [{operation: {notPaths: [\"/private*\"], hosts: [web, \"web.default.svc*\"]}}]}]}}]"
+admin_post_denied() { [[ $(code POST /admin/users) == 403 ]]; }
+mesh_wait_for "POST /admin denied" 10 admin_post_denied
+rm_assert_eq "$(code GET /admin/users)" 200 "GET /admin/users"
+rm_assert_eq "$(code POST /cart)" 501 "POST /cart (the app's answer)"
+rm_assert_eq "$(code DELETE '/admin?all=1')" 403 "DELETE /admin?all=1"
+rm_assert_eq "$(code GET /private/keys)" 403 "GET /private/keys"
+rm_assert_eq "$(code GET / WEB.default.svc.cluster.local:80)" 200 "GET / with the service's FQDN"
+rm_assert_eq "$(code GET / example.com)" 403 "GET / for another host"
+rm_assert_eq "$(($(mesh_metric n1 ringmesh_proxy_authz_denied_total 'path="local"') - denied0))" 4 "denials counted (POST /admin, DELETE, /private, the other host)"
+out=$(mesh_ctl n1 -o json policies)
+rm_log "policies: $out"
+rm_assert_eq "$(rm_json policies.0.name <<<"$out") $(rm_json policies.0.http_rules <<<"$out")" "no-admin-writes 1" \
+  "the DENY and its rules on HTTP requests"
+rm_assert_eq "$(rm_json policies.1.applies_to <<<"$out")" '["default/h1", "default/h2", "default/h3"]' "pods the ALLOW applies to"
+write_nodefile
+private_allowed() { [[ $(code GET /private/keys) == 200 ]]; }
+mesh_wait_for "policies removed" 10 private_allowed
+rm_pass l7_authorization_rules
 
 rm_case l7_off_stays_l4
 rm_stop "$(mesh_proxy_pid n1)"

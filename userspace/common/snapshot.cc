@@ -171,8 +171,14 @@ bool NonEmptyList(const Json& obj, const char* key) {
   return v && (!v->is_array() || !v->empty());
 }
 
-// Reads the L4 fields of `j` (a source or an operation); sets *l7 when it
-// has any of the L7 ones, whose values are checked for type only.
+// A list-of-strings field of a source or an operation and where it goes.
+struct StringField {
+  const char* key;
+  std::vector<std::string>* out;
+};
+
+// Reads the L4 fields of a source; sets *l7 when it has any of the L7 ones
+// (not implemented), whose values are checked for type only.
 absl::Status ParseSource(const Json& j, const std::string& path, const AuthzLimits& limits, AuthzSource* src,
                          bool* l7) {
   RM_RETURN_IF_ERROR(CheckKeys(j, path,
@@ -181,10 +187,6 @@ absl::Status ParseSource(const Json& j, const std::string& path, const AuthzLimi
                                 "notRemoteIpBlocks", "serviceAccounts", "notServiceAccounts"}));
   auto strings = [&](const Json& v, const std::string& p, std::string* out) {
     return GetMatchString(v, p, limits, out);
-  };
-  struct StringField {
-    const char* key;
-    std::vector<std::string>* out;
   };
   for (const StringField& f :
        {StringField{"principals", &src->principals}, StringField{"notPrincipals", &src->not_principals},
@@ -216,7 +218,7 @@ absl::Status ParseSource(const Json& j, const std::string& path, const AuthzLimi
 }
 
 absl::Status ParseOperation(const Json& j, const std::string& path, const AuthzLimits& limits,
-                            AuthzOperation* op, bool* l7) {
+                            AuthzOperation* op) {
   RM_RETURN_IF_ERROR(CheckKeys(
       j, path, {"ports", "notPorts", "hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}));
   if (const Json* v = Get(j, "ports"))
@@ -224,14 +226,14 @@ absl::Status ParseOperation(const Json& j, const std::string& path, const AuthzL
   if (const Json* v = Get(j, "notPorts")) {
     RM_RETURN_IF_ERROR(GetList(*v, path + ".notPorts", limits, &op->not_ports, GetPort));
   }
-  for (const char* key : {"hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}) {
-    if (const Json* v = Get(j, key)) {
-      std::vector<std::string> ignored;
-      RM_RETURN_IF_ERROR(GetList(*v, path + "." + key, limits, &ignored,
+  for (const StringField& f : {StringField{"hosts", &op->hosts}, StringField{"notHosts", &op->not_hosts},
+                               StringField{"methods", &op->methods}, StringField{"notMethods", &op->not_methods},
+                               StringField{"paths", &op->paths}, StringField{"notPaths", &op->not_paths}}) {
+    if (const Json* v = Get(j, f.key)) {
+      RM_RETURN_IF_ERROR(GetList(*v, path + "." + f.key, limits, f.out,
                                  [&](const Json& e, const std::string& p, std::string* out) {
                                    return GetMatchString(e, p, limits, out);
                                  }));
-      *l7 = *l7 || !ignored.empty();
     }
   }
   return absl::OkStatus();
@@ -284,10 +286,8 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
       const Json* operation = Get((*to)[i], "operation");
       if (!operation) return FieldError(ep + ".operation", "required field missing");
       AuthzOperation op;
-      bool entry_l7 = false;
-      RM_RETURN_IF_ERROR(ParseOperation(*operation, ep + ".operation", limits, &op, &entry_l7));
-      if (op.empty() && !entry_l7) return FieldError(ep + ".operation", "must not be empty");
-      l7 = l7 || entry_l7;
+      RM_RETURN_IF_ERROR(ParseOperation(*operation, ep + ".operation", limits, &op));
+      if (op.empty()) return FieldError(ep + ".operation", "must not be empty");
       rule->to.push_back(std::move(op));
     }
   }
@@ -326,8 +326,9 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
     }
   }
   // istiod (handleRule): "L7 policies never match for ALLOW"; AUDIT is
-  // treated like ALLOW (it must not mark what it cannot see). In DENY the L7
-  // fields are simply gone from the entries parsed above.
+  // treated like ALLOW (it must not mark what it cannot see). In DENY the
+  // source's L7 fields are simply gone from the entries parsed above.
+  // (Operation L7 fields are kept: the Authorizer applies that rule itself.)
   if (l7 && action != AuthzAction::kDeny) *keep = false;
   return absl::OkStatus();
 }
@@ -446,7 +447,8 @@ absl::Status CheckAuthzLimits(const AuthorizationPolicy& policy, const AuthzLimi
     for (size_t i = 0; i < rule.to.size(); ++i) {
       const AuthzOperation& o = rule.to[i];
       const std::string p = absl::StrCat(rp, ".to[", i, "].operation");
-      for (size_t n : {o.ports.size(), o.not_ports.size()}) {
+      for (size_t n : {o.ports.size(), o.not_ports.size(), o.hosts.size(), o.not_hosts.size(), o.methods.size(),
+                       o.not_methods.size(), o.paths.size(), o.not_paths.size()}) {
         if (n > limits.max_values_per_field) return too_many(p, n, limits.max_values_per_field);
       }
     }

@@ -109,13 +109,17 @@ struct Service {
 //     clause" matches). Istio's validation refuses such an entry, so the
 //     parsers do too; it only arises from a DENY entry whose fields were all
 //     L7 (see below).
-// L7 fields (operation.hosts/methods/paths and their not*, source.
-// requestPrincipals/remoteIpBlocks and their not*, `when`) cannot be seen at
-// L4. As istiod does for ztunnel: in an ALLOW (and AUDIT) policy a rule that
-// uses any of them is dropped, so it can never allow anything (the policy
-// still applies to its workloads); in a DENY policy the L7 fields are
-// removed and the rest of the rule stays, so it denies as if the L7 part
-// matched (more restrictive).
+// L7 fields cannot be seen at L4. operation.hosts/methods/paths (and their
+// not*) are kept: the proxy matches them against each request where it
+// parses HTTP (a same-node L7 route); a connection checked at L4 (TCP, an
+// inbound tunnel) evaluates them as istiod tells ztunnel to: an ALLOW (and
+// AUDIT) rule with any of them never matches, a DENY rule matches as if
+// they did (more restrictive; an entry left with no L4 field never
+// matches, see above). The others (source.requestPrincipals/remoteIpBlocks
+// and their not*, `when`) are not implemented: an ALLOW/AUDIT rule using
+// them is dropped, so it can never allow anything (the policy still applies
+// to its workloads); in a DENY rule source fields are removed and the rest
+// stays, and a `when` condition drops the rule.
 enum class AuthzAction : uint8_t { kAllow, kDeny, kAudit };
 
 // One `from[].source`. Principals and namespaces are Istio string matches:
@@ -137,12 +141,25 @@ struct AuthzSource {
   bool operator==(const AuthzSource&) const = default;
 };
 
-// One `to[].operation` (ports only: the rest is L7).
+// One `to[].operation`. Ports are L4; hosts, methods and paths are L7 and
+// Istio string matches (hosts case-insensitively, against the Host header
+// with or without its port; paths against the path without its query).
 struct AuthzOperation {
   std::vector<uint16_t> ports;  // host order, 1..65535
   std::vector<uint16_t> not_ports;
+  std::vector<std::string> hosts;
+  std::vector<std::string> not_hosts;
+  std::vector<std::string> methods;
+  std::vector<std::string> not_methods;
+  std::vector<std::string> paths;
+  std::vector<std::string> not_paths;
 
-  bool empty() const { return ports.empty() && not_ports.empty(); }
+  bool has_l4() const { return !ports.empty() || !not_ports.empty(); }
+  bool has_l7() const {
+    return !hosts.empty() || !not_hosts.empty() || !methods.empty() || !not_methods.empty() || !paths.empty() ||
+           !not_paths.empty();
+  }
+  bool empty() const { return !has_l4() && !has_l7(); }
   bool operator==(const AuthzOperation&) const = default;
 };
 
@@ -162,8 +179,9 @@ struct AuthorizationPolicy {
   // mesh when `ns` is the root namespace (Authorizer's option).
   std::map<std::string, std::string> match_labels;
   std::vector<AuthzRule> rules;
-  // ALLOW/AUDIT rules dropped because they used L7 fields (see above); kept
-  // so that `ringmeshctl policies` can say why a policy allows less.
+  // ALLOW/AUDIT rules dropped because they used L7 fields ringmesh does not
+  // implement (see above); kept so that `ringmeshctl policies` can say why a
+  // policy allows less.
   uint32_t dropped_l7_rules = 0;
 
   bool operator==(const AuthorizationPolicy&) const = default;

@@ -100,6 +100,12 @@ Json PolicyToJson(const AuthorizationPolicy& p) {
       Json e = Json::object();
       if (!o.ports.empty()) e["ports"] = o.ports;
       if (!o.not_ports.empty()) e["notPorts"] = o.not_ports;
+      if (!o.hosts.empty()) e["hosts"] = StringsToJson(o.hosts);
+      if (!o.not_hosts.empty()) e["notHosts"] = StringsToJson(o.not_hosts);
+      if (!o.methods.empty()) e["methods"] = StringsToJson(o.methods);
+      if (!o.not_methods.empty()) e["notMethods"] = StringsToJson(o.not_methods);
+      if (!o.paths.empty()) e["paths"] = StringsToJson(o.paths);
+      if (!o.not_paths.empty()) e["notPaths"] = StringsToJson(o.not_paths);
       to.push_back(std::move(e));
     }
     Json rule = Json::object();
@@ -374,11 +380,17 @@ absl::Status DecodeAuthzSource(const Json& j, const std::string& path, AuthzSour
 }
 
 absl::Status DecodeAuthzOperation(const Json& j, const std::string& path, AuthzOperation* o) {
-  RM_RETURN_IF_ERROR(CheckKeys(j, path, {"ports", "notPorts"}));
+  RM_RETURN_IF_ERROR(CheckKeys(
+      j, path, {"ports", "notPorts", "hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}));
   if (const Json* v = Field(j, "ports"))
     RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "ports"), &o->ports, GetPort));
   if (const Json* v = Field(j, "notPorts")) {
     RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "notPorts"), &o->not_ports, GetPort));
+  }
+  for (auto [key, out] : {std::pair{"hosts", &o->hosts}, std::pair{"notHosts", &o->not_hosts},
+                          std::pair{"methods", &o->methods}, std::pair{"notMethods", &o->not_methods},
+                          std::pair{"paths", &o->paths}, std::pair{"notPaths", &o->not_paths}}) {
+    if (const Json* v = Field(j, key)) RM_RETURN_IF_ERROR(GetArray(*v, Child(path, key), out, GetNonEmptyString));
   }
   return absl::OkStatus();
 }

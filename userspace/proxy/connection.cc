@@ -121,19 +121,22 @@ void Connection::Start() {
 }
 
 bool AuthorizedToLocalPod(Worker& w, const RouteTable* routes, const ListenerInfo& src,
-                          const IpAddress& src_ip, const SocketAddress& target, uint64_t conn_id) {
+                          const IpAddress& src_ip, const SocketAddress& target, uint64_t conn_id,
+                          const authz::Request* request) {
   if (routes == nullptr || routes->authorizer().size() == 0) return true;
   const Pod* dest = routes->LocalEnrolledPod(target.ip);
   if (dest == nullptr) return true;
   // The client is an enrolled pod too (its connect was redirected here):
   // its identity is known without a handshake.
   const std::string& principal = src.principal;
-  const authz::Decision d =
-      routes->authorizer().Check(authz::Workload::Of(*dest), authz::Peer{principal, src_ip}, target.port);
+  const authz::Decision d = routes->authorizer().Check(authz::Workload::Of(*dest),
+                                                       authz::Peer{principal, src_ip}, target.port, request);
   if (d.allowed) return true;
   w.stats().Add(w.stats().authz_denied_local);
-  spdlog::info("connection {}: {} -> {}/{} port {} denied ({}{}{})", conn_id,
+  spdlog::info("connection {}: {} -> {}/{} port {}{} denied ({}{}{})", conn_id,
                principal.empty() ? src_ip.ToString() : principal, dest->ns, dest->name, target.port,
+               request == nullptr ? std::string()
+                                  : fmt::format(" {} {}{}", request->method, request->host, request->path),
                authz::ToString(d.reason), d.policy.empty() ? "" : ": ", d.policy);
   return false;
 }

@@ -62,13 +62,14 @@ struct ConnectionInfo {
   uint64_t requests = 0;
 };
 
-// The destination's AuthorizationPolicies for a connection (or request)
-// from the enrolled pod behind `src` to `target`, when `target` is an
-// enrolled pod of this node (elsewhere its node's proxy checks them, on the
-// tunnel's CONNECT). A denial is counted and logged with both ends and the
-// policy; the caller resets or answers.
+// The destination's AuthorizationPolicies for a connection (or, with
+// `request`, one HTTP request) from the enrolled pod behind `src` to
+// `target`, when `target` is an enrolled pod of this node (elsewhere its
+// node's proxy checks them, on the tunnel's CONNECT). A denial is counted
+// and logged with both ends and the policy; the caller resets or answers.
 bool AuthorizedToLocalPod(Worker& w, const RouteTable* routes, const ListenerInfo& src,
-                          const IpAddress& src_ip, const SocketAddress& target, uint64_t conn_id);
+                          const IpAddress& src_ip, const SocketAddress& target, uint64_t conn_id,
+                          const authz::Request* request = nullptr);
 
 class Connection final : public IoHandler {
  public:

@@ -671,11 +671,17 @@ nlohmann::json ProxyCore::ConfigDump() {
     }
     for (const AuthorizationPolicy* p : az.Policies()) {
       const auto it = applies.find(p);
+      // Rules with methods/paths/hosts: matched on HTTP requests (the L7
+      // path); at L4 they follow istiod's rule (authorizer.h).
+      const auto http_rules = std::count_if(p->rules.begin(), p->rules.end(), [](const AuthzRule& r) {
+        return std::any_of(r.to.begin(), r.to.end(), [](const AuthzOperation& o) { return o.has_l7(); });
+      });
       policies.push_back({{"namespace", p->ns},
                           {"name", p->name},
                           {"action", ToString(p->action)},
                           {"match_labels", p->match_labels},
                           {"rules", p->rules.size()},
+                          {"http_rules", http_rules},
                           {"dropped_l7_rules", p->dropped_l7_rules},
                           {"applies_to", it == applies.end() ? std::set<std::string>{} : it->second}});
     }

@@ -40,6 +40,13 @@ Decision Check(const Authorizer& a, const Workload& w, const char* principal, co
   return a.Check(w, Peer{principal, Ip(ip)}, port);
 }
 
+// One request from kSleep to port 8080.
+bool Allows(const Authorizer& a, const Workload& w, std::string_view method, std::string_view path,
+            std::string_view host = "web.foo") {
+  Request r{method, path, host};
+  return a.Check(w, Peer{kSleep, Ip("10.0.0.1")}, 8080, &r).allowed;
+}
+
 TEST(Authorizer, NoPoliciesAllows) {
   Fixture f;
   Authorizer a(std::vector<AuthorizationPolicy>{});
@@ -233,16 +240,20 @@ TEST(Authorizer, EmptyRulesAndEmptyRule) {
   EXPECT_TRUE(Check(allow_all, f.web, "").allowed);
 }
 
-TEST(Authorizer, L7RulesFollowIstiod) {
+TEST(Authorizer, L7RulesFollowIstiodAtL4AndMatchRequests) {
   Fixture f;
-  // ALLOW: a rule with methods can never match at L4.
+  // ALLOW: a rule with methods can never match at L4; on a request it does.
   AuthorizationPolicy allow =
       Policy("foo", "get-only",
              {{"rules", {{{"to", {{{"operation", {{"methods", {"GET"}}, {"ports", {"8080"}}}}}}}}}}});
-  EXPECT_EQ(allow.rules.size(), 0u);
-  EXPECT_EQ(allow.dropped_l7_rules, 1u);
-  EXPECT_FALSE(Check(Authorizer({allow}), f.web, kSleep).allowed);
-  // DENY: the L7 part is taken as matched; the port still restricts.
+  EXPECT_EQ(allow.rules.size(), 1u);
+  EXPECT_EQ(allow.dropped_l7_rules, 0u);
+  Authorizer a({allow});
+  EXPECT_FALSE(Check(a, f.web, kSleep).allowed);
+  EXPECT_TRUE(Allows(a, f.web, "GET", "/"));
+  EXPECT_FALSE(Allows(a, f.web, "POST", "/"));
+  EXPECT_FALSE(Allows(a, f.web, "get", "/")) << "methods match case-sensitively";
+  // DENY: at L4 the L7 part is taken as matched; the port still restricts.
   AuthorizationPolicy deny =
       Policy("foo", "no-post",
              {{"action", "DENY"},
@@ -250,12 +261,48 @@ TEST(Authorizer, L7RulesFollowIstiod) {
   Authorizer d({deny});
   EXPECT_FALSE(Check(d, f.web, kSleep, "10.0.0.1", 8080).allowed);
   EXPECT_TRUE(Check(d, f.web, kSleep, "10.0.0.1", 9090).allowed);
+  EXPECT_FALSE(Allows(d, f.web, "POST", "/"));
+  EXPECT_TRUE(Allows(d, f.web, "GET", "/"));
   // DENY with only L7 fields in the entry: ztunnel skips the empty match, so
-  // it never denies.
+  // at L4 it never denies; a request it matches is denied.
   Authorizer only_l7(
       {Policy("foo", "no-get",
               {{"action", "DENY"}, {"rules", {{{"to", {{{"operation", {{"methods", {"GET"}}}}}}}}}}})});
   EXPECT_TRUE(Check(only_l7, f.web, kSleep).allowed);
+  EXPECT_FALSE(Allows(only_l7, f.web, "GET", "/"));
+  EXPECT_TRUE(Allows(only_l7, f.web, "PUT", "/"));
+  // AUDIT: like ALLOW, never at L4.
+  Authorizer audit({Policy("foo", "audit-get",
+                           {{"action", "AUDIT"}, {"rules", {{{"to", {{{"operation", {{"methods", {"GET"}}}}}}}}}}})});
+  EXPECT_EQ(Check(audit, f.web, kSleep).audit_policy, "");
+  Request get{"GET", "/", "web"};
+  EXPECT_EQ(audit.Check(f.web, Peer{kSleep, Ip("10.0.0.1")}, 8080, &get).audit_policy, "foo/audit-get");
+}
+
+TEST(Authorizer, HostsAndPathsOfARequest) {
+  Fixture f;
+  Authorizer a({Policy("foo", "api",
+                       {{"rules", Json::parse(R"([{"to": [{"operation": {
+                           "hosts": ["Shop.Example", "*.shop.internal"], "paths": ["/api/*", "/health"],
+                           "notPaths": ["*/admin"]}}]}])")}})});
+  EXPECT_TRUE(Allows(a, f.web, "GET", "/api/items", "shop.example"));
+  EXPECT_TRUE(Allows(a, f.web, "GET", "/api/items", "SHOP.EXAMPLE:8080")) << "any case, with its port";
+  EXPECT_TRUE(Allows(a, f.web, "GET", "/health?verbose=1", "cart.shop.internal")) << "the query is not matched";
+  EXPECT_TRUE(Allows(a, f.web, "GET", "/health#top", "shop.example"));
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/healthz", "shop.example"));
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/items", "other.example"));
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/items", "")) << "no Host header matches no host";
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/x/admin", "shop.example")) << "notPaths";
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/x/admin?y", "shop.example"));
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/items", "shop.example:http")) << "not a port: the host as it is";
+  EXPECT_FALSE(Allows(a, f.web, "GET", "/api/items", "[::1]:80"));
+  // IPv6 literals: the brackets stay, only a port goes.
+  Authorizer v6({Policy("foo", "v6", {{"rules", Json::parse(R"([{"to": [{"operation": {"hosts": ["[fd00::1]"]}}]}])")}})});
+  EXPECT_TRUE(Allows(v6, f.web, "GET", "/", "[FD00::1]:8080"));
+  EXPECT_TRUE(Allows(v6, f.web, "GET", "/", "[fd00::1]"));
+  EXPECT_FALSE(Allows(v6, f.web, "GET", "/", "[fd00::2]"));
+  // Without a request (L4) none of it can be seen: the ALLOW rule never matches.
+  EXPECT_FALSE(Check(a, f.web, kSleep).allowed);
 }
 
 TEST(Authorizer, AuditOnlyMarks) {

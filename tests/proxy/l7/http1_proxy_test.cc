@@ -249,6 +249,47 @@ TEST_P(Http1ProxyTest, RequestDeniedByAuthorizationPolicyGets403) {
   EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 4);
 }
 
+// AuthorizationPolicy rules on methods, paths and hosts are matched against
+// each request on the L7 path (at L4 an ALLOW rule with them never matches).
+TEST_P(Http1ProxyTest, RequestsCheckedAgainstL7AuthorizationRules) {
+  ASSERT_NO_FATAL_FAILURE(StartProxy());
+  ASSERT_NO_FATAL_FAILURE(StartBackends());
+  const uint16_t port = backends_[0]->port();
+  const std::vector<std::string> ips = {"127.0.0.11", "127.0.0.12", "127.0.0.13"};
+  AuthorizationPolicy deny;
+  deny.ns = "default";
+  deny.name = "no-admin-writes";
+  deny.action = AuthzAction::kDeny;
+  deny.rules = {AuthzRule{.to = {AuthzOperation{.methods = {"POST", "DELETE"}, .paths = {"/admin*"}}}}};
+  AuthorizationPolicy allow;
+  allow.ns = "default";
+  allow.name = "shop-host";
+  allow.rules = {AuthzRule{.to = {AuthzOperation{.hosts = {"shop.example"}}}}};
+  ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny, allow}));
+  auto status = [&](const std::string& method, const std::string& target, const std::string& host) {
+    HttpClient client(listen_);
+    EXPECT_TRUE(client.connected());
+    std::string req = method + " " + target + " HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 0\r\n\r\n";
+    auto r = client.Exchange(req);
+    return r ? (*r)->head.status_code : -1;
+  };
+  EXPECT_EQ(status("GET", "/admin/users", "shop.example"), 200);
+  EXPECT_EQ(status("POST", "/admin/users?x=1", "shop.example"), 403);
+  EXPECT_EQ(status("DELETE", "/admin", "Shop.Example:80"), 403);
+  EXPECT_EQ(status("POST", "/cart", "SHOP.example:80"), 200);
+  EXPECT_EQ(status("POST", "http://shop.example/admin", "shop.example"), 403) << "absolute-form target";
+  EXPECT_EQ(status("GET", "/", "other.example"), 403) << "no ALLOW rule matches this host";
+  EXPECT_EQ(BackendRequests(), 2u);
+  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 4);
+  // Two Host headers: which one a policy saw and which one the app reads
+  // must never differ.
+  HttpClient two(listen_);
+  auto r = two.Exchange("GET / HTTP/1.1\r\nHost: shop.example\r\nHost: other.example\r\n\r\n");
+  ASSERT_TRUE(r);
+  EXPECT_EQ((*r)->head.status_code, 400);
+  EXPECT_EQ(BackendRequests(), 2u);
+}
+
 // A kept-alive connection (clients pool them for hours) routes each
 // request with the newest snapshot: an endpoint taken out gets no more of
 // its requests, and a service gone from its VIP is answered 503 NR.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace ringmesh::authz {
@@ -21,6 +22,12 @@ struct SourceFacts {
   std::string_view principal;
   std::string_view ns;  // "" for plaintext peers
   IpAddress ip;
+  // The request's, or none at L4. Host lowercased (hosts match
+  // case-insensitively, patterns are lowercased once by the Authorizer).
+  const Request* request = nullptr;
+  std::string host;
+  std::string_view host_no_port;
+  std::string_view path;  // without "?query" and "#fragment"
 };
 
 // ztunnel's matches_internal: the positive list (when set) must have a
@@ -44,22 +51,51 @@ bool MatchesSource(const AuthzSource& s, const SourceFacts& f) {
          PositiveNegative(s.ip_blocks, s.not_ip_blocks, ip);
 }
 
-bool MatchesOperation(const AuthzOperation& o, uint16_t port) {
-  if (o.empty()) return false;
-  return PositiveNegative(o.ports, o.not_ports, [&](uint16_t p) { return p == port; });
+bool MatchesOperation(const AuthzOperation& o, const SourceFacts& f, uint16_t port) {
+  // At L4 only the ports are seen: an entry with none of them is an empty
+  // clause there, which never matches (as an all-L7 source entry above).
+  if (f.request == nullptr ? !o.has_l4() : o.empty()) return false;
+  if (!PositiveNegative(o.ports, o.not_ports, [&](uint16_t p) { return p == port; })) return false;
+  if (f.request == nullptr) return true;
+  auto host = [&](const std::string& p) {
+    return MatchesIstioString(p, f.host) || MatchesIstioString(p, f.host_no_port);
+  };
+  auto method = [&](const std::string& p) { return MatchesIstioString(p, f.request->method); };
+  auto path = [&](const std::string& p) { return MatchesIstioString(p, f.path); };
+  return PositiveNegative(o.hosts, o.not_hosts, host) && PositiveNegative(o.methods, o.not_methods, method) &&
+         PositiveNegative(o.paths, o.not_paths, path);
 }
 
-bool MatchesRule(const AuthzRule& rule, const SourceFacts& f, uint16_t port) {
+bool MatchesRule(const AuthzRule& rule, AuthzAction action, const SourceFacts& f, uint16_t port) {
+  // istiod for ztunnel: "L7 policies never match for ALLOW" (nor AUDIT); a
+  // DENY rule's L7 fields are left out (MatchesOperation).
+  if (f.request == nullptr && action != AuthzAction::kDeny &&
+      std::any_of(rule.to.begin(), rule.to.end(), [](const AuthzOperation& o) { return o.has_l7(); })) {
+    return false;
+  }
   bool from = rule.from.empty() || std::any_of(rule.from.begin(), rule.from.end(),
                                                [&](const auto& s) { return MatchesSource(s, f); });
   if (!from) return false;
   return rule.to.empty() || std::any_of(rule.to.begin(), rule.to.end(),
-                                        [&](const auto& o) { return MatchesOperation(o, port); });
+                                        [&](const auto& o) { return MatchesOperation(o, f, port); });
 }
 
 // A policy without rules never matches (ztunnel: "empty rules").
 bool MatchesPolicy(const AuthorizationPolicy& p, const SourceFacts& f, uint16_t port) {
-  return std::any_of(p.rules.begin(), p.rules.end(), [&](const auto& r) { return MatchesRule(r, f, port); });
+  return std::any_of(p.rules.begin(), p.rules.end(),
+                     [&](const auto& r) { return MatchesRule(r, p.action, f, port); });
+}
+
+// The host without its ":port" (IPv6 literals keep their brackets).
+std::string_view HostWithoutPort(std::string_view host) {
+  size_t colon = host.rfind(':');
+  if (colon == std::string_view::npos) return host;
+  if (host.find(']') != std::string_view::npos && host.find(']') > colon) return host;  // "[::1]" alone
+  std::string_view port = host.substr(colon + 1);
+  if (port.empty() || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return host;
+  }
+  return host.substr(0, colon);
 }
 
 bool Selects(const AuthorizationPolicy& p, const Workload& dest) {
@@ -130,6 +166,13 @@ Authorizer::Authorizer(const std::vector<AuthorizationPolicy>& policies, Authori
     if (p.action == AuthzAction::kDeny) set = &deny_;
     if (p.action == AuthzAction::kAudit) set = &audit_;
     Entry entry{p, absl::StrCat(p.ns, "/", p.name)};
+    for (AuthzRule& rule : entry.policy.rules) {
+      for (AuthzOperation& op : rule.to) {
+        for (auto* hosts : {&op.hosts, &op.not_hosts}) {
+          for (std::string& h : *hosts) absl::AsciiStrToLower(&h);
+        }
+      }
+    }
     if (p.ns == options_.root_namespace) {
       set->root.push_back(std::move(entry));
     } else {
@@ -153,9 +196,17 @@ void Authorizer::ForEachApplying(const ByAction& set, const Workload& dest, Fn&&
   }
 }
 
-Decision Authorizer::Check(const Workload& dest, const Peer& src, uint16_t dest_port) const {
+Decision Authorizer::Check(const Workload& dest, const Peer& src, uint16_t dest_port,
+                           const Request* request) const {
   SourceFacts facts;
   facts.ip = src.ip;
+  if (request != nullptr) {
+    facts.request = request;
+    facts.host.assign(request->host);
+    absl::AsciiStrToLower(&facts.host);
+    facts.host_no_port = HostWithoutPort(facts.host);
+    facts.path = request->path.substr(0, request->path.find_first_of("?#"));
+  }
   if (src.principal.substr(0, kSpiffePrefix.size()) == kSpiffePrefix) {
     facts.has_identity = true;
     facts.principal = src.principal.substr(kSpiffePrefix.size());

@@ -1,12 +1,19 @@
-// The L4 authorization check of the destination side: Istio
+// The authorization check of the destination side: Istio
 // AuthorizationPolicy semantics (see snapshot.h for the policy model and
 // where each rule comes from), evaluated once per connection before any
-// byte reaches the application. Built once per snapshot, then read-only and
-// safe to share between worker threads.
+// byte reaches the application, or once per request where the proxy parses
+// HTTP. Built once per snapshot, then read-only and safe to share between
+// worker threads.
 //
 //   Authorizer authz(snapshot.authorization_policies);
 //   Decision d = authz.Check(Workload::Of(dest_pod), Peer{peer_uri, peer_ip}, dest_port);
 //   if (!d.allowed) { count and log d.policy; send 401 / reset }
+//   Request req{"GET", "/v1/items?x=1", "shop.example:8080"};
+//   d = authz.Check(Workload::Of(dest_pod), peer, dest_port, &req);  // 403 if denied
+//
+// Without a request (L4) a rule's operation hosts/methods/paths cannot be
+// seen: as ztunnel, an ALLOW or AUDIT rule using them never matches and a
+// DENY rule matches as if they did. With a request they are matched.
 //
 // Order, as Istio and ztunnel: CUSTOM is not enforced here; any matching
 // DENY denies; then, if any ALLOW policy applies to the workload, one of
@@ -49,6 +56,14 @@ struct Peer {
   IpAddress ip;
 };
 
+// An HTTP request's attributes for operation.hosts/methods/paths. Views:
+// they must outlive the Check call only.
+struct Request {
+  std::string_view method;  // "GET"; matched case-sensitively, as Istio
+  std::string_view path;    // the request target; its query is not matched
+  std::string_view host;    // the Host header (or :authority), port and all
+};
+
 struct Decision {
   enum class Reason : uint8_t {
     kNoAllowPolicies,  // allowed: no ALLOW policy applies to the workload
@@ -81,7 +96,9 @@ class Authorizer {
   Authorizer() = default;
   explicit Authorizer(const std::vector<AuthorizationPolicy>& policies, AuthorizerOptions options = {});
 
-  Decision Check(const Workload& dest, const Peer& src, uint16_t dest_port) const;
+  // `request` null: a connection (L4); else one request on it.
+  Decision Check(const Workload& dest, const Peer& src, uint16_t dest_port,
+                 const Request* request = nullptr) const;
 
   // Every policy that applies to the workload (selector and scope), in
   // evaluation order: for `ringmeshctl policies`.

@@ -365,6 +365,14 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
   ex_ = Exchange{};
   ex_.start_ns = MonotonicNowNs();
   ex_.method = head.method;
+  ex_.path = head.target;
+  if (!ex_.path.empty() && ex_.path[0] != '/') {
+    // absolute-form ("http://host/a"): the path is what follows the authority
+    size_t scheme = ex_.path.find("://");
+    size_t slash = scheme == std::string::npos ? std::string::npos : ex_.path.find('/', scheme + 3);
+    ex_.path = slash == std::string::npos ? "/" : ex_.path.substr(slash);
+  }
+  ex_.host = head.headers.Get("host").value_or("");
   ex_.version_minor = head.version_minor;
   up_q_.Clear();
   req_trailers_.Clear();
@@ -373,6 +381,12 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
   if (head.version_minor == 0 || !head.keep_alive) close_after_ = true;
   if (head.upgrade || head.is_connect()) {
     Respond(501, "-");  // no protocol switch through the L7 path yet
+    return Action::kPause;
+  }
+  if (head.headers.Count("host") > 1) {
+    // RFC 9112 §3.2: a 400. Which one a policy saw and which one the app
+    // reads must never differ.
+    Respond(400, "DPE");
     return Action::kPause;
   }
   if (!RefreshRoute()) {
@@ -460,7 +474,8 @@ void Http1Connection::StartAttempt() {
     return;
   }
   const SocketAddress target{route_->lb->endpoint(i), route_->target_port};
-  if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_)) {
+  const authz::Request request{ex_.method, ex_.path, ex_.host};
+  if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_, &request)) {
     Respond(403, "RBAC");  // Envoy's RBAC filter: "RBAC: access denied"
     return;
   }

@@ -118,6 +118,8 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
   struct Exchange {
     int64_t start_ns = 0;
     std::string method;
+    std::string path;  // the request target in origin form ("/a?b"), for authorization
+    std::string host;  // the Host header
     int version_minor = 1;
     bool req_chunked = false;
     bool req_complete = false;
