@@ -677,6 +677,7 @@ TEST_F(SourceTest, AuthorizationPoliciesAreMirrored) {
 }
 
 TEST_F(SourceTest, AbsentAuthorizationPolicyCrdDoesNotHoldPollBack) {
+  LogCapture log;
   SeedBasicWorld();
   api_.InjectError(
       "authorizationpolicies", /*watch=*/false, 404, "application/json",
@@ -686,6 +687,11 @@ TEST_F(SourceTest, AbsentAuthorizationPolicyCrdDoesNotHoldPollBack) {
   EXPECT_TRUE(last_->authorization_policies.empty());
   EXPECT_TRUE(source_->synced());
   EXPECT_EQ(source_->Health(), "synced") << "an uninstalled optional CRD is not a problem";
+  // Retried with backoff; warned about once, not on every retry.
+  const std::string error = "list AuthorizationPolicy: HTTP 404";
+  ASSERT_TRUE(WaitUntil([&] { return log.Count(error) >= 3; }));
+  EXPECT_EQ(log.Count(error, "[warning]"), 1);
+  EXPECT_GE(log.Count(error, "[debug]"), 2);
 
   // The CRD gets installed: the retried list finds it.
   api_.ClearErrors();

@@ -83,11 +83,14 @@ class LogCapture {
     static auto* retired = new std::vector<std::shared_ptr<spdlog::logger>>();
     retired->push_back(std::move(logger_));
   }
-  bool Contains(const std::string& needle) const {
+  bool Contains(const std::string& needle) const { return Count(needle) > 0; }
+  // Lines that contain every one of `needles`.
+  int Count(const std::string& needle, const std::string& and_needle = "") const {
+    int n = 0;
     for (const auto& line : sink_->last_formatted()) {
-      if (line.find(needle) != std::string::npos) return true;
+      n += line.find(needle) != std::string::npos && line.find(and_needle) != std::string::npos;
     }
-    return false;
+    return n;
   }
 
  private:

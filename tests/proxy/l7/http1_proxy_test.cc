@@ -196,6 +196,17 @@ TEST_P(Http1ProxyTest, BalancesEachRequestOverPooledConnections) {
   EXPECT_EQ(Metric("ringmesh_proxy_http_connections_total"), kConns);
 }
 
+// An AuthorizationPolicy of namespace default (the client's and the
+// endpoints').
+AuthorizationPolicy Policy(std::string name, AuthzAction action, std::vector<AuthzRule> rules) {
+  AuthorizationPolicy p;
+  p.ns = "default";
+  p.name = std::move(name);
+  p.action = action;
+  p.rules = std::move(rules);
+  return p;
+}
+
 // The destination's AuthorizationPolicy between two pods of this node: a
 // denied request is answered 403 as Istio's proxies do (then the
 // connection closes, like every canned answer) and never reaches the pod; a
@@ -207,12 +218,9 @@ TEST_P(Http1ProxyTest, RequestDeniedByAuthorizationPolicyGets403) {
   const std::vector<std::string> ips = {"127.0.0.11", "127.0.0.12", "127.0.0.13"};
   // The client pod runs as default/default (its service account unset, as
   // Kubernetes fills it in).
-  AuthorizationPolicy deny;
-  deny.ns = "default";
-  deny.name = "no-default";
-  deny.action = AuthzAction::kDeny;
+  AuthorizationPolicy deny = Policy("no-default", AuthzAction::kDeny,
+                                    {AuthzRule{.from = {AuthzSource{.namespaces = {"default"}}}}});
   deny.match_labels = {{"app", "web"}};
-  deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"default"}}}}};
   ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny}));
   for (int i = 0; i < 3; ++i) {
     HttpClient client(listen_);
@@ -256,15 +264,11 @@ TEST_P(Http1ProxyTest, RequestsCheckedAgainstL7AuthorizationRules) {
   ASSERT_NO_FATAL_FAILURE(StartBackends());
   const uint16_t port = backends_[0]->port();
   const std::vector<std::string> ips = {"127.0.0.11", "127.0.0.12", "127.0.0.13"};
-  AuthorizationPolicy deny;
-  deny.ns = "default";
-  deny.name = "no-admin-writes";
-  deny.action = AuthzAction::kDeny;
-  deny.rules = {AuthzRule{.to = {AuthzOperation{.methods = {"POST", "DELETE"}, .paths = {"/admin*"}}}}};
-  AuthorizationPolicy allow;
-  allow.ns = "default";
-  allow.name = "shop-host";
-  allow.rules = {AuthzRule{.to = {AuthzOperation{.hosts = {"shop.example"}}}}};
+  AuthorizationPolicy deny =
+      Policy("no-admin-writes", AuthzAction::kDeny,
+             {AuthzRule{.to = {AuthzOperation{.methods = {"POST", "DELETE"}, .paths = {"/admin*"}}}}});
+  AuthorizationPolicy allow =
+      Policy("shop-host", AuthzAction::kAllow, {AuthzRule{.to = {AuthzOperation{.hosts = {"shop.example"}}}}});
   ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny, allow}));
   auto status = [&](const std::string& method, const std::string& target, const std::string& host) {
     HttpClient client(listen_);

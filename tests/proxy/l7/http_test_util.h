@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -291,11 +292,14 @@ class HttpClient {
     if (!ReadMessage(fd_.get(), parser_, m_, pending_)) return std::nullopt;
     return &m_;
   }
-  // True when the proxy closed the connection (EOF or reset) within 5 s.
+  // True when the proxy closed the connection (EOF or reset) within 5 s;
+  // false when it is still open then, or sent more.
   bool Closed() {
     SetTimeouts(fd_.get(), 5);
     char b;
-    return recv(fd_.get(), &b, 1, 0) <= 0;
+    ssize_t n = recv(fd_.get(), &b, 1, 0);
+    if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    return n == 0;
   }
 
  private:

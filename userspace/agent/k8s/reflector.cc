@@ -347,8 +347,14 @@ void Reflector::Run() {
     return stop_;
   };
   auto fail = [this](const absl::Status& st) {
+    std::string msg = SanitizeUtf8(std::string(st.message()));
+    // A warning for each new trouble; the same one again (an optional CRD
+    // not installed, a server down for an hour) only at debug level.
+    const bool repeated = failures_ > 0 && msg == last_error_;
     auto delay = NextBackoff();
-    spdlog::warn("{}: {}; retry in {}", server_, SanitizeUtf8(std::string(st.message())), Seconds(delay));
+    spdlog::log(repeated ? spdlog::level::debug : spdlog::level::warn, "{}: {}; retry in {}", server_, msg,
+                Seconds(delay));
+    last_error_ = std::move(msg);
     SetError(st, delay);
     SleepFor(delay);
   };

@@ -144,6 +144,7 @@ class Reflector {
   bool stop_ = false;
   ReflectorState state_;
   int failures_ = 0;  // reflector thread only
+  std::string last_error_;  // the last failure logged; reflector thread only
   std::string rv_;    // reflector thread only; "" means list next
   std::thread thread_;
 };
