@@ -26,6 +26,14 @@ absl::Status WrongType(const std::string& path, std::string_view expected, const
 // misspelt field (or a newer writer's) is never silently ignored.
 absl::Status CheckKeys(const nlohmann::json& j, const std::string& path,
                        std::initializer_list<std::string_view> known);
+// The member `key` of `j`, or nullptr when it is absent or null (the API
+// server and YAML omit empty fields, and null means the same) or `j` is not
+// a mapping.
+inline const nlohmann::json* Member(const nlohmann::json& j, std::string_view key) {
+  if (!j.is_object()) return nullptr;
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
 inline std::string Child(const std::string& path, std::string_view field) {
   return path + "." + std::string(field);
 }

@@ -81,14 +81,11 @@ using Json = nlohmann::json;
 
 using json_fields::CheckKeys;
 using json_fields::FieldError;
+using json_fields::Member;
 using json_fields::Quote;
 using json_fields::WrongType;
 
 // Kubernetes sends absent lists as null as often as it leaves them out.
-const Json* Get(const Json& obj, const char* key) {
-  auto it = obj.find(key);
-  return it == obj.end() || it->is_null() ? nullptr : &*it;
-}
 
 absl::Status GetString(const Json& j, const std::string& path, const AuthzLimits& limits, std::string* out) {
   if (!j.is_string()) return WrongType(path, "a string", j);
@@ -167,7 +164,7 @@ absl::Status GetIpBlock(const Json& j, const std::string& path, Cidr* out) {
 }
 
 bool NonEmptyList(const Json& obj, const char* key) {
-  const Json* v = Get(obj, key);
+  const Json* v = Member(obj, key);
   return v && (!v->is_array() || !v->empty());
 }
 
@@ -191,13 +188,13 @@ absl::Status ParseSource(const Json& j, const std::string& path, const AuthzLimi
   for (const StringField& f :
        {StringField{"principals", &src->principals}, StringField{"notPrincipals", &src->not_principals},
         StringField{"namespaces", &src->namespaces}, StringField{"notNamespaces", &src->not_namespaces}}) {
-    if (const Json* v = Get(j, f.key))
+    if (const Json* v = Member(j, f.key))
       RM_RETURN_IF_ERROR(GetList(*v, path + "." + f.key, limits, f.out, strings));
   }
-  if (const Json* v = Get(j, "ipBlocks")) {
+  if (const Json* v = Member(j, "ipBlocks")) {
     RM_RETURN_IF_ERROR(GetList(*v, path + ".ipBlocks", limits, &src->ip_blocks, GetIpBlock));
   }
-  if (const Json* v = Get(j, "notIpBlocks")) {
+  if (const Json* v = Member(j, "notIpBlocks")) {
     RM_RETURN_IF_ERROR(GetList(*v, path + ".notIpBlocks", limits, &src->not_ip_blocks, GetIpBlock));
   }
   // serviceAccounts (Istio 1.25+) is L4, but not implemented here yet:
@@ -208,7 +205,7 @@ absl::Status ParseSource(const Json& j, const std::string& path, const AuthzLimi
   }
   for (const char* key :
        {"requestPrincipals", "notRequestPrincipals", "remoteIpBlocks", "notRemoteIpBlocks"}) {
-    if (const Json* v = Get(j, key)) {
+    if (const Json* v = Member(j, key)) {
       std::vector<std::string> ignored;
       RM_RETURN_IF_ERROR(GetList(*v, path + "." + key, limits, &ignored, strings));
       *l7 = *l7 || !ignored.empty();
@@ -221,15 +218,15 @@ absl::Status ParseOperation(const Json& j, const std::string& path, const AuthzL
                             AuthzOperation* op) {
   RM_RETURN_IF_ERROR(CheckKeys(
       j, path, {"ports", "notPorts", "hosts", "notHosts", "methods", "notMethods", "paths", "notPaths"}));
-  if (const Json* v = Get(j, "ports"))
+  if (const Json* v = Member(j, "ports"))
     RM_RETURN_IF_ERROR(GetList(*v, path + ".ports", limits, &op->ports, GetPort));
-  if (const Json* v = Get(j, "notPorts")) {
+  if (const Json* v = Member(j, "notPorts")) {
     RM_RETURN_IF_ERROR(GetList(*v, path + ".notPorts", limits, &op->not_ports, GetPort));
   }
   for (const StringField& f : {StringField{"hosts", &op->hosts}, StringField{"notHosts", &op->not_hosts},
                                StringField{"methods", &op->methods}, StringField{"notMethods", &op->not_methods},
                                StringField{"paths", &op->paths}, StringField{"notPaths", &op->not_paths}}) {
-    if (const Json* v = Get(j, f.key)) {
+    if (const Json* v = Member(j, f.key)) {
       RM_RETURN_IF_ERROR(GetList(*v, path + "." + f.key, limits, f.out,
                                  [&](const Json& e, const std::string& p, std::string* out) {
                                    return GetMatchString(e, p, limits, out);
@@ -253,7 +250,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
   *keep = true;
   RM_RETURN_IF_ERROR(CheckKeys(j, path, {"from", "to", "when"}));
   bool l7 = false;
-  if (const Json* from = Get(j, "from")) {
+  if (const Json* from = Member(j, "from")) {
     const std::string p = path + ".from";
     if (!from->is_array()) return WrongType(p, "a list", *from);
     if (from->size() > limits.max_entries_per_rule) {
@@ -263,7 +260,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
     for (size_t i = 0; i < from->size(); ++i) {
       const std::string ep = absl::StrCat(p, "[", i, "]");
       RM_RETURN_IF_ERROR(CheckKeys((*from)[i], ep, {"source"}));
-      const Json* source = Get((*from)[i], "source");
+      const Json* source = Member((*from)[i], "source");
       if (!source) return FieldError(ep + ".source", "required field missing");
       AuthzSource src;
       bool entry_l7 = false;
@@ -273,7 +270,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
       rule->from.push_back(std::move(src));
     }
   }
-  if (const Json* to = Get(j, "to")) {
+  if (const Json* to = Member(j, "to")) {
     const std::string p = path + ".to";
     if (!to->is_array()) return WrongType(p, "a list", *to);
     if (to->size() > limits.max_entries_per_rule) {
@@ -283,7 +280,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
     for (size_t i = 0; i < to->size(); ++i) {
       const std::string ep = absl::StrCat(p, "[", i, "]");
       RM_RETURN_IF_ERROR(CheckKeys((*to)[i], ep, {"operation"}));
-      const Json* operation = Get((*to)[i], "operation");
+      const Json* operation = Member((*to)[i], "operation");
       if (!operation) return FieldError(ep + ".operation", "required field missing");
       AuthzOperation op;
       RM_RETURN_IF_ERROR(ParseOperation(*operation, ep + ".operation", limits, &op));
@@ -291,7 +288,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
       rule->to.push_back(std::move(op));
     }
   }
-  if (const Json* when = Get(j, "when")) {
+  if (const Json* when = Member(j, "when")) {
     const std::string p = path + ".when";
     if (!when->is_array()) return WrongType(p, "a list", *when);
     if (when->size() > limits.max_entries_per_rule) {
@@ -302,7 +299,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
       const std::string cp = absl::StrCat(p, "[", i, "]");
       const Json& cond = (*when)[i];
       RM_RETURN_IF_ERROR(CheckKeys(cond, cp, {"key", "values", "notValues"}));
-      const Json* key = Get(cond, "key");
+      const Json* key = Member(cond, "key");
       if (!key) return FieldError(cp + ".key", "required field missing");
       std::string key_str;
       RM_RETURN_IF_ERROR(GetString(*key, cp + ".key", limits, &key_str));
@@ -311,7 +308,7 @@ absl::Status ParseRule(const Json& j, const std::string& path, AuthzAction actio
                                                     " is not supported by ringmesh yet; use from/to fields"));
       }
       for (const char* k : {"values", "notValues"}) {
-        if (const Json* v = Get(cond, k)) {
+        if (const Json* v = Member(cond, k)) {
           std::vector<std::string> ignored;
           RM_RETURN_IF_ERROR(GetList(*v, cp + "." + k, limits, &ignored,
                                      [&](const Json& e, const std::string& ep, std::string* out) {
@@ -352,21 +349,21 @@ absl::StatusOr<std::optional<AuthorizationPolicy>> ParseIstioAuthorizationPolicy
                                                                                  const AuthzLimits& limits) {
   if (!object.is_object()) return WrongType("$", "a mapping", object);
   AuthorizationPolicy policy;
-  const Json* metadata = Get(object, "metadata");
+  const Json* metadata = Member(object, "metadata");
   if (!metadata) return FieldError("metadata", "required field missing");
   if (!metadata->is_object()) return WrongType("metadata", "a mapping", *metadata);
-  const Json* v = Get(*metadata, "namespace");
+  const Json* v = Member(*metadata, "namespace");
   if (!v) return FieldError("metadata.namespace", "required field missing");
   RM_RETURN_IF_ERROR(GetObjectName(*v, "metadata.namespace", limits, &policy.ns));
-  if (!(v = Get(*metadata, "name"))) return FieldError("metadata.name", "required field missing");
+  if (!(v = Member(*metadata, "name"))) return FieldError("metadata.name", "required field missing");
   RM_RETURN_IF_ERROR(GetObjectName(*v, "metadata.name", limits, &policy.name));
 
   // A policy without spec is `spec: {}`: ALLOW with no rules, allow-nothing.
-  const Json* spec = Get(object, "spec");
+  const Json* spec = Member(object, "spec");
   if (!spec) return policy;
   RM_RETURN_IF_ERROR(
       CheckKeys(*spec, "spec", {"selector", "action", "rules", "provider", "targetRef", "targetRefs"}));
-  if ((v = Get(*spec, "action"))) {
+  if ((v = Member(*spec, "action"))) {
     if (!v->is_string()) return WrongType("spec.action", "a string", *v);
     const auto& s = v->get_ref<const std::string&>();
     if (s == "CUSTOM") return std::nullopt;  // ext-authz: waypoints only
@@ -379,9 +376,9 @@ absl::StatusOr<std::optional<AuthorizationPolicy>> ParseIstioAuthorizationPolicy
   }
   // Bound to a waypoint or gateway: not the node proxy's to enforce.
   if (NonEmptyList(*spec, "targetRef") || NonEmptyList(*spec, "targetRefs")) return std::nullopt;
-  if ((v = Get(*spec, "selector"))) {
+  if ((v = Member(*spec, "selector"))) {
     RM_RETURN_IF_ERROR(CheckKeys(*v, "spec.selector", {"matchLabels"}));
-    if (const Json* labels = Get(*v, "matchLabels")) {
+    if (const Json* labels = Member(*v, "matchLabels")) {
       const std::string p = "spec.selector.matchLabels";
       if (!labels->is_object()) return WrongType(p, "a mapping", *labels);
       if (labels->size() > limits.max_match_labels) {
@@ -396,7 +393,7 @@ absl::StatusOr<std::optional<AuthorizationPolicy>> ParseIstioAuthorizationPolicy
       }
     }
   }
-  if ((v = Get(*spec, "rules"))) {
+  if ((v = Member(*spec, "rules"))) {
     if (!v->is_array()) return WrongType("spec.rules", "a list", *v);
     if (v->size() > limits.max_rules_per_policy) {
       return FieldError("spec.rules", absl::StrCat(v->size(), " rules, more than the limit of ",

@@ -10,59 +10,39 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "userspace/agent/utf8.h"
+#include "userspace/common/json_fields.h"
 
 namespace ringmesh::agent::k8s {
 namespace {
 
-absl::Status Bad(const std::string& path, const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(path, ": ", what));
-}
-
-const char* TypeName(const Json& j) {
-  if (j.is_number_integer()) return "an integer";
-  if (j.is_number_float()) return "a fractional number";
-  if (j.is_string()) return "a string";
-  if (j.is_boolean()) return "a boolean";
-  if (j.is_array()) return "an array";
-  if (j.is_object()) return "an object";
-  if (j.is_null()) return "null";
-  return "an unexpected value";
-}
-
-// The member `key` of an object, or nullptr when j is not an object or the
-// member is absent or null (the API server omits empty fields, and null means
-// the same).
-const Json* Field(const Json& j, const char* key) {
-  if (!j.is_object()) return nullptr;
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return nullptr;
-  return &*it;
-}
+using json_fields::FieldError;
+using json_fields::Member;
+using json_fields::WrongType;
 
 absl::Status GetString(const Json& obj, const char* key, const std::string& path, std::string* out) {
   out->clear();
-  const Json* v = Field(obj, key);
+  const Json* v = Member(obj, key);
   if (!v) return absl::OkStatus();
   if (!v->is_string())
-    return Bad(absl::StrCat(path, key), absl::StrCat("expected a string, got ", TypeName(*v)));
+    return WrongType(absl::StrCat(path, key), "a string", *v);
   *out = v->get<std::string>();
   return absl::OkStatus();
 }
 
 absl::Status GetBool(const Json& obj, const char* key, const std::string& path, bool dflt, bool* out) {
   *out = dflt;
-  const Json* v = Field(obj, key);
+  const Json* v = Member(obj, key);
   if (!v) return absl::OkStatus();
   if (!v->is_boolean())
-    return Bad(absl::StrCat(path, key), absl::StrCat("expected a boolean, got ", TypeName(*v)));
+    return WrongType(absl::StrCat(path, key), "a boolean", *v);
   *out = v->get<bool>();
   return absl::OkStatus();
 }
 
 absl::Status GetPort(const Json& v, const std::string& path, uint16_t* out) {
-  if (!v.is_number_integer()) return Bad(path, absl::StrCat("expected a port number, got ", TypeName(v)));
+  if (!v.is_number_integer()) return WrongType(path, "a port number", v);
   int64_t p = v.get<int64_t>();
-  if (p < 1 || p > 65535) return Bad(path, absl::StrCat(p, " is not a port number"));
+  if (p < 1 || p > 65535) return FieldError(path, absl::StrCat(p, " is not a port number"));
   *out = static_cast<uint16_t>(p);
   return absl::OkStatus();
 }
@@ -70,14 +50,13 @@ absl::Status GetPort(const Json& v, const std::string& path, uint16_t* out) {
 absl::Status GetStringMap(const Json& obj, const char* key, const std::string& path,
                           std::map<std::string, std::string>* out) {
   out->clear();
-  const Json* v = Field(obj, key);
+  const Json* v = Member(obj, key);
   if (!v) return absl::OkStatus();
   if (!v->is_object())
-    return Bad(absl::StrCat(path, key), absl::StrCat("expected an object, got ", TypeName(*v)));
+    return WrongType(absl::StrCat(path, key), "a mapping", *v);
   for (auto it = v->begin(); it != v->end(); ++it) {
     if (!it.value().is_string()) {
-      return Bad(absl::StrCat(path, key, ".", it.key()),
-                 absl::StrCat("expected a string, got ", TypeName(it.value())));
+      return WrongType(absl::StrCat(path, key, ".", it.key()), "a string", it.value());
     }
     (*out)[it.key()] = it.value().get<std::string>();
   }
@@ -93,14 +72,14 @@ struct Meta {
 };
 
 absl::StatusOr<Meta> ParseMeta(const Json& object, bool namespaced) {
-  if (!object.is_object()) return Bad("object", absl::StrCat("expected an object, got ", TypeName(object)));
-  const Json* md = Field(object, "metadata");
-  if (!md || !md->is_object()) return Bad("metadata", "missing or not an object");
+  if (!object.is_object()) return WrongType("object", "a mapping", object);
+  const Json* md = Member(object, "metadata");
+  if (!md || !md->is_object()) return FieldError("metadata", "missing or not a mapping");
   Meta m;
   if (auto st = GetString(*md, "name", "metadata.", &m.name); !st.ok()) return st;
-  if (m.name.empty()) return Bad("metadata.name", "missing");
+  if (m.name.empty()) return FieldError("metadata.name", "missing");
   if (auto st = GetString(*md, "namespace", "metadata.", &m.ns); !st.ok()) return st;
-  if (namespaced && m.ns.empty()) return Bad("metadata.namespace", "missing");
+  if (namespaced && m.ns.empty()) return FieldError("metadata.namespace", "missing");
   if (auto st = GetString(*md, "uid", "metadata.", &m.uid); !st.ok()) return st;
   if (auto st = GetStringMap(*md, "labels", "metadata.", &m.labels); !st.ok()) return st;
   if (auto st = GetStringMap(*md, "annotations", "metadata.", &m.annotations); !st.ok()) return st;
@@ -111,10 +90,10 @@ absl::StatusOr<Meta> ParseMeta(const Json& object, bool namespaced) {
 // something else.
 absl::StatusOr<const Json*> GetArray(const Json& obj, const char* key, const std::string& path) {
   static const Json kEmpty = Json::array();
-  const Json* v = Field(obj, key);
+  const Json* v = Member(obj, key);
   if (!v) return &kEmpty;
   if (!v->is_array())
-    return Bad(absl::StrCat(path, key), absl::StrCat("expected an array, got ", TypeName(*v)));
+    return WrongType(absl::StrCat(path, key), "a list", *v);
   return v;
 }
 
@@ -148,11 +127,11 @@ bool PodObject::operator==(const PodObject& o) const {
 }
 
 std::string ObjectKey(const Json& object) {
-  const Json* md = Field(object, "metadata");
+  const Json* md = Member(object, "metadata");
   if (!md) return "";
-  const Json* name = Field(*md, "name");
+  const Json* name = Member(*md, "name");
   if (!name || !name->is_string()) return "";
-  const Json* ns = Field(*md, "namespace");
+  const Json* ns = Member(*md, "namespace");
   if (ns && ns->is_string() && !ns->get<std::string>().empty()) {
     return absl::StrCat(ns->get<std::string>(), "/", name->get<std::string>());
   }
@@ -160,8 +139,8 @@ std::string ObjectKey(const Json& object) {
 }
 
 std::string ResourceVersionOf(const Json& object) {
-  const Json* md = Field(object, "metadata");
-  const Json* rv = md ? Field(*md, "resourceVersion") : nullptr;
+  const Json* md = Member(object, "metadata");
+  const Json* rv = md ? Member(*md, "resourceVersion") : nullptr;
   return rv && rv->is_string() ? rv->get<std::string>() : "";
 }
 
@@ -213,8 +192,8 @@ absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object) {
   if (!meta.ok()) return meta.status();
   // Another proxy implementation owns this Service (kube-proxy skips it too).
   if (meta->labels.count(kServiceProxyNameLabel)) return std::optional<ServiceObject>();
-  const Json* spec = Field(object, "spec");
-  if (!spec || !spec->is_object()) return Bad("spec", "missing or not an object");
+  const Json* spec = Member(object, "spec");
+  if (!spec || !spec->is_object()) return FieldError("spec", "missing or not a mapping");
   std::string type;
   if (auto st = GetString(*spec, "type", "spec.", &type); !st.ok()) return st;
   if (type == "ExternalName") return std::optional<ServiceObject>();  // DNS only, no VIP
@@ -227,7 +206,7 @@ absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object) {
   if (!cluster_ips.ok()) return cluster_ips.status();
   for (size_t i = 0; i < (*cluster_ips)->size(); ++i) {
     const Json& v = (**cluster_ips)[i];
-    if (!v.is_string()) return Bad(absl::StrCat("spec.clusterIPs[", i, "]"), "expected a string");
+    if (!v.is_string()) return FieldError(absl::StrCat("spec.clusterIPs[", i, "]"), "expected a string");
     ips.push_back(v.get<std::string>());
   }
   if (ips.empty()) {
@@ -241,7 +220,7 @@ absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object) {
   for (size_t i = 0; i < ips.size(); ++i) {
     auto ip = IpAddress::Parse(ips[i]);
     if (!ip)
-      return Bad(absl::StrCat("spec.clusterIPs[", i, "]"), absl::StrCat("\"", ips[i], "\" is not an IP"));
+      return FieldError(absl::StrCat("spec.clusterIPs[", i, "]"), absl::StrCat("\"", ips[i], "\" is not an IP"));
     svc.vips.push_back(*ip);
   }
 
@@ -250,7 +229,7 @@ absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object) {
   for (size_t i = 0; i < (*ports)->size(); ++i) {
     const Json& p = (**ports)[i];
     std::string path = absl::StrCat("spec.ports[", i, "].");
-    if (!p.is_object()) return Bad(path, "expected an object");
+    if (!p.is_object()) return FieldError(path, "expected a mapping");
     absl::Status st;
     if (!IsTcp(p, path, &st)) {
       if (!st.ok()) return st;
@@ -258,10 +237,10 @@ absl::StatusOr<std::optional<ServiceObject>> ParseService(const Json& object) {
     }
     ServiceObject::Port port;
     if (auto s = GetString(p, "name", path, &port.name); !s.ok()) return s;
-    const Json* num = Field(p, "port");
-    if (!num) return Bad(absl::StrCat(path, "port"), "missing");
+    const Json* num = Member(p, "port");
+    if (!num) return FieldError(absl::StrCat(path, "port"), "missing");
     if (auto s = GetPort(*num, absl::StrCat(path, "port"), &port.port); !s.ok()) return s;
-    const Json* target = Field(p, "targetPort");
+    const Json* target = Member(p, "targetPort");
     if (!target) {
       port.target_port = port.port;
     } else if (target->is_string()) {
@@ -298,7 +277,7 @@ absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json
   if (auto st = GetString(object, "addressType", "", &address_type); !st.ok()) return st;
   if (address_type == "FQDN") return std::optional<EndpointSliceObject>();
   if (address_type != "IPv4" && address_type != "IPv6") {
-    return Bad("addressType", absl::StrCat("\"", address_type, "\" is not IPv4, IPv6 or FQDN"));
+    return FieldError("addressType", absl::StrCat("\"", address_type, "\" is not IPv4, IPv6 or FQDN"));
   }
 
   EndpointSliceObject slice;
@@ -310,7 +289,7 @@ absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json
   for (size_t i = 0; i < (*ports)->size(); ++i) {
     const Json& p = (**ports)[i];
     std::string path = absl::StrCat("ports[", i, "].");
-    if (!p.is_object()) return Bad(path, "expected an object");
+    if (!p.is_object()) return FieldError(path, "expected a mapping");
     absl::Status st;
     if (!IsTcp(p, path, &st)) {
       if (!st.ok()) return st;
@@ -318,7 +297,7 @@ absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json
     }
     EndpointSliceObject::Port port;
     if (auto s = GetString(p, "name", path, &port.name); !s.ok()) return s;
-    const Json* num = Field(p, "port");
+    const Json* num = Member(p, "port");
     if (!num) continue;  // "all ports": not something a VIP:port mapping can use
     if (auto s = GetPort(*num, absl::StrCat(path, "port"), &port.port); !s.ok()) return s;
     slice.ports.push_back(std::move(port));
@@ -329,20 +308,20 @@ absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json
   for (size_t i = 0; i < (*endpoints)->size(); ++i) {
     const Json& e = (**endpoints)[i];
     std::string path = absl::StrCat("endpoints[", i, "].");
-    if (!e.is_object()) return Bad(path, "expected an object");
+    if (!e.is_object()) return FieldError(path, "expected a mapping");
     auto addrs = GetArray(e, "addresses", path);
     if (!addrs.ok()) return addrs.status();
     if ((*addrs)->empty() || !(**addrs)[0].is_string())
-      return Bad(absl::StrCat(path, "addresses"), "missing");
+      return FieldError(absl::StrCat(path, "addresses"), "missing");
     EndpointSliceObject::Endpoint ep;
     auto ip = IpAddress::Parse((**addrs)[0].get<std::string>());
     if (!ip || ip->is_v4() != (address_type == "IPv4")) {
-      return Bad(absl::StrCat(path, "addresses[0]"), absl::StrCat("\"", (**addrs)[0].get<std::string>(),
+      return FieldError(absl::StrCat(path, "addresses[0]"), absl::StrCat("\"", (**addrs)[0].get<std::string>(),
                                                                   "\" is not an ", address_type, " address"));
     }
     ep.ip = *ip;
-    if (const Json* cond = Field(e, "conditions")) {
-      if (!cond->is_object()) return Bad(absl::StrCat(path, "conditions"), "expected an object");
+    if (const Json* cond = Member(e, "conditions")) {
+      if (!cond->is_object()) return FieldError(absl::StrCat(path, "conditions"), "expected a mapping");
       std::string cpath = absl::StrCat(path, "conditions.");
       // The API documents nil ready/serving as "interpret as ready" and nil
       // terminating as "not terminating".
@@ -350,7 +329,7 @@ absl::StatusOr<std::optional<EndpointSliceObject>> ParseEndpointSlice(const Json
       if (auto s = GetBool(*cond, "serving", cpath, true, &ep.serving); !s.ok()) return s;
       if (auto s = GetBool(*cond, "terminating", cpath, false, &ep.terminating); !s.ok()) return s;
     }
-    if (const Json* ref = Field(e, "targetRef")) {
+    if (const Json* ref = Member(e, "targetRef")) {
       std::string kind, ns, name;
       if (auto s = GetString(*ref, "kind", path + "targetRef.", &kind); !s.ok()) return s;
       if (auto s = GetString(*ref, "namespace", path + "targetRef.", &ns); !s.ok()) return s;
@@ -386,23 +365,23 @@ bool IsPodUid(std::string_view uid) {
 absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object) {
   auto meta = ParseMeta(object, /*namespaced=*/true);
   if (!meta.ok()) return meta.status();
-  if (meta->uid.empty()) return Bad("metadata.uid", "missing");
+  if (meta->uid.empty()) return FieldError("metadata.uid", "missing");
   if (!IsPodUid(meta->uid)) {
-    return Bad("metadata.uid", absl::StrCat("\"", Utf8Preview(meta->uid, 64), "\" is not a UUID"));
+    return FieldError("metadata.uid", absl::StrCat("\"", Utf8Preview(meta->uid, 64), "\" is not a UUID"));
   }
   PodObject pod;
   pod.ns = meta->ns;
   pod.name = meta->name;
   pod.uid = meta->uid;
   pod.labels = meta->labels;
-  if (const Json* spec = Field(object, "spec")) {
-    if (!spec->is_object()) return Bad("spec", "expected an object");
+  if (const Json* spec = Member(object, "spec")) {
+    if (!spec->is_object()) return FieldError("spec", "expected a mapping");
     if (auto st = GetString(*spec, "nodeName", "spec.", &pod.node_name); !st.ok()) return st;
     if (auto st = GetString(*spec, "serviceAccountName", "spec.", &pod.service_account); !st.ok()) return st;
     if (auto st = GetBool(*spec, "hostNetwork", "spec.", false, &pod.host_network); !st.ok()) return st;
   }
-  if (const Json* status = Field(object, "status")) {
-    if (!status->is_object()) return Bad("status", "expected an object");
+  if (const Json* status = Member(object, "status")) {
+    if (!status->is_object()) return FieldError("status", "expected a mapping");
     if (auto st = GetString(*status, "phase", "status.", &pod.phase); !st.ok()) return st;
     if (auto st = GetString(*status, "qosClass", "status.", &pod.qos_class); !st.ok()) return st;
     auto ips = GetArray(*status, "podIPs", "status.");
@@ -421,7 +400,7 @@ absl::StatusOr<std::optional<PodObject>> ParsePod(const Json& object) {
     }
     for (const auto& t : texts) {
       auto ip = IpAddress::Parse(t);
-      if (!ip) return Bad("status.podIPs", absl::StrCat("\"", t, "\" is not an IP"));
+      if (!ip) return FieldError("status.podIPs", absl::StrCat("\"", t, "\" is not an IP"));
       pod.ips.push_back(*ip);
     }
   }
