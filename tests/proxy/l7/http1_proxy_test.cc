@@ -222,19 +222,34 @@ TEST_P(Http1ProxyTest, RequestDeniedByAuthorizationPolicyGets403) {
                                     {AuthzRule{.from = {AuthzSource{.namespaces = {"default"}}}}});
   deny.match_labels = {{"app", "web"}};
   ASSERT_NO_FATAL_FAILURE(SetEndpoints(ips, port, LbPolicy::kRoundRobin, AppProtocol::kHttp, {deny}));
-  for (int i = 0; i < 3; ++i) {
+  {
+    // Requests without a body: each is answered and the connection goes on
+    // (as Envoy's local replies), pipelined ones too.
     HttpClient client(listen_);
     ASSERT_TRUE(client.connected());
-    auto r = client.Exchange(Get("/"));
-    ASSERT_TRUE(r) << i;
+    for (int i = 0; i < 2; ++i) {
+      auto r = client.Exchange(Get("/"));
+      ASSERT_TRUE(r) << i;
+      EXPECT_EQ((*r)->head.status_code, 403);
+      EXPECT_EQ((*r)->body, "RBAC: access denied");
+      EXPECT_FALSE((*r)->head.headers.Has("connection")) << "kept alive";
+    }
+    auto r = client.Exchange(Get("/a") + Get("/b"));
+    ASSERT_TRUE(r);
     EXPECT_EQ((*r)->head.status_code, 403);
-    EXPECT_EQ((*r)->body, "RBAC: access denied");
+    r = client.Read();
+    ASSERT_TRUE(r) << "the pipelined second request's answer";
+    EXPECT_EQ((*r)->head.status_code, 403);
+    // One with a body (not read): answered, then the connection closes.
+    r = client.Exchange("POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nhello");
+    ASSERT_TRUE(r);
+    EXPECT_EQ((*r)->head.status_code, 403);
     EXPECT_TRUE(client.Closed());
   }
   EXPECT_EQ(BackendRequests(), 0u);
   for (auto& b : backends_) EXPECT_EQ(b->accepted(), 0u);
-  EXPECT_EQ(Metric("istio_requests_total" + Labels(403, "RBAC") + "}"), 3);
-  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 3);
+  EXPECT_EQ(Metric("istio_requests_total" + Labels(403, "RBAC") + "}"), 5);
+  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 5);
 
   // The same policy for another namespace's callers: this one is let through.
   deny.rules = {AuthzRule{.from = {AuthzSource{.namespaces = {"ops"}}}}};
@@ -254,7 +269,7 @@ TEST_P(Http1ProxyTest, RequestDeniedByAuthorizationPolicyGets403) {
   ASSERT_TRUE(r);
   EXPECT_EQ((*r)->head.status_code, 403);
   EXPECT_EQ(BackendRequests(), 1u);
-  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 4);
+  EXPECT_EQ(Metric("ringmesh_proxy_authz_denied_total{path=\"local\"}"), 6);
 }
 
 // AuthorizationPolicy rules on methods, paths and hosts are matched against

@@ -157,7 +157,7 @@ std::string_view ReasonPhrase(int status) {
   }
 }
 
-std::string CannedErrorResponse(int status) {
+std::string CannedErrorResponse(int status, bool keep_alive) {
   switch (status) {
     case 400:
     case 403:
@@ -184,7 +184,7 @@ std::string CannedErrorResponse(int status) {
   }
   return "HTTP/1.1 " + std::to_string(status) + " " + reason +
          "\r\ncontent-type: text/plain\r\ncontent-length: " + std::to_string(body.size()) +
-         "\r\nconnection: close\r\n\r\n" + body;
+         (keep_alive ? "\r\n\r\n" : "\r\nconnection: close\r\n\r\n") + body;
 }
 
 }  // namespace ringmesh::proxy::http

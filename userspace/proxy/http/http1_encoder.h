@@ -50,10 +50,10 @@ void AppendChunk(std::string_view data, std::string* out);
 // The last chunk and the trailer section (validated; framing fields refused).
 absl::Status AppendLastChunk(const HeaderList& trailers, std::string* out);
 
-// The proxy's own short error answers: 400, 413, 414, 431, 500, 501, 502,
-// 503, 504, 505 (others become 500), each with a one-line text body and
-// "connection: close".
-std::string CannedErrorResponse(int status);
+// The proxy's own short error answers: 400, 403, 413, 414, 431, 500, 501,
+// 502, 503, 504, 505 (others become 500), each with a one-line text body
+// and, unless `keep_alive`, "connection: close".
+std::string CannedErrorResponse(int status, bool keep_alive = false);
 
 // The standard reason phrase, "" when unknown.
 std::string_view ReasonPhrase(int status);

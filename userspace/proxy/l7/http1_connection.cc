@@ -373,6 +373,8 @@ Action Http1Connection::OnRequestHead(const http::Http1Head& head) {
     ex_.path = slash == std::string::npos ? "/" : ex_.path.substr(slash);
   }
   ex_.host = head.headers.Get("host").value_or("");
+  ex_.req_body = head.framing == Http1Framing::kChunked ||
+                 (head.framing == Http1Framing::kContentLength && head.content_length > 0);
   ex_.version_minor = head.version_minor;
   up_q_.Clear();
   req_trailers_.Clear();
@@ -429,6 +431,7 @@ bool Http1Connection::RefreshRoute() {
 }
 
 Action Http1Connection::OnRequestBody(std::string_view data) {
+  if (ex_.local_reply) return Action::kContinue;  // (only bodiless requests are answered so)
   std::string chunk;
   if (ex_.req_chunked) {
     http::AppendChunk(data, &chunk);
@@ -448,6 +451,7 @@ Action Http1Connection::OnRequestBody(std::string_view data) {
 }
 
 Action Http1Connection::OnRequestComplete() {
+  if (ex_.local_reply) return Action::kContinue;  // already answered; on to the next request
   if (ex_.req_chunked) {
     std::string last;
     if (!http::AppendLastChunk(req_trailers_, &last).ok()) {
@@ -476,7 +480,13 @@ void Http1Connection::StartAttempt() {
   const SocketAddress target{route_->lb->endpoint(i), route_->target_port};
   const authz::Request request{ex_.method, ex_.path, ex_.host};
   if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_, &request)) {
-    Respond(403, "RBAC");  // Envoy's RBAC filter: "RBAC: access denied"
+    // Envoy's RBAC filter: "RBAC: access denied". A request without a body
+    // that has not gone anywhere is over: its connection goes on.
+    if (!ex_.req_body && ex_.tries == 0) {
+      RespondAndContinue(403, "RBAC");
+    } else {
+      Respond(403, "RBAC");
+    }
     return;
   }
   ++ex_.tries;
@@ -796,6 +806,20 @@ void Http1Connection::Respond(int status, const char* flags) {
   const std::string canned = http::CannedErrorResponse(status);
   down_q_.Append(canned.data(), canned.size());
   if (state_ == State::kOpen) state_ = State::kFlushThenClose;
+  again_ = true;
+}
+
+void Http1Connection::RespondAndContinue(int status, const char* flags) {
+  Record(status, flags);
+  ReleaseEndpoint(false);
+  EndAccounting();
+  DropUpstream(true);
+  active_ = false;
+  up_q_.Clear();
+  ex_.local_reply = true;
+  const std::string canned = http::CannedErrorResponse(status, /*keep_alive=*/!close_after_);
+  down_q_.Append(canned.data(), canned.size());
+  if (close_after_ && state_ == State::kOpen) state_ = State::kFlushThenClose;
   again_ = true;
 }
 

@@ -120,6 +120,8 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
     std::string method;
     std::string path;  // the request target in origin form ("/a?b"), for authorization
     std::string host;  // the Host header
+    bool req_body = false;      // the request has a body (chunked, or a length > 0)
+    bool local_reply = false;   // answered by the proxy; the rest of the request is let go
     int version_minor = 1;
     bool req_chunked = false;
     bool req_complete = false;
@@ -203,6 +205,10 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
   // Answers the current request (or a malformed one) with a canned error
   // and closes once it is sent.
   void Respond(int status, const char* flags);
+  // The same for a request that is whole in its head (no body) and was
+  // never sent upstream: the connection carries on with the next request,
+  // as Envoy's local replies do.
+  void RespondAndContinue(int status, const char* flags);
   void Record(int status, const char* flags);
   void ReleaseEndpoint(bool failed);
   void Close(CloseReason reason, bool reset);
