@@ -85,8 +85,6 @@ using json_fields::Member;
 using json_fields::Quote;
 using json_fields::WrongType;
 
-// Kubernetes sends absent lists as null as often as it leaves them out.
-
 absl::Status GetString(const Json& j, const std::string& path, const AuthzLimits& limits, std::string* out) {
   if (!j.is_string()) return WrongType(path, "a string", j);
   const auto& s = j.get_ref<const std::string&>();
@@ -168,7 +166,7 @@ bool NonEmptyList(const Json& obj, const char* key) {
   return v && (!v->is_array() || !v->empty());
 }
 
-// A list-of-strings field of a source or an operation and where it goes.
+// A list-of-strings field of a source and where it goes.
 struct StringField {
   const char* key;
   std::vector<std::string>* out;
@@ -223,11 +221,9 @@ absl::Status ParseOperation(const Json& j, const std::string& path, const AuthzL
   if (const Json* v = Member(j, "notPorts")) {
     RM_RETURN_IF_ERROR(GetList(*v, path + ".notPorts", limits, &op->not_ports, GetPort));
   }
-  for (const StringField& f : {StringField{"hosts", &op->hosts}, StringField{"notHosts", &op->not_hosts},
-                               StringField{"methods", &op->methods}, StringField{"notMethods", &op->not_methods},
-                               StringField{"paths", &op->paths}, StringField{"notPaths", &op->not_paths}}) {
+  for (const AuthzOperationStrings& f : kAuthzOperationStrings) {
     if (const Json* v = Member(j, f.key)) {
-      RM_RETURN_IF_ERROR(GetList(*v, path + "." + f.key, limits, f.out,
+      RM_RETURN_IF_ERROR(GetList(*v, path + "." + f.key, limits, &(op->*f.field),
                                  [&](const Json& e, const std::string& p, std::string* out) {
                                    return GetMatchString(e, p, limits, out);
                                  }));
@@ -444,8 +440,11 @@ absl::Status CheckAuthzLimits(const AuthorizationPolicy& policy, const AuthzLimi
     for (size_t i = 0; i < rule.to.size(); ++i) {
       const AuthzOperation& o = rule.to[i];
       const std::string p = absl::StrCat(rp, ".to[", i, "].operation");
-      for (size_t n : {o.ports.size(), o.not_ports.size(), o.hosts.size(), o.not_hosts.size(), o.methods.size(),
-                       o.not_methods.size(), o.paths.size(), o.not_paths.size()}) {
+      for (size_t n : {o.ports.size(), o.not_ports.size()}) {
+        if (n > limits.max_values_per_field) return too_many(p, n, limits.max_values_per_field);
+      }
+      for (const AuthzOperationStrings& f : kAuthzOperationStrings) {
+        const size_t n = (o.*f.field).size();
         if (n > limits.max_values_per_field) return too_many(p, n, limits.max_values_per_field);
       }
     }

@@ -163,9 +163,29 @@ struct AuthzOperation {
   bool operator==(const AuthzOperation&) const = default;
 };
 
+// The operation's string-list fields by their Istio names: one table for
+// the policy parser, the wire JSON and the limits.
+struct AuthzOperationStrings {
+  const char* key;
+  std::vector<std::string> AuthzOperation::*field;
+};
+inline constexpr AuthzOperationStrings kAuthzOperationStrings[] = {
+    {"hosts", &AuthzOperation::hosts},     {"notHosts", &AuthzOperation::not_hosts},
+    {"methods", &AuthzOperation::methods}, {"notMethods", &AuthzOperation::not_methods},
+    {"paths", &AuthzOperation::paths},     {"notPaths", &AuthzOperation::not_paths},
+};
+
 struct AuthzRule {
   std::vector<AuthzSource> from;
   std::vector<AuthzOperation> to;
+
+  // Uses operation hosts/methods/paths: matched only on HTTP requests.
+  bool has_l7() const {
+    for (const AuthzOperation& o : to) {
+      if (o.has_l7()) return true;
+    }
+    return false;
+  }
 
   bool operator==(const AuthzRule&) const = default;
 };

@@ -100,12 +100,9 @@ Json PolicyToJson(const AuthorizationPolicy& p) {
       Json e = Json::object();
       if (!o.ports.empty()) e["ports"] = o.ports;
       if (!o.not_ports.empty()) e["notPorts"] = o.not_ports;
-      if (!o.hosts.empty()) e["hosts"] = StringsToJson(o.hosts);
-      if (!o.not_hosts.empty()) e["notHosts"] = StringsToJson(o.not_hosts);
-      if (!o.methods.empty()) e["methods"] = StringsToJson(o.methods);
-      if (!o.not_methods.empty()) e["notMethods"] = StringsToJson(o.not_methods);
-      if (!o.paths.empty()) e["paths"] = StringsToJson(o.paths);
-      if (!o.not_paths.empty()) e["notPaths"] = StringsToJson(o.not_paths);
+      for (const AuthzOperationStrings& f : kAuthzOperationStrings) {
+        if (!(o.*f.field).empty()) e[f.key] = StringsToJson(o.*f.field);
+      }
       to.push_back(std::move(e));
     }
     Json rule = Json::object();
@@ -387,10 +384,10 @@ absl::Status DecodeAuthzOperation(const Json& j, const std::string& path, AuthzO
   if (const Json* v = Field(j, "notPorts")) {
     RM_RETURN_IF_ERROR(GetArray(*v, Child(path, "notPorts"), &o->not_ports, GetPort));
   }
-  for (auto [key, out] : {std::pair{"hosts", &o->hosts}, std::pair{"notHosts", &o->not_hosts},
-                          std::pair{"methods", &o->methods}, std::pair{"notMethods", &o->not_methods},
-                          std::pair{"paths", &o->paths}, std::pair{"notPaths", &o->not_paths}}) {
-    if (const Json* v = Field(j, key)) RM_RETURN_IF_ERROR(GetArray(*v, Child(path, key), out, GetNonEmptyString));
+  for (const AuthzOperationStrings& f : kAuthzOperationStrings) {
+    if (const Json* v = Field(j, f.key)) {
+      RM_RETURN_IF_ERROR(GetArray(*v, Child(path, f.key), &(o->*f.field), GetNonEmptyString));
+    }
   }
   return absl::OkStatus();
 }

@@ -673,9 +673,8 @@ nlohmann::json ProxyCore::ConfigDump() {
       const auto it = applies.find(p);
       // Rules with methods/paths/hosts: matched on HTTP requests (the L7
       // path); at L4 they follow istiod's rule (authorizer.h).
-      const auto http_rules = std::count_if(p->rules.begin(), p->rules.end(), [](const AuthzRule& r) {
-        return std::any_of(r.to.begin(), r.to.end(), [](const AuthzOperation& o) { return o.has_l7(); });
-      });
+      const auto http_rules =
+          std::count_if(p->rules.begin(), p->rules.end(), [](const AuthzRule& r) { return r.has_l7(); });
       policies.push_back({{"namespace", p->ns},
                           {"name", p->name},
                           {"action", ToString(p->action)},

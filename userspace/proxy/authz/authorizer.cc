@@ -69,10 +69,7 @@ bool MatchesOperation(const AuthzOperation& o, const SourceFacts& f, uint16_t po
 bool MatchesRule(const AuthzRule& rule, AuthzAction action, const SourceFacts& f, uint16_t port) {
   // istiod for ztunnel: "L7 policies never match for ALLOW" (nor AUDIT); a
   // DENY rule's L7 fields are left out (MatchesOperation).
-  if (f.request == nullptr && action != AuthzAction::kDeny &&
-      std::any_of(rule.to.begin(), rule.to.end(), [](const AuthzOperation& o) { return o.has_l7(); })) {
-    return false;
-  }
+  if (f.request == nullptr && action != AuthzAction::kDeny && rule.has_l7()) return false;
   bool from = rule.from.empty() || std::any_of(rule.from.begin(), rule.from.end(),
                                                [&](const auto& s) { return MatchesSource(s, f); });
   if (!from) return false;
@@ -90,7 +87,8 @@ bool MatchesPolicy(const AuthorizationPolicy& p, const SourceFacts& f, uint16_t 
 std::string_view HostWithoutPort(std::string_view host) {
   size_t colon = host.rfind(':');
   if (colon == std::string_view::npos) return host;
-  if (host.find(']') != std::string_view::npos && host.find(']') > colon) return host;  // "[::1]" alone
+  size_t bracket = host.find(']');
+  if (bracket != std::string_view::npos && bracket > colon) return host;  // "[::1]" alone
   std::string_view port = host.substr(colon + 1);
   if (port.empty() || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
     return host;

@@ -482,11 +482,7 @@ void Http1Connection::StartAttempt() {
   if (!AuthorizedToLocalPod(*w_, routes_.get(), *listener_, peer_.ip, target, id_, &request)) {
     // Envoy's RBAC filter: "RBAC: access denied". A request without a body
     // that has not gone anywhere is over: its connection goes on.
-    if (!ex_.req_body && ex_.tries == 0) {
-      RespondAndContinue(403, "RBAC");
-    } else {
-      Respond(403, "RBAC");
-    }
+    Respond(403, "RBAC", /*go_on=*/!ex_.req_body && ex_.tries == 0);
     return;
   }
   ++ex_.tries;
@@ -796,30 +792,18 @@ void Http1Connection::FinishExchange() {
 
 // --- answers, metrics, the end ----------------------------------------------
 
-void Http1Connection::Respond(int status, const char* flags) {
+void Http1Connection::Respond(int status, const char* flags, bool go_on) {
   Record(status, flags);
   ReleaseEndpoint(status >= 502);
   EndAccounting();
   DropUpstream(true);
   active_ = false;
   up_q_.Clear();
-  const std::string canned = http::CannedErrorResponse(status);
+  ex_.local_reply = go_on;
+  const bool keep_alive = go_on && !close_after_;
+  const std::string canned = http::CannedErrorResponse(status, keep_alive);
   down_q_.Append(canned.data(), canned.size());
-  if (state_ == State::kOpen) state_ = State::kFlushThenClose;
-  again_ = true;
-}
-
-void Http1Connection::RespondAndContinue(int status, const char* flags) {
-  Record(status, flags);
-  ReleaseEndpoint(false);
-  EndAccounting();
-  DropUpstream(true);
-  active_ = false;
-  up_q_.Clear();
-  ex_.local_reply = true;
-  const std::string canned = http::CannedErrorResponse(status, /*keep_alive=*/!close_after_);
-  down_q_.Append(canned.data(), canned.size());
-  if (close_after_ && state_ == State::kOpen) state_ = State::kFlushThenClose;
+  if (!keep_alive && state_ == State::kOpen) state_ = State::kFlushThenClose;
   again_ = true;
 }
 

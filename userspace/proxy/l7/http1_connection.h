@@ -203,12 +203,10 @@ class Http1Connection final : public IoHandler, public UpstreamOwner {
   // AuthorizationPolicies. False: the VIP has no route served here at L7.
   bool RefreshRoute();
   // Answers the current request (or a malformed one) with a canned error
-  // and closes once it is sent.
-  void Respond(int status, const char* flags);
-  // The same for a request that is whole in its head (no body) and was
-  // never sent upstream: the connection carries on with the next request,
-  // as Envoy's local replies do.
-  void RespondAndContinue(int status, const char* flags);
+  // and closes once it is sent. With `go_on`, for a request that is whole
+  // in its head (no body) and was never sent upstream, the connection
+  // carries on with the next request instead (Envoy's local replies).
+  void Respond(int status, const char* flags, bool go_on = false);
   void Record(int status, const char* flags);
   void ReleaseEndpoint(bool failed);
   void Close(CloseReason reason, bool reset);
